@@ -1,0 +1,5 @@
+"""Entry point for ``python -m rtrec``."""
+
+from rtrec.cli import app
+
+app(prog_name="rtrec")

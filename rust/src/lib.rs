@@ -1,0 +1,13 @@
+//! rtrec's native core: feature hashing and the replay ring buffer.
+//!
+//! The modules `hash`, `ring` and `rng` are plain Rust with no Python dependency and are
+//! tested with `cargo test`. `python` (behind the `python` feature, which maturin turns on)
+//! holds every PyO3 binding and the mapping of [`error::Error`] onto `rtrec.errors`.
+
+pub mod error;
+pub mod hash;
+pub mod ring;
+pub mod rng;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,464 @@
+//! PyO3 bindings: every `#[pyclass]`, conversion and error mapping lives here.
+//!
+//! Inputs are borrowed as numpy views (Arrow buffers arrive without a copy) and the work
+//! runs with the GIL released. Errors become `rtrec.errors` exceptions.
+
+use std::sync::Mutex;
+
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::error::Error;
+use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
+use crate::ring::{PushBatch, Ring, Rows, Strategy};
+
+fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
+    let (class, msg) = match &err {
+        Error::InvalidInput { .. } => ("InvalidInputError", err.to_string()),
+        Error::Corrupt(_) => ("CorruptDataError", err.to_string()),
+    };
+    match py.import("rtrec.errors").and_then(|m| m.getattr(class)) {
+        Ok(cls) => PyErr::from_value(match cls.call1((msg.clone(),)) {
+            Ok(v) => v,
+            Err(e) => return e,
+        }),
+        Err(_) => PyRuntimeError::new_err(msg),
+    }
+}
+
+fn invalid(py: Python<'_>, field: &str, reason: impl Into<String>) -> PyErr {
+    to_py_err(py, Error::invalid(field, reason))
+}
+
+enum OffsetsArr<'py> {
+    I32(PyReadonlyArray1<'py, i32>),
+    I64(PyReadonlyArray1<'py, i64>),
+}
+
+impl OffsetsArr<'_> {
+    fn view(&self) -> PyResult<Offsets<'_>> {
+        Ok(match self {
+            OffsetsArr::I32(a) => Offsets::I32(a.as_slice()?),
+            OffsetsArr::I64(a) => Offsets::I64(a.as_slice()?),
+        })
+    }
+}
+
+fn offsets_arr<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<OffsetsArr<'py>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, i32>>() {
+        return Ok(OffsetsArr::I32(a));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, i64>>() {
+        return Ok(OffsetsArr::I64(a));
+    }
+    Err(invalid(
+        obj.py(),
+        field,
+        "offsets must be a 1-d int32 or int64 numpy array",
+    ))
+}
+
+fn opt_bytes<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<Option<PyReadonlyArray1<'py, u8>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    obj.extract::<PyReadonlyArray1<'py, u8>>().map(Some).map_err(|_| {
+        invalid(
+            obj.py(),
+            field,
+            "validity bitmap must be a 1-d uint8 numpy array or None",
+        )
+    })
+}
+
+/// Owned handles on one string array's buffers, kept alive while the slices are used.
+struct StrBufs<'py> {
+    validity: Option<PyReadonlyArray1<'py, u8>>,
+    offsets: OffsetsArr<'py>,
+    data: PyReadonlyArray1<'py, u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl StrBufs<'_> {
+    fn parse<'py>(items: &[Bound<'py, PyAny>], field: &str) -> PyResult<StrBufs<'py>> {
+        let py = items[0].py();
+        let data = items[2]
+            .extract::<PyReadonlyArray1<'py, u8>>()
+            .map_err(|_| invalid(py, field, "data buffer must be a 1-d uint8 numpy array"))?;
+        Ok(StrBufs {
+            validity: opt_bytes(&items[0], field)?,
+            offsets: offsets_arr(&items[1], field)?,
+            data,
+            offset: items[3]
+                .extract()
+                .map_err(|_| invalid(py, field, "offset must be a non-negative int"))?,
+            len: items[4]
+                .extract()
+                .map_err(|_| invalid(py, field, "length must be a non-negative int"))?,
+        })
+    }
+
+    fn view(&self) -> PyResult<StrArray<'_>> {
+        Ok(StrArray {
+            validity: self.validity.as_ref().map(|v| v.as_slice()).transpose()?,
+            offsets: self.offsets.view()?,
+            data: self.data.as_slice()?,
+            offset: self.offset,
+            len: self.len,
+        })
+    }
+}
+
+enum ColBufs<'py> {
+    Single(StrBufs<'py>),
+    Multi {
+        validity: Option<PyReadonlyArray1<'py, u8>>,
+        offsets: OffsetsArr<'py>,
+        offset: usize,
+        len: usize,
+        values: StrBufs<'py>,
+    },
+}
+
+impl ColBufs<'_> {
+    fn view(&self) -> PyResult<Column<'_>> {
+        Ok(match self {
+            ColBufs::Single(s) => Column::Single(s.view()?),
+            ColBufs::Multi {
+                validity,
+                offsets,
+                offset,
+                len,
+                values,
+            } => Column::Multi(ListArray {
+                validity: validity.as_ref().map(|v| v.as_slice()).transpose()?,
+                offsets: offsets.view()?,
+                offset: *offset,
+                len: *len,
+                values: values.view()?,
+            }),
+        })
+    }
+}
+
+fn parse_column<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<ColBufs<'py>> {
+    let py = obj.py();
+    let tup = obj
+        .cast::<PyTuple>()
+        .map_err(|_| invalid(py, field, "column must be a buffer tuple"))?;
+    let items: Vec<Bound<'py, PyAny>> = tup.iter().collect();
+    let kind: String = items.first().map(|k| k.extract()).transpose()?.unwrap_or_default();
+    match (kind.as_str(), items.len()) {
+        ("str", 6) => Ok(ColBufs::Single(StrBufs::parse(&items[1..], field)?)),
+        ("list", 10) => Ok(ColBufs::Multi {
+            validity: opt_bytes(&items[1], field)?,
+            offsets: offsets_arr(&items[2], field)?,
+            offset: items[3].extract()?,
+            len: items[4].extract()?,
+            values: StrBufs::parse(&items[5..], field)?,
+        }),
+        _ => Err(invalid(
+            py,
+            field,
+            "column tuple must be ('str', 5 buffers) or ('list', 9 buffers)",
+        )),
+    }
+}
+
+/// Hashes named string columns into feature indices. See `rtrec._native.pyi`.
+#[pyclass(module = "rtrec._native", frozen)]
+struct FeatureHasher {
+    inner: CoreHasher,
+    seed: u32,
+    crosses: Vec<(String, String)>,
+    signed: bool,
+}
+
+#[pymethods]
+impl FeatureHasher {
+    #[new]
+    #[pyo3(signature = (namespaces, *, bits = 20, seed = 0, crosses = Vec::new(), signed = false))]
+    fn new(
+        py: Python<'_>,
+        namespaces: Vec<String>,
+        bits: u32,
+        seed: u32,
+        crosses: Vec<(String, String)>,
+        signed: bool,
+    ) -> PyResult<Self> {
+        let inner = CoreHasher::new(namespaces, &crosses, bits, seed, signed).map_err(|e| to_py_err(py, e))?;
+        Ok(FeatureHasher {
+            inner,
+            seed,
+            crosses,
+            signed,
+        })
+    }
+
+    #[getter]
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces().to_vec()
+    }
+
+    #[getter]
+    fn bits(&self) -> u32 {
+        self.inner.bits()
+    }
+
+    #[getter]
+    fn seed(&self) -> u32 {
+        self.seed
+    }
+
+    #[getter]
+    fn crosses(&self) -> Vec<(String, String)> {
+        self.crosses.clone()
+    }
+
+    #[getter]
+    fn signed(&self) -> bool {
+        self.signed
+    }
+
+    /// Seed of namespace `name`: murmur3_32(name, seed).
+    fn namespace_seed(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
+        let i = self
+            .inner
+            .namespaces()
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| invalid(py, "namespace", format!("{name:?} is not one of the namespaces")))?;
+        Ok(self.inner.seed_of(i))
+    }
+
+    #[pyo3(signature = (columns, stats = false))]
+    fn hash_buffers<'py>(
+        &self,
+        py: Python<'py>,
+        columns: Vec<Bound<'py, PyAny>>,
+        stats: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let names = self.inner.namespaces();
+        let bufs: Vec<ColBufs<'py>> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| parse_column(c, names.get(i).map_or("columns", |s| s.as_str())))
+            .collect::<PyResult<_>>()?;
+        let cols: Vec<Column<'_>> = bufs.iter().map(|b| b.view()).collect::<PyResult<_>>()?;
+        let result = py.detach(|| self.inner.hash(&cols, stats));
+        let (hashed, st) = result.map_err(|e| to_py_err(py, e))?;
+        let indices = hashed.indices.into_pyarray(py);
+        let offsets = hashed.offsets.into_pyarray(py);
+        let signs: Bound<'py, PyAny> = match hashed.signs {
+            Some(s) => s.into_pyarray(py).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let stats_obj: Bound<'py, PyAny> = match st {
+            Some(s) => {
+                let d = PyDict::new(py);
+                d.set_item("features", s.features)?;
+                d.set_item("distinct_inputs", s.distinct_inputs)?;
+                d.set_item("distinct_buckets", s.distinct_buckets)?;
+                d.into_any()
+            }
+            None => py.None().into_bound(py),
+        };
+        PyTuple::new(py, [indices.into_any(), offsets.into_any(), signs, stats_obj])
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "FeatureHasher(namespaces={:?}, bits={}, seed={}, crosses={:?}, signed={})",
+            self.inner.namespaces(),
+            self.inner.bits(),
+            self.seed,
+            self.crosses,
+            if self.signed { "True" } else { "False" }
+        )
+    }
+}
+
+/// MurmurHash3 x86_32 of `data` (bytes or str, UTF-8 encoded) with `seed`.
+#[pyfunction]
+#[pyo3(signature = (data, seed = 0))]
+fn murmur3_32(data: &Bound<'_, PyAny>, seed: u32) -> PyResult<u32> {
+    if let Ok(s) = data.extract::<&str>() {
+        return Ok(murmur(s.as_bytes(), seed));
+    }
+    let b = data
+        .cast::<PyBytes>()
+        .map_err(|_| invalid(data.py(), "data", "must be str or bytes"))?;
+    Ok(murmur(b.as_bytes(), seed))
+}
+
+/// Thread-safe replay ring buffer. See `rtrec._native.pyi`.
+#[pyclass(module = "rtrec._native", frozen)]
+struct ReplayBuffer {
+    ring: Mutex<Ring>,
+}
+
+fn poisoned() -> PyErr {
+    PyRuntimeError::new_err("replay buffer lock poisoned by an earlier panic")
+}
+
+/// Run `f` on the ring with the GIL released (the lock may wait on another thread).
+fn with_ring<T: Send>(py: Python<'_>, m: &Mutex<Ring>, f: impl FnOnce(&mut Ring) -> T + Send) -> PyResult<T> {
+    py.detach(|| m.lock().ok().map(|mut r| f(&mut r))).ok_or_else(poisoned)
+}
+
+fn rows_to_dict<'py>(py: Python<'py>, rows: Rows, dense_dim: usize) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let n = rows.len();
+    d.set_item("indices", rows.indices.into_pyarray(py))?;
+    d.set_item("offsets", rows.offsets.into_pyarray(py))?;
+    d.set_item("labels", rows.labels.into_pyarray(py))?;
+    d.set_item("weights", rows.weights.into_pyarray(py))?;
+    d.set_item("ts", rows.ts.into_pyarray(py))?;
+    d.set_item("row_ids", rows.row_ids.into_pyarray(py))?;
+    d.set_item("seqs", rows.seqs.into_pyarray(py))?;
+    let dense: Bound<'py, PyArray1<f32>> = rows.dense.into_pyarray(py);
+    d.set_item("dense", dense.reshape([n, dense_dim])?)?;
+    Ok(d)
+}
+
+fn strategy(py: Python<'_>, name: &str, half_life: Option<f64>) -> PyResult<Strategy> {
+    let need =
+        |hl: Option<f64>| hl.ok_or_else(|| invalid(py, "half_life", format!("is required for strategy {name:?}")));
+    Ok(match name {
+        "uniform" => Strategy::Uniform,
+        "recency" | "recency_events" => Strategy::RecencyEvents(need(half_life)?),
+        "recency_seconds" => Strategy::RecencySeconds(need(half_life)?),
+        "balanced" => Strategy::Balanced,
+        other => {
+            return Err(invalid(
+                py,
+                "strategy",
+                format!("{other:?} is not one of uniform, recency, recency_seconds, balanced"),
+            ))
+        }
+    })
+}
+
+#[pymethods]
+impl ReplayBuffer {
+    #[new]
+    #[pyo3(signature = (capacity, *, dense_dim = 0, seed = 0))]
+    fn new(py: Python<'_>, capacity: usize, dense_dim: usize, seed: u64) -> PyResult<Self> {
+        Ok(ReplayBuffer {
+            ring: Mutex::new(Ring::new(capacity, dense_dim, seed).map_err(|e| to_py_err(py, e))?),
+        })
+    }
+
+    #[pyo3(signature = (indices, offsets, labels, weights, ts, row_ids = None, dense = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        py: Python<'_>,
+        indices: PyReadonlyArray1<'_, i64>,
+        offsets: PyReadonlyArray1<'_, i64>,
+        labels: PyReadonlyArray1<'_, f32>,
+        weights: PyReadonlyArray1<'_, f32>,
+        ts: PyReadonlyArray1<'_, f64>,
+        row_ids: Option<PyReadonlyArray1<'_, i64>>,
+        dense: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let dense_arr = match &dense {
+            Some(obj) if !obj.is_none() => Some(
+                obj.call_method1("reshape", (-1,))?
+                    .extract::<PyReadonlyArray1<'_, f32>>()
+                    .map_err(|_| invalid(py, "dense", "must be a float32 numpy array of shape (rows, dense_dim)"))?,
+            ),
+            _ => None,
+        };
+        let batch = PushBatch {
+            indices: indices.as_slice()?,
+            offsets: offsets.as_slice()?,
+            labels: labels.as_slice()?,
+            weights: weights.as_slice()?,
+            ts: ts.as_slice()?,
+            row_ids: row_ids.as_ref().map(|a| a.as_slice()).transpose()?,
+            dense: dense_arr.as_ref().map(|a| a.as_slice()).transpose()?,
+        };
+        with_ring(py, &self.ring, |r| r.push(&batch))?.map_err(|e| to_py_err(py, e))
+    }
+
+    #[pyo3(signature = (n, strategy = "uniform", half_life = None, seed = None))]
+    fn sample<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        strategy: &str,
+        half_life: Option<f64>,
+        seed: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let strat = self::strategy(py, strategy, half_life)?;
+        let (rows, dd) = with_ring(py, &self.ring, |r| (r.sample(n, strat, seed), r.dense_dim()))?;
+        rows_to_dict(py, rows.map_err(|e| to_py_err(py, e))?, dd)
+    }
+
+    /// Every stored row, oldest first.
+    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (rows, dd) = with_ring(py, &self.ring, |r| (r.rows(), r.dense_dim()))?;
+        rows_to_dict(py, rows, dd)
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = with_ring(py, &self.ring, |r| r.to_bytes())?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let owned = data.to_vec();
+        let ring = py.detach(|| Ring::from_bytes(&owned)).map_err(|e| to_py_err(py, e))?;
+        Ok(ReplayBuffer { ring: Mutex::new(ring) })
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        with_ring(py, &self.ring, |r| r.len())
+    }
+
+    #[getter]
+    fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
+        with_ring(py, &self.ring, |r| r.capacity())
+    }
+
+    #[getter]
+    fn dense_dim(&self, py: Python<'_>) -> PyResult<usize> {
+        with_ring(py, &self.ring, |r| r.dense_dim())
+    }
+
+    #[getter]
+    fn pushed(&self, py: Python<'_>) -> PyResult<u64> {
+        with_ring(py, &self.ring, |r| r.pushed())
+    }
+
+    #[getter]
+    fn positives(&self, py: Python<'_>) -> PyResult<usize> {
+        with_ring(py, &self.ring, |r| r.positives())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        with_ring(py, &self.ring, |r| {
+            format!(
+                "ReplayBuffer(len={}, capacity={}, dense_dim={}, pushed={})",
+                r.len(),
+                r.capacity(),
+                r.dense_dim(),
+                r.pushed()
+            )
+        })
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<FeatureHasher>()?;
+    m.add_class::<ReplayBuffer>()?;
+    m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
+    m.add("FORMAT_VERSION", 1)?;
+    Ok(())
+}
