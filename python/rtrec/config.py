@@ -86,6 +86,8 @@ class TextConfig:
     batch_size: int = 64
     pooling: str = "mean"
     device: str = "auto"
+    # ``auto``: bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU.
+    dtype: str = "auto"
     threads: int = 0
     dim: int = 32
     item_features: bool = True
