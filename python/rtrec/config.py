@@ -211,7 +211,9 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         section = f"[{where}]" if where else "the top level"
-        raise ConfigError(f"unknown config key {unknown[0]!r} in {section}", hint=f"known keys: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown config key {unknown[0]!r} in {section}", hint=f"known keys: {', '.join(sorted(known))}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
@@ -270,20 +272,23 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"config key features.crosses names {ns!r}, which is not in features.namespaces")
     for key in (*cfg.labels.positive, *cfg.labels.negative):
         if key not in EVENT_TYPES:
-            raise ConfigError(f"config key labels names unknown event type {key!r}", hint=f"known: {', '.join(EVENT_TYPES)}")
+            raise ConfigError(
+                f"config key labels names unknown event type {key!r}", hint=f"known: {', '.join(EVENT_TYPES)}"
+            )
     overlap = set(cfg.labels.positive) & set(cfg.labels.negative)
     if overlap:
         raise ConfigError(f"event type {sorted(overlap)[0]!r} is both positive and negative in [labels]")
     if cfg.learner.batch_size < 1:
         raise ConfigError("config key learner.batch_size must be at least 1")
     if cfg.learner.replay_strategy not in ("uniform", "recency", "balanced"):
-        raise ConfigError(
-            f"config key learner.replay_strategy must be uniform, recency or balanced, got {cfg.learner.replay_strategy!r}"
-        )
+        got = cfg.learner.replay_strategy
+        raise ConfigError(f"config key learner.replay_strategy must be uniform, recency or balanced, got {got!r}")
     if cfg.text.pooling not in ("mean", "last"):
         raise ConfigError(f"config key text.pooling must be mean or last, got {cfg.text.pooling!r}")
     if cfg.serve.exploration not in ("none", "epsilon", "softmax"):
-        raise ConfigError(f"config key serve.exploration must be none, epsilon or softmax, got {cfg.serve.exploration!r}")
+        raise ConfigError(
+            f"config key serve.exploration must be none, epsilon or softmax, got {cfg.serve.exploration!r}"
+        )
     if not 0.0 <= cfg.serve.epsilon <= 1.0:
         raise ConfigError(f"config key serve.epsilon must be in [0, 1], got {cfg.serve.epsilon}")
     if not 0.0 < cfg.replay.static_fraction < 1.0:

@@ -378,7 +378,7 @@ impl FeatureHasher {
                     Column::Multi(l) => {
                         if let Some(range) = l.range(r) {
                             for k in range {
-                                if let Some(v) = l.values.get(k - l.values.offset) {
+                                if let Some(v) = l.values.get(k) {
                                     emit(v, &mut out);
                                 }
                             }

@@ -1,0 +1,99 @@
+"""Type stubs for the compiled core, ``rtrec._native`` (Rust, PyO3).
+
+Prefer the Python wrappers: :class:`rtrec.features.Hasher` builds the buffer tuples that
+``FeatureHasher.hash_buffers`` takes. Every method that does real work releases the GIL.
+Errors are :class:`rtrec.errors.InvalidInputError` (bad arguments or buffers, the message
+names the field) and :class:`rtrec.errors.CorruptDataError` (a damaged or foreign blob).
+"""
+
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FORMAT_VERSION: int
+
+def murmur3_32(data: str | bytes, seed: int = 0) -> int:
+    """MurmurHash3 x86_32 of ``data`` (str is UTF-8 encoded) with ``seed``."""
+
+class FeatureHasher:
+    """Murmur3 feature hasher with per-namespace seeds and pairwise crosses.
+
+    ``bits`` is 1..32. A namespace ``ns`` has seed ``murmur3_32(ns, seed)``; a cross
+    ``(a, b)`` has seed ``murmur3_32(f"{a}^{b}", seed)`` and hashes the 8 little-endian
+    bytes of the two values' 32-bit hashes. Nulls give no feature.
+    """
+
+    def __init__(
+        self,
+        namespaces: list[str],
+        *,
+        bits: int = 20,
+        seed: int = 0,
+        crosses: list[tuple[str, str]] = ...,
+        signed: bool = False,
+    ) -> None: ...
+    @property
+    def namespaces(self) -> list[str]: ...
+    @property
+    def bits(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def crosses(self) -> list[tuple[str, str]]: ...
+    @property
+    def signed(self) -> bool: ...
+    def namespace_seed(self, name: str) -> int: ...
+    def hash_buffers(
+        self, columns: list[tuple[Any, ...]], stats: bool = False
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32] | None, dict[str, int] | None]:
+        """Hash one batch: one buffer tuple per namespace, in namespace order.
+
+        A string column is ``("str", validity | None, offsets (int32|int64), data (uint8), offset, length)``;
+        a list-of-strings column is ``("list", validity | None, list_offsets, offset, length, <child str buffers>)``.
+        Returns ``(indices, offsets, signs, stats)``: CSR rows (``offsets`` has rows + 1 entries),
+        ±1 signs when signed, and ``{"features", "distinct_inputs", "distinct_buckets"}`` when ``stats``.
+        """
+
+Strategy = Literal["uniform", "recency", "recency_events", "recency_seconds", "balanced"]
+
+class ReplayBuffer:
+    """Fixed-capacity ring of hashed training rows; thread-safe; the oldest row is overwritten.
+
+    ``sample`` draws with replacement: ``uniform``; ``recency`` (alias ``recency_events``)
+    weights ``0.5**(age / half_life)`` with age in pushes; ``recency_seconds`` with age in
+    seconds before the newest row; ``balanced`` draws half from label >= 0.5 and half from
+    the rest. With ``seed`` a draw is reproducible and leaves the buffer's generator alone.
+    """
+
+    def __init__(self, capacity: int, *, dense_dim: int = 0, seed: int = 0) -> None: ...
+    def push(
+        self,
+        indices: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.float32],
+        weights: npt.NDArray[np.float32],
+        ts: npt.NDArray[np.float64],
+        row_ids: npt.NDArray[np.int64] | None = None,
+        dense: npt.NDArray[np.float32] | None = None,
+    ) -> None:
+        """Append rows (CSR ``indices``/``offsets``; ``dense`` is ``(rows, dense_dim)``). All-or-nothing."""
+    def sample(
+        self, n: int, strategy: Strategy = "uniform", half_life: float | None = None, seed: int | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Keys: indices, offsets, labels, weights, ts, row_ids (-1 = none), seqs (push order), dense."""
+    def rows(self) -> dict[str, npt.NDArray[Any]]:
+        """Every stored row, oldest first, in the same form as ``sample``."""
+    def to_bytes(self) -> bytes:
+        """Versioned, checksummed serialisation of the whole state (generator included)."""
+    @staticmethod
+    def from_bytes(data: bytes) -> ReplayBuffer: ...
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def dense_dim(self) -> int: ...
+    @property
+    def pushed(self) -> int: ...
+    @property
+    def positives(self) -> int: ...

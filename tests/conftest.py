@@ -1,0 +1,18 @@
+"""Shared fixtures: every test gets its own rtrec home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def rtrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "rtrec-home"
+    monkeypatch.setenv("RTREC_HOME", str(home))
+    monkeypatch.delenv("RTREC_CONFIG", raising=False)
+    monkeypatch.delenv("RTREC_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return home

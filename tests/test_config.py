@@ -1,0 +1,68 @@
+"""Configuration loading, precedence and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtrec.config import Config, load_config
+from rtrec.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_toml_equals_embedded_defaults(rtrec_home: Path) -> None:
+    from_file = load_config(ROOT / "configs" / "default.toml")
+    assert from_file == load_config()
+    assert from_file.to_dict() == {**Config(home=rtrec_home).to_dict()}
+
+
+def test_precedence_flag_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[learner]\nbatch_size = 64\nlr = 0.2\n[serve]\ntoken = "file"\n')
+    monkeypatch.setenv("RTREC_CONFIG", str(cfg_file))
+    monkeypatch.setenv("RTREC_TOKEN", "env")
+    cfg = load_config(overrides={"learner": {"batch_size": 8}})
+    assert cfg.learner.batch_size == 8
+    assert cfg.learner.lr == 0.2
+    assert cfg.serve.token == "env"
+    assert cfg.home == Path(str(tmp_path / "rtrec-home"))
+
+
+def test_home_config_file_is_read(rtrec_home: Path) -> None:
+    rtrec_home.mkdir(parents=True)
+    (rtrec_home / "config.toml").write_text("[features]\nbits = 12\n")
+    assert load_config().features.bits == 12
+    assert load_config().db_path == rtrec_home / "rtrec.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[learner]\nbatchsize = 3\n", "unknown config key 'batchsize' in \\[learner\\]"),
+        ("[nope]\n", "unknown config key 'nope'"),
+        ("[learner]\nbatch_size = 'big'\n", "learner.batch_size must be an integer"),
+        ("[features]\nbits = 40\n", "features.bits must be between 1 and 32"),
+        ("[features]\ncrosses = [['user', 'zzz']]\n", "crosses names 'zzz'"),
+        ("[labels]\npositive = { clik = 1.0 }\n", "unknown event type 'clik'"),
+        ("[text]\nenabled = 'yes'\n", "text.enabled must be true or false"),
+        ("[learner\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config()
+    with pytest.raises(AttributeError):
+        cfg.learner.lr = 1.0  # type: ignore[misc]
