@@ -1,0 +1,224 @@
+"""Rich views of the daemon's stats (``rtrec inspect``); the only library code that imports rich.
+
+Every view takes the dict of ``GET /v1/stats`` and tolerates missing keys, so a stopped
+daemon's partial stats and an older daemon's render too.
+
+>>> from rich.console import Console
+>>> Console(width=100, file=__import__("io").StringIO()).print(render({"running": False}))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["live", "render", "sparkline"]
+
+BARS = "▁▂▃▄▅▆▇█"
+DASH = "–"
+
+
+def sparkline(values: Sequence[float | None], width: int = 40) -> str:
+    """Unicode bars scaled between the series' min and max; the newest ``width`` values."""
+    vals = [v for v in values if v is not None and isinstance(v, int | float) and math.isfinite(v)][-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-12:
+        return BARS[len(BARS) // 2] * len(vals)
+    return "".join(BARS[min(len(BARS) - 1, int((v - lo) / (hi - lo) * len(BARS)))] for v in vals)
+
+
+def _get(d: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d if d is not None else default
+
+
+def _num(v: Any, fmt: str = "{:,.0f}") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return DASH
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _ms(v: Any) -> str:
+    return DASH if v is None else f"{float(v) * 1000:,.1f} ms"
+
+
+def _ago(ts: Any) -> str:
+    if not ts:
+        return DASH
+    age = time.time() - float(ts)
+    if age < 120:
+        return f"{age:.0f} s ago"
+    if age < 7200:
+        return f"{age / 60:.0f} min ago"
+    return f"{age / 3600:.1f} h ago"
+
+
+def _pcts(p: Any) -> str:
+    if not isinstance(p, dict) or p.get("p50") is None:
+        return DASH
+    return f"p50 {_ms(p.get('p50'))} · p90 {_ms(p.get('p90'))} · p99 {_ms(p.get('p99'))}  (n={p.get('count', 0):,})"
+
+
+def _kv(title: str, rows: list[tuple[str, RenderableType | str]]) -> Panel:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    return Panel(t, title=title, title_align="left", box=box.ROUNDED)
+
+
+def _header(s: dict[str, Any]) -> Text:
+    state = Text("● running", style="bold green") if s.get("running") else Text("○ stopped", style="bold yellow")
+    out = Text.assemble(("rtrec ", "bold"), (str(s.get("version", "")), "dim"), "  ", state)
+    where = s.get("url") or s.get("home")
+    if where:
+        out.append(f"  {where}", style="dim")
+    if s.get("uptime_s") is not None:
+        out.append(f"  up {_num(s['uptime_s'], '{:,.0f}')} s", style="dim")
+    return out
+
+
+def _flow(s: dict[str, Any]) -> Panel:
+    ing, lrn, fr = s.get("ingest") or {}, s.get("learn") or {}, s.get("freshness") or {}
+    series = s.get("series") or {}
+    rows: list[tuple[str, RenderableType | str]] = [
+        ("ingest", f"{_num(ing.get('rate'), '{:,.1f}')} ev/s  {sparkline(series.get('ingest') or [], 30)}"),
+        ("learn", f"{_num(lrn.get('rate'), '{:,.1f}')} ev/s  {sparkline(series.get('learn') or [], 30)}"),
+        (
+            "learner lag",
+            f"{_num(lrn.get('lag_events'))} events · {_num(lrn.get('lag_s'), '{:,.2f}')} s",
+        ),
+        ("freshness (learned)", _pcts(fr.get("learned"))),
+        ("freshness (served)", _pcts(fr.get("recommend"))),
+        (
+            "totals",
+            f"{_num(ing.get('accepted_total'))} accepted · {_num(ing.get('duplicates_total'))} duplicate · "
+            f"{_num(ing.get('rejected_total'))} rejected · {_num(lrn.get('learned_total'))} learned",
+        ),
+        ("log / learned seq", f"{_num(ing.get('log_seq'))} / {_num(lrn.get('learned_seq'))}"),
+    ]
+    if lrn.get("error"):
+        rows.append(("learner error", Text(str(lrn["error"]), style="red")))
+    return _kv("Stream", rows)
+
+
+def _quality(s: dict[str, Any]) -> Panel:
+    q = s.get("quality") or {}
+    series = s.get("series") or {}
+    rows: list[tuple[str, RenderableType | str]] = []
+    for key, label, fmt in (
+        ("auc", "progressive AUC", "{:.4f}"),
+        ("logloss", "log loss", "{:.4f}"),
+        ("ctr", "CTR", "{:.2%}"),
+    ):
+        rows.append((label, f"{_num(q.get(key), fmt):>8}  {sparkline(series.get(key) or [], 40)}"))
+    model = s.get("model") or {}
+    rows.append(("model version", _num(s.get("model_version", model.get("model_version")))))
+    ck = s.get("checkpoint") or {}
+    if ck:
+        rows.append(("last checkpoint", f"seq {_num(ck.get('seq'))} · {_ago(ck.get('created_at'))}"))
+    else:
+        rows.append(("last checkpoint", DASH))
+    return _kv("Model (last hour)", rows)
+
+
+def _internals(s: dict[str, Any]) -> Panel:
+    model = s.get("model") or {}
+    replay = model.get("replay") if isinstance(model.get("replay"), dict) else {}
+    fill = replay.get("fill", model.get("replay_fill"))
+    size, cap = replay.get("size", model.get("replay_size")), replay.get("capacity", model.get("replay_capacity"))
+    fill_s = DASH
+    if fill is not None:
+        fill_s = f"{float(fill):.1%}"
+    elif size is not None and cap:
+        fill_s = f"{int(size):,} / {int(cap):,} ({int(size) / int(cap):.1%})"
+    mix = replay.get("mix", model.get("sample_mix"))
+    mix_s = (
+        ", ".join(f"{k} {_num(v, '{:.0%}') if isinstance(v, float) and v <= 1 else _num(v)}" for k, v in mix.items())
+        if isinstance(mix, dict)
+        else DASH
+    )
+    coll = model.get("collision_rate", _get(model, "features", "collision_rate"))
+    text = s.get("text") or {}
+    text_s = DASH
+    if text:
+        text_s = f"{text.get('status', DASH)} · device {text.get('device') or DASH} · queue {_num(text.get('queue'))}"
+        if text.get("items_per_s"):
+            text_s += f" · {_num(text.get('items_per_s'), '{:,.0f}')} items/s"
+    rec = s.get("recommend") or {}
+    rows: list[tuple[str, RenderableType | str]] = [
+        ("replay buffer", fill_s),
+        ("sample mix", mix_s),
+        ("hash collisions", _num(coll, "{:.2%}")),
+        ("text encoder", text_s),
+        ("catalog", f"{_num(_get(s, 'catalog', 'items'))} items"),
+        ("recommend", f"{_num(rec.get('rate'), '{:,.1f}')} req/s · policy {rec.get('policy', DASH)}"),
+        ("recommend latency", _pcts(rec.get("latency"))),
+    ]
+    return _kv("Internals", rows)
+
+
+def _top_items(s: dict[str, Any]) -> Panel:
+    t = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+    t.add_column("#", justify="right", style="dim")
+    t.add_column("item")
+    for i, item in enumerate((s.get("top_items") or [])[:10], 1):
+        name = item.get("item_id", str(item)) if isinstance(item, dict) else str(item)
+        t.add_row(str(i), name)
+    return Panel(t, title="Top items now", title_align="left", box=box.ROUNDED)
+
+
+def _alarms(s: dict[str, Any]) -> Panel:
+    alarms = s.get("drift_alarms") or []
+    if not alarms:
+        return Panel(Text("none", style="green"), title="Drift alarms", title_align="left", box=box.ROUNDED)
+    t = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
+    for col in ("seq", "detector", "stat"):
+        t.add_column(col)
+    for a in alarms[-5:]:
+        t.add_row(_num(a.get("seq")), str(a.get("detector", DASH)), _num(a.get("stat"), "{:.4g}"))
+    return Panel(t, title=f"Drift alarms ({len(alarms)})", title_align="left", box=box.ROUNDED, border_style="red")
+
+
+def render(stats: dict[str, Any]) -> RenderableType:
+    """The whole dashboard for one stats snapshot."""
+    side = Table.grid(expand=True)
+    side.add_column(ratio=1)
+    side.add_column(ratio=1)
+    side.add_row(_top_items(stats), _alarms(stats))
+    return Group(_header(stats), _flow(stats), _quality(stats), _internals(stats), side)
+
+
+def live(fetch: Callable[[], dict[str, Any]], console: Console, refresh_s: float = 1.0) -> None:
+    """Redraw ``render(fetch())`` about every ``refresh_s`` until Ctrl-C.
+
+    A failed fetch shows the error in place of the dashboard and keeps retrying.
+    """
+    with Live(console=console, auto_refresh=False, screen=False, transient=False) as view:
+        try:
+            while True:
+                try:
+                    view.update(render(fetch()), refresh=True)
+                except Exception as exc:  # the daemon restarting should not end the dashboard
+                    view.update(Text(f"cannot read stats: {exc}", style="red"), refresh=True)
+                time.sleep(refresh_s)
+        except KeyboardInterrupt:
+            return

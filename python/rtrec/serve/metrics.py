@@ -1,0 +1,240 @@
+"""Daemon metrics: rates, latency percentiles, minute series and Prometheus text.
+
+Everything here is thread-safe and cheap to update from a hot path (one lock, no I/O).
+
+>>> lat = Latency("recommend_seconds", "Recommend latency.")
+>>> for ms in (1, 2, 3, 4):
+...     lat.observe(ms / 1000)
+>>> round(lat.percentiles()["p50"], 4)
+0.002
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Counter:
+    """A monotonically increasing total."""
+
+    def __init__(self, name: str, help: str) -> None:
+        self.name, self.help = name, help
+        self._value = 0.0
+        self._lock = threading.Lock()
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self._value += amount
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def prometheus(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter", f"{self.name} {_fmt(self._value)}"]
+
+
+class Gauge:
+    """A value that goes up and down; set directly or read from a callback at export time."""
+
+    def __init__(self, name: str, help: str, fn: Any = None) -> None:
+        self.name, self.help, self._fn = name, help, fn
+        self._value = 0.0
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    @property
+    def value(self) -> float:
+        if self._fn is not None:
+            try:
+                return float(self._fn())
+            except Exception:  # a metric read must never take the endpoint down
+                return math.nan
+        return self._value
+
+    def prometheus(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_fmt(self.value)}"]
+
+
+class Rate:
+    """Events per second over a sliding window, from (time, count) marks.
+
+    ``window_s`` seconds of one-second bins are kept; the rate is their sum over the covered time.
+    """
+
+    def __init__(self, window_s: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._bins: deque[list[float]] = deque()  # [second, count]
+        self._lock = threading.Lock()
+        self._start = clock()
+        self.total = 0.0
+
+    def mark(self, count: float = 1.0) -> None:
+        now = self._clock()
+        sec = math.floor(now)
+        with self._lock:
+            self.total += count
+            if self._bins and self._bins[-1][0] == sec:
+                self._bins[-1][1] += count
+            else:
+                self._bins.append([sec, count])
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._bins and self._bins[0][0] <= now - self.window_s - 1:
+            self._bins.popleft()
+
+    def rate(self) -> float:
+        now = self._clock()
+        with self._lock:
+            self._trim(now)
+            # Bins cover [floor(now) - window, now]; the current second is partial.
+            span = min(self.window_s, now - self._start)
+            lo = now - span
+            total = sum(c for s, c in self._bins if s + 1 > lo)
+        return total / span if span > 0 else 0.0
+
+
+class Latency:
+    """Latency samples: a reservoir of recent values for percentiles, and Prometheus buckets."""
+
+    def __init__(self, name: str, help: str, buckets: Sequence[float] = DEFAULT_BUCKETS, keep: int = 4096) -> None:
+        self.name, self.help = name, help
+        self.buckets = tuple(buckets)
+        self._counts = [0] * (len(self.buckets) + 1)
+        self._sum = 0.0
+        self._n = 0
+        self._recent: deque[float] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float, count: int = 1) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.buckets, seconds)] += count
+            self._sum += seconds * count
+            self._n += count
+            self._recent.append(seconds)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        for v in values:
+            self.observe(v)
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def percentiles(self, qs: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, float | None]:
+        with self._lock:
+            data = sorted(self._recent)
+        return {f"p{_qname(q)}": percentile(data, q) for q in qs} | {"count": self._n}  # type: ignore[return-value]
+
+    def prometheus(self) -> list[str]:
+        with self._lock:
+            counts, total, n = list(self._counts), self._sum, self._n
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        acc = 0
+        for bound, c in zip(self.buckets, counts, strict=False):
+            acc += c
+            lines.append(f'{self.name}_bucket{{le="{_fmt(bound)}"}} {acc}')
+        lines.append(f'{self.name}_bucket{{le="+Inf"}} {n}')
+        lines.append(f"{self.name}_sum {_fmt(total)}")
+        lines.append(f"{self.name}_count {n}")
+        return lines
+
+
+class TimeSeries:
+    """One value per ``step_s`` over the last ``horizon_s`` (for dashboard sparklines)."""
+
+    def __init__(self, step_s: float = 60.0, horizon_s: float = 3600.0, clock: Any = time.time) -> None:
+        self.step_s = step_s
+        self.horizon_s = horizon_s
+        self._clock = clock
+        self._points: deque[tuple[int, float]] = deque(maxlen=max(1, int(horizon_s // step_s)))
+        self._lock = threading.Lock()
+
+    def set(self, value: float) -> None:
+        step = int(self._clock() // self.step_s)
+        with self._lock:
+            if self._points and self._points[-1][0] == step:
+                self._points[-1] = (step, value)
+            else:
+                self._points.append((step, value))
+
+    def values(self) -> list[float]:
+        horizon = int(self._clock() // self.step_s) - int(self.horizon_s // self.step_s)
+        with self._lock:
+            return [v for m, v in self._points if m > horizon]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile of already sorted values; ``None`` when empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+
+
+def _qname(q: float) -> str:
+    s = f"{q * 100:g}"
+    return s.replace(".", "_")
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    if isinstance(v, float) and math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return f"{v:.10g}" if isinstance(v, float) else str(v)
+
+
+class Registry:
+    """An ordered set of metrics rendered together as Prometheus text (format 0.0.4)."""
+
+    def __init__(self, prefix: str = "rtrec_") -> None:
+        self.prefix = prefix
+        self._metrics: list[Any] = []
+
+    def counter(self, name: str, help: str) -> Counter:
+        return self._add(Counter(self.prefix + name, help))
+
+    def gauge(self, name: str, help: str, fn: Any = None) -> Gauge:
+        return self._add(Gauge(self.prefix + name, help, fn))
+
+    def latency(self, name: str, help: str, buckets: Sequence[float] = DEFAULT_BUCKETS) -> Latency:
+        return self._add(Latency(self.prefix + name, help, buckets))
+
+    def _add(self, metric: Any) -> Any:
+        self._metrics.append(metric)
+        return metric
+
+    def render(self, extra: Iterable[str] = ()) -> str:
+        lines: list[str] = []
+        for m in self._metrics:
+            lines.extend(m.prometheus())
+        lines.extend(extra)
+        return "\n".join(lines) + "\n"
+
+
+def labelled_gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str], float]]) -> list[str]:
+    """Prometheus lines for one gauge family with labels, e.g. one sample per drift detector."""
+    lines = [f"# HELP {name} {help}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        lines.append(f"{name}{{{body}}} {_fmt(float(value))}")
+    return lines
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
