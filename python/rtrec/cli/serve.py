@@ -1,0 +1,46 @@
+"""``rtrec serve``: run the daemon (event log owner, online learner and HTTP API)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rtrec.cli._common import CONFIG_OPTION, HOME_OPTION, handle_errors, load
+
+
+@handle_errors
+def serve(
+    home: Path | None = HOME_OPTION,
+    config: Path | None = CONFIG_OPTION,
+    host: str | None = typer.Option(None, "--host", help="Address to bind [config: serve.host; default 127.0.0.1]."),
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="Port to bind; 0 picks a free one [config: serve.port; default 8080]."
+    ),
+    demo: bool = typer.Option(False, "--demo", help="Play simulated users against the daemon, to watch it learn."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only."),
+) -> None:
+    """Serve recommendations over HTTP and learn from events as they arrive, until SIGTERM or Ctrl-C.
+
+    Starts cold on an empty home, or resumes from the newest checkpoint. The URL and pid
+    are written to <home>/serve.json while it runs.
+    """
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    cfg = load(config, home, {"serve": overrides} if overrides else None)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from rtrec.serve.daemon import serve as run
+
+    raise typer.Exit(run(cfg, demo=demo))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

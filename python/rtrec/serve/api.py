@@ -1,0 +1,299 @@
+"""The HTTP API: a FastAPI app over a :class:`Service` (the daemon, or anything shaped like it).
+
+Bodies are parsed by hand rather than through pydantic models: a batch of ten thousand
+events validated field by field in Python would cost more than committing it, and the
+event log validates rows anyway (naming the field and the reason). The OpenAPI document
+still describes every body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from rtrec import __version__
+from rtrec.errors import InvalidInputError, RtrecError, StorageError
+
+
+class Service(Protocol):
+    """What the API needs from the daemon."""
+
+    max_body_bytes: int
+    max_batch: int
+    token: str | None
+
+    def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]: ...
+    def upsert_items(self, rows: list[Any]) -> dict[str, Any]: ...
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        exclude_seen: bool,
+        candidates: list[str] | None,
+        context: dict[str, Any] | None,
+        policy: str | None,
+    ) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+class PayloadTooLarge(RtrecError):
+    """A request body or batch over the configured limit."""
+
+
+class BadBody(RtrecError):
+    """A body that is not JSON of the expected shape."""
+
+
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/ndjson")
+
+_EVENT_EXAMPLE = {
+    "event_id": "e-1",
+    "ts": "2024-05-01T12:00:00Z",
+    "user_id": "u1",
+    "item_id": "i42",
+    "event_type": "click",
+    "request_id": "r-9",
+}
+_ITEM_EXAMPLE = {"item_id": "i42", "title": "Trail shoes", "category": "sport", "tags": ["running"]}
+
+
+def _array_body(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                    "example": [example],
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}, "example": json.dumps(example) + "\n"},
+            },
+        }
+    }
+
+
+def _error(status: int, message: str, hint: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if hint:
+        body["hint"] = hint
+    body.update(extra)
+    return JSONResponse(body, status_code=status)
+
+
+class BearerAuth:
+    """ASGI middleware: every route except ``/healthz`` needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str, open_paths: tuple[str, ...] = ("/healthz",)) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        got = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                got = value
+                break
+        if hmac.compare_digest(got, self.expected):
+            await self.app(scope, receive, send)
+            return
+        reason = "missing bearer token" if not got else "wrong bearer token"
+        resp = JSONResponse(
+            {"error": f"unauthorized: {reason}", "hint": "send the header 'Authorization: Bearer <RTREC_TOKEN>'"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await resp(scope, receive, send)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            n = int(length)
+        except ValueError:
+            raise BadBody(f"invalid Content-Length header {length!r}") from None
+        if n > limit:
+            raise PayloadTooLarge(
+                f"request body is {n} bytes, over the limit of {limit} bytes",
+                hint="split the batch, or raise serve.max_body_bytes",
+            )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body is over the limit of {limit} bytes",
+                hint="split the batch, or raise serve.max_body_bytes",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> list[Any]:
+    """Decode a JSON array or NDJSON body into a list; raise with the line or position at fault."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if not body.strip():
+        raise BadBody(f"request body is empty: send a JSON array of {what}")
+    if ctype in NDJSON_TYPES:
+        rows: list[Any] = []
+        for lineno, line in enumerate(body.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise BadBody(f"line {lineno} of the NDJSON body is not valid JSON: {exc}") from None
+            if len(rows) > max_batch:
+                break
+    else:
+        try:
+            rows = json.loads(body)
+        except ValueError as exc:
+            raise BadBody(
+                f"request body is not valid JSON: {exc}", hint="send a JSON array, or NDJSON with application/x-ndjson"
+            ) from None
+        if isinstance(rows, dict):
+            rows = [rows]  # one object is a batch of one
+        if not isinstance(rows, list):
+            raise BadBody(f"request body must be a JSON array of {what}, got {type(rows).__name__}")
+    if len(rows) > max_batch:
+        raise PayloadTooLarge(
+            f"batch has more than {max_batch} {what}, over the limit of {max_batch}",
+            hint="split the batch, or raise serve.max_batch",
+        )
+    return rows
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application serving ``service``."""
+    app = FastAPI(
+        title="rtrec",
+        version=__version__,
+        description="A real-time recommender: post events and items, get recommendations with propensities.",
+    )
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return _error(413, str(exc), exc.hint)
+
+    @app.exception_handler(BadBody)
+    async def _bad_body(request: Request, exc: BadBody) -> JSONResponse:
+        return _error(400, str(exc), exc.hint)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+        return _error(503, str(exc), exc.hint)
+
+    @app.exception_handler(RtrecError)
+    async def _rtrec(request: Request, exc: RtrecError) -> JSONResponse:
+        return _error(422, str(exc), exc.hint)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body"))
+            parts.append(f"{loc}: {err.get('msg')}")
+        return _error(422, "invalid request: " + "; ".join(parts))
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: always open, even when a token protects the rest."""
+        return service.health()
+
+    @app.post(
+        "/v1/events",
+        tags=["ingest"],
+        openapi_extra=_array_body("Events in the canonical schema: a JSON array, or NDJSON.", _EVENT_EXAMPLE),
+        responses={
+            200: {"description": '{"accepted": n, "duplicates": n, "rejected": [{"index": i, "reason": "..."}]}'},
+            400: {"description": "Body is not JSON"},
+            413: {"description": "Body or batch over the limit"},
+        },
+    )
+    async def post_events(request: Request) -> Response:
+        """Append events; answers once they are committed. Idempotent by ``event_id``."""
+        body = await _read_body(request, service.max_body_bytes)
+        ctype = request.headers.get("content-type", "application/json")
+
+        def work() -> dict[str, Any]:
+            rows = parse_rows(body, ctype, "events", service.max_batch)
+            return service.ingest_events(rows, "http")
+
+        return JSONResponse(await run_in_threadpool(work))
+
+    @app.post(
+        "/v1/items",
+        tags=["ingest"],
+        openapi_extra=_array_body("Catalog items to insert or replace, keyed by item_id.", _ITEM_EXAMPLE),
+        responses={200: {"description": '{"upserted": n}'}},
+    )
+    async def post_items(request: Request) -> Response:
+        """Insert or replace catalog items."""
+        body = await _read_body(request, service.max_body_bytes)
+        ctype = request.headers.get("content-type", "application/json")
+
+        def work() -> dict[str, Any]:
+            rows = parse_rows(body, ctype, "items", service.max_batch)
+            return service.upsert_items(rows)
+
+        return JSONResponse(await run_in_threadpool(work))
+
+    @app.get("/v1/recommend", tags=["serve"])
+    async def recommend(
+        user_id: str = Query(..., min_length=1, max_length=512, description="Who to recommend for."),
+        k: int = Query(10, ge=1, le=1000, description="Slate length."),
+        exclude_seen: bool = Query(True, description="Leave out items the user rated, purchased or dismissed."),
+        candidates: str | None = Query(None, description="Comma-separated item ids to rank instead of the catalog."),
+        context: str | None = Query(
+            None, description='JSON object of request context, e.g. {"device": "mobile", "text": "running shoes"}.'
+        ),
+        policy: str | None = Query(None, description="Override the exploration policy: none, epsilon or softmax."),
+    ) -> Response:
+        """A slate with scores and the propensity with which each item was shown."""
+        ctx: dict[str, Any] | None = None
+        if context:
+            try:
+                ctx = json.loads(context)
+            except ValueError as exc:
+                raise InvalidInputError(f"query parameter context is not valid JSON: {exc}") from None
+            if not isinstance(ctx, dict):
+                raise InvalidInputError("query parameter context must be a JSON object")
+        cands = [c for c in (s.strip() for s in candidates.split(",")) if c] if candidates is not None else None
+        if cands is not None and len(cands) > service.max_batch:
+            raise PayloadTooLarge(f"candidates lists {len(cands)} items, over the limit of {service.max_batch}")
+        # Scoring is a few milliseconds of numpy and torch that release the GIL; a threadpool
+        # hop would cost more than it saves, so it runs on the event loop.
+        out = service.recommend(user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy)
+        return JSONResponse(out)
+
+    @app.get("/v1/stats", tags=["ops"])
+    async def stats() -> Response:
+        """Everything ``rtrec inspect`` shows."""
+        return JSONResponse(await run_in_threadpool(service.stats))
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        text = await run_in_threadpool(service.metrics_text)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    token = service.token
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    return app

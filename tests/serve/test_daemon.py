@@ -1,0 +1,245 @@
+"""End to end: a real daemon process on a free loopback port, in a temporary home."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rtrec.serve.testing import DaemonProcess
+
+TOPICS = ("sport", "cooking", "travel", "music")
+T0 = 1_700_000_000
+
+
+def catalog(per_topic: int = 25) -> list[dict]:
+    return [
+        {"item_id": f"{t}-{i}", "title": f"{t} item {i}", "category": t, "tags": [t]}
+        for t in TOPICS
+        for i in range(per_topic)
+    ]
+
+
+def event(eid: str, user: str, item: str, kind: str = "click", ts: float = T0, **kw) -> dict:
+    return {"event_id": eid, "ts": ts, "user_id": user, "item_id": item, "event_type": kind, **kw}
+
+
+def wait_learned(d: DaemonProcess, seq: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = d.get("/v1/stats")
+        if stats["learn"]["learned_seq"] >= seq:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"learner did not reach seq {seq}: {stats['learn']}\n{d.log()}")
+
+
+def topic_share(d: DaemonProcess, user: str, topic: str, k: int = 20) -> float:
+    rec = d.get(f"/v1/recommend?user_id={user}&k={k}&policy=none&exclude_seen=false")
+    return sum(it["item_id"].startswith(topic) for it in rec["items"]) / len(rec["items"])
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    d = DaemonProcess(tmp_path_factory.mktemp("serve") / "home").start()
+    yield d
+    d.kill()
+
+
+def test_api_end_to_end(daemon: DaemonProcess):
+    d = daemon
+    assert d.get("/healthz")["status"] == "ok"
+    spec = d.get("/openapi.json")
+    assert {"/v1/events", "/v1/items", "/v1/recommend", "/v1/stats", "/healthz", "/metrics"} <= set(spec["paths"])
+
+    assert d.post("/v1/items", catalog()) == {"upserted": 100}
+    events = [event(f"a{i}", f"u{i % 5}", f"sport-{i % 25}", "impression", T0 + i) for i in range(50)]
+    out = d.post("/v1/events", events)
+    assert out["accepted"] == 50 and out["duplicates"] == 0 and out["rejected"] == []
+    assert out["last_seq"] - out["first_seq"] == 49
+    again = d.post("/v1/events", events[:10])
+    assert again["accepted"] == 0 and again["duplicates"] == 10
+
+    # NDJSON body
+    nd = "\n".join(json.dumps(event(f"n{i}", "u9", "music-1", "click", T0 + i)) for i in range(3)).encode()
+    status, out = d.request("POST", "/v1/events", nd, headers={"Content-Type": "application/x-ndjson"})
+    assert status == 200 and out["accepted"] == 3
+
+    rec = d.get("/v1/recommend?user_id=u1&k=7")
+    assert len(rec["items"]) == 7
+    assert isinstance(rec["model_version"], int) and rec["request_id"]
+    assert all(0 < it["propensity"] <= 1 for it in rec["items"])
+    assert len({it["item_id"] for it in rec["items"]}) == 7
+
+    cands = d.get("/v1/recommend?user_id=u1&k=5&candidates=travel-1,travel-2,nope")
+    assert {it["item_id"] for it in cands["items"]} == {"travel-1", "travel-2", "nope"}
+
+    cold = d.get("/v1/recommend?user_id=never-seen&k=5")
+    assert cold["cold_start"] is True and len(cold["items"]) == 5
+
+    # Purchased, rated and dismissed items are left out by default, and only by default.
+    d.post("/v1/events", [event("x1", "u7", "cooking-3", "purchase"), event("x2", "u7", "cooking-4", "dismiss")])
+    shown = {it["item_id"] for it in d.get("/v1/recommend?user_id=u7&k=100")["items"]}
+    assert "cooking-3" not in shown and "cooking-4" not in shown and len(shown) == 98
+    shown = {it["item_id"] for it in d.get("/v1/recommend?user_id=u7&k=100&exclude_seen=false")["items"]}
+    assert "cooking-3" in shown
+
+    stats = wait_learned(d, d.get("/v1/stats")["ingest"]["log_seq"])
+    for key in ("ingest", "learn", "freshness", "recommend", "model_version", "checkpoint", "text", "top_items"):
+        assert key in stats
+    assert stats["learn"]["lag_events"] == 0
+    metrics = d.request("GET", "/metrics")[1]
+    for name in ("rtrec_events_accepted_total", "rtrec_model_version", "rtrec_recommend_latency_seconds_bucket"):
+        assert name in metrics
+
+
+def test_bad_input_gets_clear_4xx_and_daemon_stays_up(daemon: DaemonProcess):
+    d = daemon
+    bad = [
+        event("b1", "u1", "sport-1"),
+        {"event_id": "b2", "ts": T0, "item_id": "sport-1", "event_type": "click"},
+        event("b3", "u1", "sport-1", "teleport"),
+        "not an object",
+    ]
+    out = d.post("/v1/events", bad)
+    assert out["accepted"] == 1
+    reasons = {r["index"]: r["reason"] for r in out["rejected"]}
+    assert set(reasons) == {1, 2, 3}
+    assert ("user_id" in reasons[1] and "teleport" in reasons[2]) or "event_type" in reasons[2]
+    assert "object" in reasons[3]
+
+    status, body = d.request("POST", "/v1/events", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]
+    status, body = d.request("POST", "/v1/events", b'"a string"')
+    assert status == 400 and "array" in body["error"]
+    status, body = d.request("POST", "/v1/events", b"x" * 2_100_000)
+    assert status == 413 and "limit" in body["error"]
+    status, body = d.request("POST", "/v1/events", [event(f"big{i}", "u", "i") for i in range(5001)])
+    assert status == 413 and "5000" in body["error"]
+    status, body = d.request("GET", "/v1/recommend?user_id=u1&k=0")
+    assert status == 422 and "k" in body["error"]
+    status, body = d.request("GET", "/v1/recommend?k=3")
+    assert status == 422 and "user_id" in body["error"]
+    status, body = d.request("GET", "/v1/recommend?user_id=u1&policy=bogus")
+    assert status == 422 and "policy" in body["error"]
+    status, body = d.request("GET", "/v1/recommend?user_id=u1&context=[1")
+    assert status == 422 and "context" in body["error"]
+    status, body = d.request("POST", "/v1/items", [{"title": "no id"}])
+    assert status == 422 and "item_id" in body["error"]
+    assert d.get("/healthz")["status"] == "ok"
+
+
+def test_clicking_a_topic_moves_it_up(daemon: DaemonProcess):
+    d = daemon
+    before = topic_share(d, "fan", "travel")
+    events = []
+    for r in range(150):
+        ts = T0 + 10_000 + r
+        for t in TOPICS:
+            item = f"{t}-{(r * 7) % 25}"
+            events.append(event(f"f{r}-{t}-i", "fan", item, "impression", ts, request_id=f"r{r}"))
+            kind = "click" if t == "travel" else "skip"
+            events.append(event(f"f{r}-{t}-c", "fan", item, kind, ts + 1, request_id=f"r{r}"))
+    out = d.post("/v1/events", events)
+    assert out["accepted"] == len(events)
+    wait_learned(d, out["last_seq"])
+    after = topic_share(d, "fan", "travel")
+    assert after > before
+    assert after >= 0.5
+
+
+def test_auth_token_protects_all_but_healthz(daemon_factory):
+    d = daemon_factory(env={"RTREC_TOKEN": "s3cret"}).start()
+    assert d.request("GET", "/healthz")[0] == 200
+    status, body = d.request("GET", "/v1/stats")
+    assert status == 401 and "bearer" in body["error"]
+    assert d.request("GET", "/v1/stats", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert d.request("GET", "/metrics", headers={"Authorization": "Bearer s3cret"})[0] == 200
+    auth = {"Authorization": "Bearer s3cret"}
+    assert d.request("POST", "/v1/items", catalog(2), headers=auth)[0] == 200
+
+    # The inbox, in the same daemon: a good file is ingested and moved, a bad one rejected with a reason.
+    inbox = d.home / "inbox"
+    good = "\n".join(json.dumps(event(f"in{i}", "u1", "sport-1", "click", T0 + i)) for i in range(20))
+    (inbox / "good.jsonl.tmp").write_text(good + "\n")
+    (inbox / "good.jsonl.tmp").rename(inbox / "good.jsonl")
+    (inbox / "bad.jsonl").write_text("this is not json\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+        (inbox / "done" / "good.jsonl").exists() and (inbox / "rejected" / "bad.jsonl.reason").exists()
+    ):
+        time.sleep(0.1)
+    assert (inbox / "done" / "good.jsonl").exists(), d.log()
+    assert (inbox / "rejected" / "bad.jsonl.reason").read_text().strip()
+    stats = d.request("GET", "/v1/stats", headers=auth)[1]
+    assert stats["ingest"]["accepted_total"] >= 20
+
+
+def _read_events(home: Path) -> tuple[int, int, set[str]]:
+    con = duckdb.connect(str(home / "rtrec.duckdb"), read_only=True)
+    try:
+        total, distinct = con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
+        ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
+    finally:
+        con.close()
+    return total, distinct, ids
+
+
+def test_kill_9_mid_ingest_loses_nothing_and_learns_once(daemon_factory, tmp_path):
+    d = daemon_factory(checkpoint_every_s=0.5).start()
+    d.post("/v1/items", catalog(5))
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            batch = [event(f"k{n}-{j}", f"u{j % 13}", f"{TOPICS[j % 4]}-{j % 5}", "click", T0 + n) for j in range(200)]
+            try:
+                status, _ = d.request("POST", "/v1/events", batch, timeout=10)
+            except OSError:
+                return  # the daemon died mid-request: that batch was never acknowledged
+            if status == 200:
+                acked.extend(e["event_id"] for e in batch)
+            n += 1
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(3.0)
+    d.kill()  # SIGKILL, mid-ingest
+    stop.set()
+    t.join(timeout=30)
+    assert acked, d.log()
+
+    d2 = daemon_factory(d.home).start()
+    stats = d2.get("/v1/stats")
+    resumed = stats["checkpoint"]
+    assert resumed is not None and resumed["seq"] > 0, "no checkpoint was written before the kill"
+    log_seq = stats["ingest"]["log_seq"]
+    stats = wait_learned(d2, log_seq)
+    # Learned once each: the restored model plus what it tailed adds up to the log, no more.
+    assert stats["model"]["events_seen"] == log_seq
+    assert d2.terminate() == 0
+    total, distinct, ids = _read_events(d.home)
+    assert total == distinct
+    assert set(acked) <= ids
+
+
+def test_sigterm_checkpoints_and_restart_resumes(daemon_factory):
+    d = daemon_factory().start()
+    d.post("/v1/items", catalog(5))
+    out = d.post("/v1/events", [event(f"s{i}", "u1", "music-2", "click", T0 + i) for i in range(300)])
+    version = d.get("/healthz")["model_version"]
+    assert d.terminate() == 0
+    assert not (d.home / "serve.json").exists()
+    ckpts = sorted((d.home / "checkpoints").glob("learner-*.ckpt"))
+    assert ckpts and ckpts[-1].name == f"learner-{out['last_seq']:012d}.ckpt"
+    d2 = daemon_factory(d.home).start()
+    stats = d2.get("/v1/stats")
+    assert stats["learn"]["learned_seq"] == out["last_seq"]
+    assert stats["model_version"] >= version
+    assert stats["model"]["events_seen"] == 300
