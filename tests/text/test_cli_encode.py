@@ -76,11 +76,15 @@ def test_encode_with_the_real_event_log(tmp_path: Path, config_file: Path) -> No
         pytest.skip("rtrec.events.EventLog is not there yet")
     home = tmp_path / "home"
     home.mkdir()
-    log = events.EventLog.open(home / "rtrec.duckdb")
-    n_items = log.items().num_rows
-    close = getattr(log, "close", None)
-    if close is not None:
-        close()
-    result = CliRunner().invoke(app, ["encode", "--home", str(home), "--config", str(config_file), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout.strip().splitlines()[-1])["encoded"] == n_items
+    with events.EventLog.open(home / "rtrec.duckdb") as log:
+        log.upsert_items(make_items(5).drop_columns(["description"]))
+    args = ["encode", "--home", str(home), "--config", str(config_file), "--json"]
+    for encoded, cached in [(5, 0), (0, 5)]:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        stats = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (stats["encoded"], stats["cached"]) == (encoded, cached)
+    with events.EventLog.open(home / "rtrec.duckdb") as log:
+        cur = log.cursor()
+        assert cur.execute("SELECT count(*), min(dim) FROM item_embeddings").fetchone() == (5, 32)
+        cur.close()

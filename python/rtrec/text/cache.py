@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +35,9 @@ def _arrow(con: Any, query: str, params: list[Any]) -> pa.Table:
 class EmbeddingCache:
     """Item embeddings in the ``item_embeddings`` table, recomputed only when an item's text or the model changes.
 
-    ``con_factory`` returns a DuckDB connection or cursor (for example an event log's
-    ``log.cursor``); the table itself comes from the event log's migrations. Rows are keyed
+    ``con_factory`` returns a new DuckDB cursor on each call (for example an event log's
+    ``log.cursor``, or ``con.cursor``), which the cache closes when done; the table itself
+    comes from the event log's migrations. Rows are keyed
     by ``(item_id, model)`` where ``model`` is the encoder's :attr:`cache_key` (its name,
     pooling and max length), so switching model or pooling re-encodes everything, and a row
     whose ``text_hash`` differs from the item's current text is re-encoded.
@@ -51,6 +53,14 @@ class EmbeddingCache:
         self.template = template
         self.chunk_size = max(1, chunk_size)
         self.model_key: str = getattr(encoder, "cache_key", None) or encoder.name
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        cur = self.con_factory()
+        try:
+            yield cur
+        finally:
+            cur.close()
 
     def refresh(self, items: pa.Table, *, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Encode the items whose text is new or changed and store them; return counts and speed.
@@ -75,18 +85,15 @@ class EmbeddingCache:
         texts = [texts[i] for i in rows]
         hashes = [text_hash(t) for t in texts]
 
-        con = self.con_factory()
         wanted = pa.table({"pos": pa.array(range(len(ids)), pa.int64()), "item_id": ids, "text_hash": hashes})
-        view = "_rtrec_text_wanted"
-        con.register(view, wanted)
-        try:
+        with self._cursor() as con:
+            # A registered view lives on its cursor, so closing the cursor drops it.
+            con.register("_rtrec_text_wanted", wanted)
             stale = con.execute(
-                f"SELECT w.pos FROM {view} w LEFT JOIN item_embeddings e ON e.item_id = w.item_id "
+                "SELECT w.pos FROM _rtrec_text_wanted w LEFT JOIN item_embeddings e ON e.item_id = w.item_id "
                 "AND e.model = ? AND e.text_hash = w.text_hash AND e.dim = ? WHERE e.item_id IS NULL ORDER BY w.pos",
                 [self.model_key, int(self.encoder.dim)],
             ).fetchall()
-        finally:
-            con.unregister(view)
         todo = [int(r[0]) for r in stale]
         total = len(todo)
         if progress is not None:
@@ -104,7 +111,7 @@ class EmbeddingCache:
 
             vectors = self.encoder.encode([texts[i] for i in chunk], progress=step)
             done = lo + len(chunk)
-            self._write(con, [ids[i] for i in chunk], [hashes[i] for i in chunk], vectors)
+            self._write([ids[i] for i in chunk], [hashes[i] for i in chunk], vectors)
         seconds = time.perf_counter() - start
         return {
             "encoded": total,
@@ -115,7 +122,7 @@ class EmbeddingCache:
             "device": getattr(self.encoder, "device", "cpu"),
         }
 
-    def _write(self, con: Any, ids: list[str], hashes: list[str], vectors: np.ndarray) -> None:
+    def _write(self, ids: list[str], hashes: list[str], vectors: np.ndarray) -> None:
         n, dim = vectors.shape
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), pa.float32())
         offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32), pa.int32())
@@ -130,18 +137,15 @@ class EmbeddingCache:
                 "updated_at": pa.array([now] * n, pa.timestamp("us")),
             }
         )
-        view = "_rtrec_text_rows"
-        con.register(view, table)
-        try:
+        with self._cursor() as con:
+            con.register("_rtrec_text_rows", table)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(_UPSERT.format(view=view))
+                con.execute(_UPSERT.format(view="_rtrec_text_rows"))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        finally:
-            con.unregister(view)
 
     def lookup(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors for ``item_ids``: a float32 ``(n, dim)`` array (zeros where missing) and a found mask."""
@@ -151,18 +155,15 @@ class EmbeddingCache:
         found = np.zeros(n, dtype=bool)
         if n == 0:
             return out, found
-        con = self.con_factory()
-        view = "_rtrec_text_lookup"
-        con.register(view, pa.table({"pos": pa.array(range(n), pa.int64()), "item_id": [str(x) for x in item_ids]}))
-        try:
+        wanted = pa.table({"pos": pa.array(range(n), pa.int64()), "item_id": [str(x) for x in item_ids]})
+        with self._cursor() as con:
+            con.register("_rtrec_text_lookup", wanted)
             result = _arrow(
                 con,
-                f"SELECT w.pos, e.embedding FROM {view} w JOIN item_embeddings e ON e.item_id = w.item_id "
+                "SELECT w.pos, e.embedding FROM _rtrec_text_lookup w JOIN item_embeddings e ON e.item_id = w.item_id "
                 "WHERE e.model = ? AND e.dim = ?",
                 [self.model_key, dim],
             )
-        finally:
-            con.unregister(view)
         if result.num_rows:
             pos = result.column("pos").to_numpy()
             out[pos] = _matrix(result.column("embedding"), dim)
@@ -172,11 +173,12 @@ class EmbeddingCache:
     def all(self) -> tuple[list[str], np.ndarray]:
         """Every stored item id for this model (sorted) and its vectors as a float32 ``(n, dim)`` array."""
         dim = int(self.encoder.dim)
-        result = _arrow(
-            self.con_factory(),
-            "SELECT item_id, embedding FROM item_embeddings WHERE model = ? AND dim = ? ORDER BY item_id",
-            [self.model_key, dim],
-        )
+        with self._cursor() as con:
+            result = _arrow(
+                con,
+                "SELECT item_id, embedding FROM item_embeddings WHERE model = ? AND dim = ? ORDER BY item_id",
+                [self.model_key, dim],
+            )
         return [str(x) for x in result.column("item_id").to_pylist()], _matrix(result.column("embedding"), dim)
 
 
