@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,13 @@ def serve(
     )
     from rtrec.serve.daemon import serve as run
 
-    raise typer.Exit(run(cfg, demo=demo))
+    code = run(cfg, demo=demo)
+    # Everything is committed, checkpointed and closed by now; skip the interpreter's slow
+    # teardown of torch so that a restart (or a supervisor's stop) does not wait on it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from rtrec import __version__
-from rtrec.config import EVENT_TYPES, Config
+from rtrec.config import Config
 from rtrec.errors import CorruptDataError, InvalidInputError, RtrecError, StorageError
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
@@ -136,6 +136,9 @@ class Daemon:
         self._catalog_ids: list[str] = []
         self._catalog_index: dict[str, int] = {}
         self._fresh_bonus = np.zeros(0)
+        self._catalog_version = 0
+        self._view_key: tuple[int, int] | None = None
+        self._view: tuple[np.ndarray, dict[str, int], np.ndarray] = (np.zeros(0, bool), {}, np.zeros(0))
         self._embeddings: tuple[dict[str, int], np.ndarray] | None = None  # normalised, for cold start
 
         # Per-user memory for exclusion and cold start; filled lazily from the log.
@@ -336,6 +339,7 @@ class Daemon:
             newest = max(1, min(100, n // 10))
             fresh = np.clip((order - (n - 1 - newest)) / newest, 0.0, 1.0)
         self._catalog_items = items
+        self._catalog_version += 1
         self._catalog_ids = ids
         self._catalog_index = {item: i for i, item in enumerate(ids)}
         self._fresh_bonus = fresh
@@ -591,8 +595,7 @@ class Daemon:
             seen = self._seen.get(user_id)
         if known is None or seen is None:
             # First request for this user since start: ask the log once, then keep it current.
-            loaded_seen = set(map(str, self.log.user_items(user_id, EXCLUDE_TYPES)))
-            loaded_known = bool(loaded_seen) or bool(self.log.user_items(user_id, EVENT_TYPES))
+            loaded_known, loaded_seen = self._load_user(user_id)
             with self._user_lock:
                 if len(self._seen) > 1_000_000:
                     self._seen.clear()
@@ -601,6 +604,18 @@ class Daemon:
                 seen |= loaded_seen
                 known = self._known[user_id] = self._known.get(user_id, False) or loaded_known
         return bool(known), seen
+
+    def _load_user(self, user_id: str) -> tuple[bool, set[str]]:
+        """Whether the log has any event of ``user_id``, and the items it excludes (one scan)."""
+        cur = self.log.cursor()
+        try:
+            rows = cur.execute(
+                "SELECT item_id, bool_or(list_contains(?, event_type)) FROM events WHERE user_id = ? GROUP BY item_id",
+                [list(EXCLUDE_TYPES), user_id],
+            ).fetchall()
+        finally:
+            cur.close()
+        return bool(rows), {str(i) for i, excluded in rows if excluded}
 
     def recommend(
         self,
@@ -616,32 +631,29 @@ class Daemon:
         sc = self.cfg.serve
         policy = policy or sc.exploration
         known, seen = self._user_state(user_id)
-        if candidates is None:
-            ids = self._catalog_ids
-            keep = np.ones(len(ids), dtype=bool)
-            if exclude_seen and seen:
-                for item in list(seen):
-                    j = self._catalog_index.get(item)
-                    if j is not None:
-                        keep[j] = False
-            fresh = self._fresh_bonus
-        else:
-            ids = list(dict.fromkeys(candidates))
-            keep = np.array([not (exclude_seen and c in seen) for c in ids], dtype=bool)
-            fresh = np.array(
-                [self._fresh_bonus[j] if (j := self._catalog_index.get(c)) is not None else 0.0 for c in ids]
-            )
-        pos = np.flatnonzero(keep)
-        cand = [ids[j] for j in pos] if len(pos) < len(ids) else list(ids)
         learned_seq = int(self.learner.last_seq)
         version = int(self.learner.model_version)
+        if candidates is None:
+            # Score everything the model knows in one call (its fast path), then keep the catalog.
+            ids, raw = self._score(user_id, None, context)
+            in_catalog, index, fresh_all = self._catalog_view(ids)
+            keep = in_catalog.copy()
+            if exclude_seen and seen:
+                for item in list(seen):
+                    j = index.get(item)
+                    if j is not None:
+                        keep[j] = False
+            pos = np.flatnonzero(keep)
+            cand = [ids[j] for j in pos]
+            scores, fresh = raw[pos], fresh_all[pos]
+        else:
+            cand = [c for c in dict.fromkeys(candidates) if not (exclude_seen and c in seen)]
+            index, bonus = self._catalog_index, self._fresh_bonus
+            fresh = np.array([bonus[j] if (j := index.get(c)) is not None else 0.0 for c in cand])
+            scores = self._score(user_id, cand, context)[1] if cand else np.zeros(0)
         if cand:
-            scored = self.learner.score(user_id, cand, context)
-            if isinstance(scored, tuple):  # (ids, scores): ids come back as given
-                scored = scored[1]
-            scores = np.asarray(scored, dtype=np.float64).reshape(-1)
             if not known:
-                scores = self._cold_scores(cand, scores, fresh[pos] if len(fresh) == len(ids) else None, context)
+                scores = self._cold_scores(cand, scores, fresh, context)
             with self._rng_lock:
                 slate = select_slate(
                     scores, k, policy=policy, epsilon=sc.epsilon, temperature=sc.temperature, rng=self._rng
@@ -672,6 +684,34 @@ class Daemon:
             "cold_start": not known,
             "items": items,
         }
+
+    def _score(
+        self, user_id: str, items: list[str] | None, context: dict[str, Any] | None
+    ) -> tuple[list[str], np.ndarray]:
+        out = self.learner.score(user_id, items, context)
+        if isinstance(out, tuple):
+            ids, scores = out
+        else:  # a bare array, in the order asked
+            ids, scores = (items if items is not None else self.learner.known_items()), out
+        return list(ids), np.asarray(scores, dtype=np.float64).reshape(-1)
+
+    def _catalog_view(self, ids: list[str]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+        """For the model's item list: which are in the catalog, an id → position map, freshness bonus.
+
+        The model only ever appends items, so the view is rebuilt only when its length or the
+        catalog changes.
+        """
+        key = (len(ids), self._catalog_version)
+        if self._view_key != key:
+            cat, bonus = self._catalog_index, self._fresh_bonus
+            if cat:
+                in_catalog = np.fromiter((i in cat for i in ids), dtype=bool, count=len(ids))
+            else:  # no catalog posted: recommend whatever the events named
+                in_catalog = np.ones(len(ids), dtype=bool)
+            fresh = np.array([bonus[j] if (j := cat.get(i)) is not None else 0.0 for i in ids])
+            self._view = (in_catalog, {item: j for j, item in enumerate(ids)}, fresh)
+            self._view_key = key
+        return self._view
 
     def _cold_scores(
         self, cand: Sequence[str], model: np.ndarray, fresh: np.ndarray | None, context: dict[str, Any] | None

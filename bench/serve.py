@@ -1,0 +1,315 @@
+"""Daemon benchmarks over loopback HTTP: recommend latency, freshness and ingest throughput.
+
+Each mode starts a real ``rtrec serve`` in a temporary home (text features off unless
+``--text``), drives it with a standard-library HTTP client on keep-alive connections, and
+prints progress to stderr. The last line of stdout is one JSON object.
+
+    python bench/serve.py latency     # p50/p99 of GET /v1/recommend with 10,000 catalog items
+    python bench/serve.py freshness   # POST acknowledged -> learned / reflected, at 1,000 events/s background
+    python bench/serve.py ingest      # events/s committed, POST batches of 1,000
+    python bench/serve.py all
+
+Targets from the issue: latency p99 < 10 ms; freshness p50 < 100 ms and p99 < 1 s;
+ingest >= 50,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+from rtrec.serve.metrics import percentile
+from rtrec.serve.testing import DaemonProcess
+
+T0 = 1_700_000_000
+CATEGORIES = [f"cat{i}" for i in range(50)]
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Conn:
+    """One keep-alive HTTP connection."""
+
+    def __init__(self, url: str) -> None:
+        u = urllib.parse.urlsplit(url)
+        self.c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self.c.request(method, path, body=body, headers=headers)
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
+
+
+def pcts(values: list[float]) -> dict[str, float | None]:
+    data = sorted(values)
+    out = {f"p{q}": percentile(data, q / 100) for q in (50, 90, 99)}
+    return {k: (round(v * 1000, 3) if v is not None else None) for k, v in out.items()} | {"n": len(data)}
+
+
+def make_config(args: argparse.Namespace) -> str:
+    return (
+        f"[text]\nenabled = {'true' if args.text else 'false'}\n\n"
+        "[serve]\n"
+        f"exploration = {json.dumps(args.policy)}\n"
+        "max_batch = 10000\n"
+        "max_body_bytes = 33554432\n"
+        "checkpoint_every_s = 30.0\n"
+    )
+
+
+def start(args: argparse.Namespace, home: Path) -> DaemonProcess:
+    d = DaemonProcess(home, config=make_config(args), args=("--quiet",))
+    t = time.perf_counter()
+    d.start(timeout=300)
+    say(f"daemon up at {d.url} in {time.perf_counter() - t:.1f} s")
+    return d
+
+
+def post_catalog(conn: Conn, n_items: int) -> None:
+    for lo in range(0, n_items, 5000):
+        items = [
+            {
+                "item_id": f"i{i}",
+                "title": f"item {i}",
+                "category": CATEGORIES[i % len(CATEGORIES)],
+                "tags": [f"t{i % 7}"],
+            }
+            for i in range(lo, min(n_items, lo + 5000))
+        ]
+        status, out = conn.request("POST", "/v1/items", json.dumps(items).encode())
+        assert status == 200, out
+
+
+def events(prefix: str, n: int, n_users: int, n_items: int, rng: random.Random, ts: float = T0) -> list[dict]:
+    out = []
+    for j in range(n):
+        kind = "click" if rng.random() < 0.1 else "impression"
+        out.append(
+            {
+                "event_id": f"{prefix}{j}",
+                "ts": ts + j * 0.001,
+                "user_id": f"u{rng.randrange(n_users)}",
+                "item_id": f"i{rng.randrange(n_items)}",
+                "event_type": kind,
+            }
+        )
+    return out
+
+
+def wait_learned(conn: Conn, timeout: float = 600.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, stats = conn.request("GET", "/v1/stats")
+        if stats["learn"]["lag_events"] == 0:
+            return stats
+        time.sleep(0.2)
+    raise RuntimeError("learner did not catch up")
+
+
+class Background(threading.Thread):
+    """Posts ``rate`` events/s in batches every ``period`` seconds on its own connection."""
+
+    def __init__(self, url: str, rate: float, n_users: int, n_items: int, period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.conn = Conn(url)
+        self.rate, self.period = rate, period
+        self.n_users, self.n_items = n_users, n_items
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        per = max(1, round(self.rate * self.period))
+        next_t = time.perf_counter()
+        k = 0
+        while not self.stop.is_set():
+            batch = events(f"bg{k}-", per, self.n_users, self.n_items, rng, ts=time.time())
+            status, _ = self.conn.request("POST", "/v1/events", json.dumps(batch).encode())
+            if status == 200:
+                self.sent += per
+            k += 1
+            next_t += self.period
+            time.sleep(max(0.0, next_t - time.perf_counter()))
+
+
+def bench_latency(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    d = start(args, home)
+    try:
+        conn = Conn(d.url)
+        post_catalog(conn, args.items)
+        rng = random.Random(0)
+        warm = events("w", args.warm_events, args.users, args.items, rng)
+        for lo in range(0, len(warm), 5000):
+            conn.request("POST", "/v1/events", json.dumps(warm[lo : lo + 5000]).encode())
+        wait_learned(conn)
+        users = [f"u{i}" for i in range(args.users)]
+        for u in users:  # first request per user reads the log once; measure the steady state
+            conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
+        out: dict[str, Any] = {"catalog_items": args.items}
+        for phase, bg_rate in (("idle", 0.0), ("background_1000_eps", 1000.0)):
+            bg = Background(d.url, bg_rate, args.users, args.items) if bg_rate else None
+            if bg:
+                bg.start()
+                time.sleep(1.0)
+            lat = []
+            for _ in range(args.requests):
+                u = rng.choice(users)
+                t = time.perf_counter()
+                status, body = conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
+                lat.append(time.perf_counter() - t)
+                assert status == 200 and len(body["items"]) == 10, body
+            if bg:
+                bg.stop.set()
+                bg.join()
+            out[phase] = pcts(lat)
+            say(f"recommend latency ({phase}), ms: {out[phase]}")
+        _, stats = conn.request("GET", "/v1/stats")
+        out["server_side_ms"] = {
+            k: v * 1000 if isinstance(v, float) else v for k, v in stats["recommend"]["latency"].items()
+        }
+        return out
+    finally:
+        d.terminate()
+
+
+def bench_freshness(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    d = start(args, home)
+    try:
+        conn = Conn(d.url)
+        post_catalog(conn, args.items)
+        bg = Background(d.url, args.rate, args.users, args.items)
+        bg.start()
+        time.sleep(2.0)
+        learned, reflected = [], []
+        deadline = time.monotonic() + args.seconds
+        k = 0
+        while time.monotonic() < deadline:
+            ev = [
+                {"event_id": f"probe{k}", "ts": time.time(), "user_id": "probe", "item_id": "i1", "event_type": "click"}
+            ]
+            t_ack0 = time.perf_counter()
+            status, out = conn.request("POST", "/v1/events", json.dumps(ev).encode())
+            t_ack = time.perf_counter()
+            assert status == 200 and out["accepted"] == 1, out
+            seq = out["last_seq"]
+            while True:
+                _, rec = conn.request("GET", "/v1/recommend?user_id=probe&k=1&candidates=i1,i2&exclude_seen=false")
+                if rec["learned_seq"] >= seq:
+                    reflected.append(time.perf_counter() - t_ack)
+                    break
+                time.sleep(0.001)
+            del t_ack0
+            k += 1
+            time.sleep(0.05)
+        bg.stop.set()
+        bg.join()
+        _, stats = conn.request("GET", "/v1/stats")
+        learned = stats["freshness"]["learned"]
+        out = {
+            "background_events_per_s": args.rate,
+            "background_sent": bg.sent,
+            "probes": k,
+            "reflected_in_recommend_ms": pcts(reflected),
+            "learned_server_side_ms": {k2: (v * 1000 if isinstance(v, float) else v) for k2, v in learned.items()},
+        }
+        say(f"freshness: {out}")
+        return out
+    finally:
+        d.terminate()
+
+
+def bench_ingest(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    d = start(args, home)
+    try:
+        conn = Conn(d.url)
+        post_catalog(conn, args.items)
+        rng = random.Random(2)
+        n_batches = args.batches
+        say(f"building {n_batches} batches of {args.batch} events")
+        bodies = [
+            json.dumps(events(f"b{b}-", args.batch, args.users, args.items, rng)).encode() for b in range(n_batches)
+        ]
+        say(f"{len(bodies[0]) / 1024:.0f} KiB per batch")
+        lock = threading.Lock()
+        nxt = [0]
+        accepted = [0]
+
+        def worker() -> None:
+            c = Conn(d.url)
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= n_batches:
+                    return
+                status, out = c.request("POST", "/v1/events", bodies[i])
+                assert status == 200, out
+                with lock:
+                    accepted[0] += out["accepted"]
+
+        threads = [threading.Thread(target=worker) for _ in range(args.connections)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        elapsed = time.perf_counter() - t
+        eps = accepted[0] / elapsed
+        say(f"ingest: {accepted[0]} events in {elapsed:.2f} s = {eps:,.0f} events/s committed")
+        return {
+            "batch": args.batch,
+            "connections": args.connections,
+            "events": accepted[0],
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(eps),
+        }
+    finally:
+        d.terminate()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["latency", "freshness", "ingest", "all"])
+    p.add_argument("--items", type=int, default=10_000)
+    p.add_argument("--users", type=int, default=1_000)
+    p.add_argument("--warm-events", type=int, default=20_000)
+    p.add_argument("--requests", type=int, default=2_000)
+    p.add_argument("--rate", type=float, default=1_000.0, help="background events/s for freshness")
+    p.add_argument("--seconds", type=float, default=20.0, help="freshness probing time")
+    p.add_argument("--batch", type=int, default=1_000)
+    p.add_argument("--batches", type=int, default=300)
+    p.add_argument("--connections", type=int, default=2)
+    p.add_argument("--policy", default="epsilon")
+    p.add_argument("--text", action="store_true", help="enable the text encoder (slower start)")
+    args = p.parse_args()
+    modes = ["latency", "freshness", "ingest"] if args.mode == "all" else [args.mode]
+    result: dict[str, Any] = {
+        "bench": "serve",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
+        for mode in modes:
+            fn = {"latency": bench_latency, "freshness": bench_freshness, "ingest": bench_ingest}[mode]
+            result[mode] = fn(args, Path(tmp) / mode)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
