@@ -1,0 +1,43 @@
+"""``rtrec convert``: turn public data sets into events.parquet and items.parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rtrec.cli._common import handle_errors
+
+convert_app = typer.Typer(
+    name="convert",
+    help="Convert a public data set into events.parquet and items.parquet.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+SRC_ARGUMENT = typer.Argument(
+    ..., help="A MovieLens folder (ml-latest-small layout: ratings.csv, movies.csv, tags.csv)."
+)
+OUT_OPTION = typer.Option(..., "--out", help="Folder to write events.parquet and items.parquet into.")
+
+
+@convert_app.command("movielens")
+@handle_errors
+def movielens(
+    src: Path = SRC_ARGUMENT,
+    out: Path = OUT_OPTION,
+) -> None:
+    """Each rating becomes a rating event; each movie an item with title, year, genres and user tags."""
+    import pyarrow.parquet as pq
+
+    from rtrec.convert import convert_movielens
+
+    events_path, items_path = convert_movielens(src, out)
+    n_events = pq.ParquetFile(events_path).metadata.num_rows
+    n_items = pq.ParquetFile(items_path).metadata.num_rows
+    typer.echo(f"Wrote {n_events} rating events to {events_path} and {n_items} items to {items_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(convert_app, name="convert")

@@ -1,0 +1,697 @@
+"""The append-only DuckDB event log: validated ingest, idempotent by ``event_id``, and tailing by sequence number."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from rtrec.errors import InvalidInputError, StorageError
+from rtrec.events._sql import NOW_UTC, kind_of, lit, q, staging_sql, ts_expr
+from rtrec.events.migrations import migrate
+from rtrec.events.schema import EVENT_COLUMNS, EVENT_INPUT_COLUMNS, EVENT_SCHEMA, ITEM_COLUMNS, ITEM_SCHEMA
+
+__all__ = ["EventLog", "IngestSummary", "Rejected"]
+
+FILE_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+_COMPRESSION_SUFFIXES = (".gz", ".zst")
+# JSON Lines are read line by line (so that a malformed line is rejected, not fatal) with a
+# delimiter that valid JSON text cannot contain unescaped.
+_JSONL_DELIM = "\x01"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that was not stored: its position in the input and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. ``rejected`` rows are also stored in the ``rejected_events`` table."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    source: str = "api"
+
+    @property
+    def total(self) -> int:
+        return self.accepted + self.duplicates + len(self.rejected)
+
+    def merge(self, other: IngestSummary) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        if other.first_seq is not None and self.first_seq is None:
+            self.first_seq = other.first_seq
+        if other.last_seq is not None:
+            self.last_seq = other.last_seq
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+        }
+
+    def __str__(self) -> str:
+        seqs = f", seq {self.first_seq}..{self.last_seq}" if self.first_seq is not None else ""
+        return (
+            f"{self.source}: {self.accepted} accepted, {self.duplicates} duplicates, "
+            f"{len(self.rejected)} rejected{seqs}"
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_json_safe(value), default=str, ensure_ascii=False)
+
+
+def _file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    fmt = FILE_FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise InvalidInputError(
+            f"cannot tell the format of {path}: unknown extension {path.suffix or '(none)'}",
+            hint="use .parquet, .csv, .jsonl/.ndjson or .json",
+        )
+    return fmt
+
+
+def _reader_sql(path: Path, fmt: str) -> str:
+    p = lit(str(path))
+    if fmt == "parquet":
+        return f"SELECT * FROM read_parquet({p})"
+    if fmt == "csv":
+        return f"SELECT * FROM read_csv({p}, header = true, all_varchar = true)"
+    if fmt == "jsonl":
+        return (
+            f"SELECT line FROM read_csv({p}, columns = {{'line': 'VARCHAR'}}, header = false, "
+            f"delim = {lit(_JSONL_DELIM)}, quote = '', escape = '', auto_detect = false) "
+            "WHERE line IS NOT NULL AND trim(line) <> ''"
+        )
+    return f"SELECT CAST(json AS VARCHAR) AS line FROM read_json_objects({p}, format = 'auto')"
+
+
+class EventLog:
+    """The rtrec database: events, rejected events, the item catalog and learner tables.
+
+    Safe to share between threads: writes are serialised by a lock, reads use a fresh cursor.
+
+    >>> log = EventLog.open(":memory:")
+    >>> log.ingest([{"ts": 1700000000, "user_id": 1, "item_id": "a", "event_type": "click"}]).accepted
+    1
+    >>> [b.num_rows for b in log.tail(0)]
+    [1]
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        self.path = path
+        self._con = con
+        self._lock = threading.RLock()
+        self._cursor_lock = threading.Lock()
+        self._read_root = con.cursor()
+        self._closed = False
+        row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
+        self._last_seq = int(row[0][0]) if row else 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> EventLog:
+        """Open (creating it and its parent directory when needed) and migrate a database."""
+        spec = str(path)
+        if spec != ":memory:":
+            p = Path(path).expanduser()
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the directory of {p}: {exc}") from exc
+            spec = str(p)
+        try:
+            con = duckdb.connect(spec)
+        except duckdb.Error as exc:
+            raise StorageError(
+                f"cannot open the event log {spec}: {exc}",
+                hint="is another rtrec process (a daemon) using this home?",
+            ) from exc
+        con.execute("SET TimeZone = 'UTC'")
+        migrate(con)
+        return cls(con, spec)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._read_root.close()
+                self._con.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor for read queries; use one per thread (or per call) and close it after."""
+        with self._cursor_lock:
+            if self._closed:
+                raise StorageError("the event log is closed")
+            cur = self._read_root.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        data: pa.Table | pa.RecordBatch | Sequence[Mapping[str, Any]],
+        *,
+        source: str = "api",
+        order_by_ts: bool = False,
+    ) -> IngestSummary:
+        """Validate and append events; committed before this returns.
+
+        Invalid rows go to ``rejected_events`` (and ``summary.rejected``); a row whose ``event_id``
+        is already stored (or repeats an earlier row of ``data``) counts as a duplicate. Sequence
+        numbers follow input order, or event time when ``order_by_ts``.
+        """
+        table, json_rows = self._to_arrow(data)
+        with self._lock:
+            return self._ingest_arrow(table, source=source, order_by_ts=order_by_ts, json_rows=json_rows)
+
+    def ingest_file(
+        self, path: str | Path, *, items: bool = False, order_by_ts: bool = False, batch_size: int = 500_000
+    ) -> IngestSummary:
+        """Ingest a Parquet, CSV, JSON Lines or JSON file through DuckDB's readers, batch by batch.
+
+        Each batch is one transaction. With ``items`` the file is a catalog and is upserted; the
+        summary's ``accepted`` is then the number of items written.
+        """
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise InvalidInputError(f"file {p} does not exist")
+        if not p.is_file():
+            raise InvalidInputError(f"{p} is not a file")
+        fmt = _file_format(p)
+        source = p.name
+        if items:
+            n = self.upsert_items(p)
+            return IngestSummary(accepted=n, source=source)
+        query = _reader_sql(p, fmt)
+        cur = self.cursor()
+        summary = IngestSummary(source=source)
+        try:
+            try:
+                schema = cur.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().schema
+            except duckdb.Error as exc:
+                raise InvalidInputError(f"cannot read {p} as {fmt}: {_first_line(exc)}") from exc
+            json_rows = fmt in ("jsonl", "json")
+            self._check_columns(schema.names) if not json_rows else None
+            if order_by_ts:
+                if json_rows:
+                    expr, _ = ts_expr("(TRY_CAST(line AS JSON) -> '$.ts')", "json")
+                elif "ts" in schema.names:
+                    expr, _ = ts_expr(q("ts"), kind_of(schema.field("ts").type))
+                else:
+                    expr = "NULL"
+                query = f"SELECT * FROM ({query}) ORDER BY {expr} NULLS LAST"
+            with self._lock:
+                try:
+                    reader = cur.sql(query).to_arrow_reader(batch_size)
+                    offset = 0
+                    for batch in reader:
+                        table = pa.Table.from_batches([batch])
+                        part = self._ingest_arrow(
+                            table, source=source, order_by_ts=order_by_ts, json_rows=json_rows, index_offset=offset
+                        )
+                        summary.merge(part)
+                        offset += batch.num_rows
+                except duckdb.Error as exc:
+                    raise InvalidInputError(
+                        f"cannot read {p} as {fmt}: {_first_line(exc)}",
+                        hint=f"{summary.accepted} rows from earlier batches were stored",
+                    ) from exc
+        finally:
+            cur.close()
+        return summary
+
+    @staticmethod
+    def _check_columns(names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in EVENT_INPUT_COLUMNS and n != "seq"]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown event field {unknown[0]!r}",
+                hint=f"event fields: {', '.join(EVENT_INPUT_COLUMNS)}",
+            )
+
+    def _to_arrow(self, data: Any) -> tuple[pa.Table, bool]:
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if isinstance(data, pa.Table):
+            self._check_columns(data.column_names)
+            if "seq" in data.column_names:
+                data = data.drop_columns(["seq"])
+            return data, False
+        if isinstance(data, Mapping | str | bytes) or not isinstance(data, Sequence):
+            raise InvalidInputError(
+                f"events must be a list of objects or an Arrow table, got {type(data).__name__}",
+            )
+        rows: list[Mapping[str, Any]] = []
+        originals: list[Mapping[str, Any]] = []
+        for i, row in enumerate(data):
+            if not isinstance(row, Mapping):
+                raise InvalidInputError(f"event {i}: expected an object with event fields, got {type(row).__name__}")
+            originals.append(row)
+            ctx = row.get("context")
+            if isinstance(ctx, Mapping):
+                row = {**row, "context": _dumps(ctx)}
+            rows.append(row)
+        try:
+            # pa.array infers the union of every row's keys (from_pylist would use the first row's).
+            table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({})
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            # Mixed or odd types: validate each row as JSON text instead, so that the bad rows
+            # are rejected one by one rather than failing the whole call.
+            return pa.table({"line": pa.array([_dumps(r) for r in originals], pa.string())}), True
+        if any(n not in EVENT_INPUT_COLUMNS and n != "seq" for n in table.column_names):
+            # Reject the rows with unknown fields one by one rather than failing the call.
+            return pa.table({"line": pa.array([_dumps(r) for r in originals], pa.string())}), True
+        if "seq" in table.column_names:
+            table = table.drop_columns(["seq"])
+        return table, False
+
+    def _ingest_arrow(
+        self, table: pa.Table, *, source: str, order_by_ts: bool, json_rows: bool, index_offset: int = 0
+    ) -> IngestSummary:
+        summary = IngestSummary(source=source)
+        n = table.num_rows
+        if n == 0:
+            return summary
+        if json_rows:
+            kinds: dict[str, str] = {}
+        else:
+            kinds = {f.name: kind_of(f.type) for f in table.schema}
+        staged_in = table.append_column("_idx", pa.array(np.arange(n, dtype=np.int64)))
+        con = self._con
+        con.register("_rtrec_in", staged_in)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE _rtrec_staged AS "
+                    + staging_sql("_rtrec_in", kinds, json_rows=json_rows)
+                )
+                bad = con.execute(
+                    "SELECT _idx, reason FROM _rtrec_staged WHERE reason IS NOT NULL ORDER BY _idx"
+                ).fetchall()
+                if bad:
+                    self._store_rejected(table, bad, source=source, json_rows=json_rows, index_offset=index_offset)
+                accepted = self._insert_staged(n, source=source, order_by_ts=order_by_ts)
+                con.execute("DROP TABLE _rtrec_staged")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except duckdb.Error as exc:
+            raise StorageError(f"ingest into {self.path} failed: {_first_line(exc)}") from exc
+        finally:
+            con.unregister("_rtrec_in")
+        summary.accepted = accepted
+        summary.rejected = [Rejected(index_offset + int(i), str(r)) for i, r in bad]
+        summary.duplicates = n - accepted - len(bad)
+        if accepted:
+            summary.first_seq = self._last_seq + 1
+            summary.last_seq = self._last_seq + accepted
+            self._last_seq += accepted
+        return summary
+
+    def _insert_staged(self, n: int, *, source: str, order_by_ts: bool) -> int:
+        """Append the valid, new rows of ``_rtrec_staged`` with consecutive sequence numbers."""
+        con = self._con
+        # Rows not stored: rejected, repeating an earlier row's event_id, or already in the log.
+        # Usually few, so find them first and number the rest in numpy (a window function over
+        # the whole batch would cost more than the insert itself).
+        dropped = con.execute(
+            """
+            SELECT _idx FROM _rtrec_staged s
+            WHERE reason IS NOT NULL
+               OR _idx NOT IN (SELECT min(_idx) FROM _rtrec_staged WHERE reason IS NULL GROUP BY event_id)
+               OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+            """
+        ).fetchnumpy()["_idx"]
+        base = self._last_seq
+        cols = ", ".join(EVENT_INPUT_COLUMNS)
+        if len(dropped) == 0 and not order_by_ts:
+            con.execute(
+                f"INSERT INTO events (seq, {cols}, source) SELECT {base} + 1 + _idx, {cols}, ? FROM _rtrec_staged",
+                [source],
+            )
+            return n
+        keep = np.ones(n, dtype=bool)
+        keep[np.asarray(dropped, dtype=np.int64)] = False
+        kept = np.flatnonzero(keep).astype(np.int64)
+        if len(kept) == 0:
+            return 0
+        if order_by_ts:
+            got = con.execute(
+                "SELECT _idx, epoch_us(ts) AS t FROM _rtrec_staged WHERE reason IS NULL ORDER BY _idx"
+            ).fetchnumpy()
+            ts_of = np.zeros(n, dtype=np.int64)
+            ts_of[np.asarray(got["_idx"], dtype=np.int64)] = np.asarray(got["t"], dtype=np.int64)
+            kept = kept[np.lexsort((kept, ts_of[kept]))]
+        mapping = pa.table({"_idx": kept, "_seq": np.arange(base + 1, base + 1 + len(kept), dtype=np.int64)})
+        con.register("_rtrec_map", mapping)
+        try:
+            con.execute(
+                f"INSERT INTO events (seq, {cols}, source) SELECT m._seq, {cols}, ? "
+                "FROM _rtrec_staged s JOIN _rtrec_map m ON s._idx = m._idx",
+                [source],
+            )
+        finally:
+            con.unregister("_rtrec_map")
+        return len(kept)
+
+    def _store_rejected(
+        self, table: pa.Table, bad: list[tuple[Any, Any]], *, source: str, json_rows: bool, index_offset: int
+    ) -> None:
+        idx = [int(i) for i, _ in bad]
+        rows = table.take(pa.array(idx, pa.int64())).to_pylist()
+        raws = [str(r["line"]) if json_rows else _dumps(r) for r in rows]
+        rej = pa.table(
+            {
+                "row_index": pa.array([index_offset + i for i in idx], pa.int64()),
+                "reason": pa.array([str(r) for _, r in bad], pa.string()),
+                "raw": pa.array(raws, pa.string()),
+            }
+        )
+        self._con.register("_rtrec_rej", rej)
+        try:
+            self._con.execute(
+                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
+            )
+        finally:
+            self._con.unregister("_rtrec_rej")
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def upsert_items(self, data: pa.Table | Sequence[Mapping[str, Any]] | str | Path) -> int:
+        """Insert or replace catalog items; returns how many were written.
+
+        ``tags`` may be a list or a ``"a|b"`` string; ``attrs`` an object or JSON text. Columns
+        other than the item fields are merged into ``attrs``. A later row for the same
+        ``item_id`` wins. A row without ``item_id`` fails the whole call (nothing is written).
+        """
+        if isinstance(data, str | Path):
+            p = Path(data).expanduser()
+            if not p.is_file():
+                raise InvalidInputError(f"file {p} does not exist")
+            fmt = _file_format(p)
+            if fmt in ("jsonl", "json"):
+                sql = f"SELECT * FROM read_json({lit(str(p))}, format = 'auto')"
+            elif fmt == "csv":
+                sql = f"SELECT * FROM read_csv({lit(str(p))}, header = true)"
+            else:
+                sql = _reader_sql(p, fmt)
+            cur = self.cursor()
+            try:
+                table = cur.sql(sql).to_arrow_table()
+            except duckdb.Error as exc:
+                raise InvalidInputError(f"cannot read {p} as {fmt}: {_first_line(exc)}") from exc
+            finally:
+                cur.close()
+        elif isinstance(data, pa.RecordBatch):
+            table = pa.Table.from_batches([data])
+        elif isinstance(data, pa.Table):
+            table = data
+        elif isinstance(data, Sequence) and not isinstance(data, str | bytes):
+            table = _items_from_rows(data)  # type: ignore[arg-type]
+        else:
+            raise InvalidInputError(
+                f"items must be a list of objects, an Arrow table or a file, got {type(data).__name__}"
+            )
+        if table.num_rows == 0:
+            return 0
+        if "item_id" not in table.column_names:
+            raise InvalidInputError("items: item_id: missing column", hint=f"item fields: {', '.join(ITEM_COLUMNS)}")
+        return self._upsert_arrow(table)
+
+    def _upsert_arrow(self, table: pa.Table) -> int:
+        kinds = {f.name: kind_of(f.type) for f in table.schema}
+        types = {f.name: f.type for f in table.schema}
+        iid = q("item_id")
+        if kinds["item_id"] == "str":
+            id_expr = f"CASE WHEN trim({iid}) <> '' THEN {iid} END"
+        elif kinds["item_id"] == "int":
+            id_expr = f"CAST({iid} AS VARCHAR)"
+        else:
+            raise InvalidInputError(f"items: item_id: expected strings or integers, got {types['item_id']}")
+
+        def text(name: str) -> str:
+            return f"CAST({q(name)} AS VARCHAR)" if name in kinds else "NULL::VARCHAR"
+
+        if "tags" not in kinds:
+            tags = "NULL::VARCHAR[]"
+        elif pa.types.is_list(types["tags"]) or pa.types.is_large_list(types["tags"]):
+            tags = f"CAST({q('tags')} AS VARCHAR[])"
+        elif kinds["tags"] == "str":
+            tags = f"list_filter(list_transform(string_split({q('tags')}, '|'), lambda x: trim(x)), lambda x: x <> '')"
+        elif kinds["tags"] == "null":
+            tags = "NULL::VARCHAR[]"
+        else:
+            raise InvalidInputError(f"items: tags: expected a list of strings or 'a|b' text, got {types['tags']}")
+        if "attrs" not in kinds or kinds["attrs"] == "null":
+            attrs = "NULL::VARCHAR"
+        elif kinds["attrs"] == "struct":
+            attrs = f"CAST(to_json({q('attrs')}) AS VARCHAR)"
+        elif kinds["attrs"] == "str":
+            attrs = q("attrs")
+        else:
+            raise InvalidInputError(f"items: attrs: expected a JSON object, got {types['attrs']}")
+        extra = [n for n in table.column_names if n not in ITEM_COLUMNS]
+        if extra:
+            packed = ", ".join(f"{q(n)} := {q(n)}" for n in extra)
+            attrs = f"CAST(json_merge_patch(coalesce({attrs}, '{{}}'), to_json(struct_pack({packed}))) AS VARCHAR)"
+        if "updated_at" in kinds:
+            upd, _ = ts_expr(q("updated_at"), kinds["updated_at"])
+            upd = f"coalesce({upd}, {NOW_UTC})"
+        else:
+            upd = NOW_UTC
+        staged = table.append_column("_idx", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        with self._lock:
+            con = self._con
+            con.register("_rtrec_items", staged)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(
+                        f"""CREATE OR REPLACE TEMP TABLE _rtrec_items_staged AS
+                        SELECT _idx, {id_expr} AS item_id, {text("title")} AS title,
+                               {text("description")} AS description, {text("category")} AS category,
+                               {tags} AS tags, {attrs} AS attrs, {upd} AS updated_at
+                        FROM _rtrec_items"""
+                    )
+                    bad = con.execute(
+                        "SELECT _idx, CASE WHEN item_id IS NULL THEN 'item_id: missing' "
+                        "ELSE 'attrs: malformed value (expected a JSON object)' END FROM _rtrec_items_staged "
+                        "WHERE item_id IS NULL OR (attrs IS NOT NULL AND (NOT json_valid(attrs) "
+                        "OR json_type(TRY_CAST(attrs AS JSON)) <> 'OBJECT')) ORDER BY _idx LIMIT 1"
+                    ).fetchall()
+                    if bad:
+                        raise InvalidInputError(f"items row {bad[0][0]}: {bad[0][1]}; no items were written")
+                    row = con.execute(
+                        "INSERT OR REPLACE INTO items SELECT item_id, title, description, category, tags, attrs, "
+                        "updated_at FROM _rtrec_items_staged QUALIFY row_number() OVER "
+                        "(PARTITION BY item_id ORDER BY _idx DESC) = 1"
+                    ).fetchall()
+                    con.execute("DROP TABLE _rtrec_items_staged")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except duckdb.Error as exc:
+                raise StorageError(f"item upsert into {self.path} failed: {_first_line(exc)}") from exc
+            finally:
+                con.unregister("_rtrec_items")
+        return int(row[0][0]) if row else 0
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def tail(self, after_seq: int, *, max_rows: int | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
+        """Events with ``seq > after_seq`` in sequence order, as record batches of ``EVENT_SCHEMA``."""
+        sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq"
+        params: list[Any] = [int(after_seq)]
+        if max_rows is not None:
+            sql += " LIMIT ?"
+            params.append(int(max_rows))
+        cur = self.cursor()
+        try:
+            reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
+            for batch in reader:
+                if batch.num_rows:
+                    yield _conform(batch)
+        finally:
+            cur.close()
+
+    def last_seq(self) -> int:
+        """The highest sequence number stored (0 when the log is empty)."""
+        return self._last_seq
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self.cursor()
+        try:
+            row = cur.execute(sql, list(params)).fetchall()
+        finally:
+            cur.close()
+        return row[0][0] if row else None
+
+    def count_events(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM events"))
+
+    def count_rejected(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM rejected_events"))
+
+    def rejected(self, limit: int | None = None) -> pa.Table:
+        """Rejected rows, oldest first: rejected_at, source, row_index, reason, raw."""
+        sql = "SELECT * FROM rejected_events ORDER BY rejected_at, row_index"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.cursor()
+        try:
+            return cur.sql(sql).to_arrow_table()
+        finally:
+            cur.close()
+
+    def items(self) -> pa.Table:
+        """The catalog, ordered by item_id, as ``ITEM_SCHEMA``."""
+        cur = self.cursor()
+        try:
+            table = cur.sql(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items ORDER BY item_id").to_arrow_table()
+        finally:
+            cur.close()
+        return table.cast(ITEM_SCHEMA)
+
+    def user_items(self, user_id: str, event_types: Sequence[str]) -> set[str]:
+        """Items ``user_id`` had any of ``event_types`` with (for excluding already-seen items)."""
+        if not event_types:
+            return set()
+        marks = ", ".join("?" for _ in event_types)
+        cur = self.cursor()
+        try:
+            rows = cur.execute(
+                f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND event_type IN ({marks})",
+                [str(user_id), *event_types],
+            ).fetchall()
+        finally:
+            cur.close()
+        return {r[0] for r in rows}
+
+
+def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if batch.schema.equals(EVENT_SCHEMA, check_metadata=False):
+        return batch
+    return pa.RecordBatch.from_arrays(
+        [batch.column(i).cast(f.type) for i, f in enumerate(EVENT_SCHEMA)], schema=EVENT_SCHEMA
+    )
+
+
+def _items_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InvalidInputError(f"items row {i}: expected an object, got {type(row).__name__}")
+        item_id = row.get("item_id")
+        if item_id is None or (isinstance(item_id, str) and not item_id.strip()):
+            raise InvalidInputError(f"items row {i}: item_id: missing; no items were written")
+        if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+            raise InvalidInputError(f"items row {i}: item_id: expected a string or integer, got {item_id!r}")
+        tags = row.get("tags")
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split("|") if t.strip()]
+        elif tags is not None:
+            if not isinstance(tags, list | tuple):
+                raise InvalidInputError(f"items row {i}: tags: expected a list or 'a|b' text, got {tags!r}")
+            tags = [str(t) for t in tags]
+        attrs = row.get("attrs")
+        if isinstance(attrs, str):
+            try:
+                attrs = json.loads(attrs)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"items row {i}: attrs: not valid JSON ({exc})") from exc
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise InvalidInputError(f"items row {i}: attrs: expected a JSON object, got {attrs!r}")
+        extra = {k: v for k, v in row.items() if k not in ITEM_COLUMNS}
+        if extra:
+            attrs = {**(attrs or {}), **extra}
+        updated = row.get("updated_at")
+        out.append(
+            {
+                "item_id": str(item_id),
+                "title": None if row.get("title") is None else str(row["title"]),
+                "description": None if row.get("description") is None else str(row["description"]),
+                "category": None if row.get("category") is None else str(row["category"]),
+                "tags": tags,
+                "attrs": None if attrs is None else _dumps(attrs),
+                "updated_at": None
+                if updated is None
+                else str(updated)
+                if not isinstance(updated, int | float)
+                else updated,
+            }
+        )
+    upd = [r.pop("updated_at") for r in out]
+    schema = pa.schema([f for f in ITEM_SCHEMA if f.name != "updated_at"])
+    table = pa.Table.from_pylist(out, schema=schema)
+    if any(u is not None for u in upd):
+        if all(isinstance(u, int | float) or u is None for u in upd):
+            table = table.append_column("updated_at", pa.array(upd, pa.float64()))
+        else:
+            table = table.append_column(
+                "updated_at", pa.array([None if u is None else str(u) for u in upd], pa.string())
+            )
+    return table
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
