@@ -32,7 +32,9 @@ class FeatureHasher:
         seed: int = 0,
         crosses: list[tuple[str, str]] = ...,
         signed: bool = False,
-    ) -> None: ...
+        emit: list[str] | None = None,
+    ) -> None:
+        """``emit`` limits the namespaces whose own features are emitted (crosses always are)."""
     @property
     def namespaces(self) -> list[str]: ...
     @property

@@ -56,7 +56,9 @@ class LearnerConfig:
     """The online CTR learner (see ``rtrec.learn``)."""
 
     batch_size: int = 256
-    lr: float = 0.05
+    # Adagrad step sizes: dense layers, and the hashed embedding tables (sparse rows).
+    lr: float = 0.02
+    sparse_lr: float = 0.1
     embedding_dim: int = 16
     mlp_hidden: tuple[int, ...] = (32,)
     weight_decay: float = 0.0
@@ -67,8 +69,8 @@ class LearnerConfig:
     replay_half_life_events: float = 20_000.0
     # Half-life of the per-user and per-item popularity and CTR counters, in seconds of event time.
     counter_half_life_s: float = 7 * 24 * 3600.0
-    drift_delta: float = 0.005
-    drift_threshold: float = 50.0
+    drift_delta: float = 0.05
+    drift_threshold: float = 100.0
     drift_boost: float = 3.0
     drift_boost_events: int = 5_000
     seed: int = 0
@@ -119,7 +121,7 @@ class ReplayConfig:
     """``rtrec replay`` evaluation (see ``rtrec.replay``)."""
 
     # Fraction of positive events on which full-catalog HR@10 / NDCG@10 are measured.
-    ranking_sample: float = 0.05
+    ranking_sample: float = 0.01
     windows: int = 20
     static_fraction: float = 0.2
     cold_threshold: int = 5

@@ -256,6 +256,8 @@ pub struct FeatureHasher {
     bits: u32,
     mask: u32,
     signed: bool,
+    /// Per namespace: whether its own features are emitted (crosses are always emitted).
+    emit: Vec<bool>,
 }
 
 impl FeatureHasher {
@@ -291,6 +293,7 @@ impl FeatureHasher {
         }
         let mask = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
         Ok(FeatureHasher {
+            emit: vec![true; namespaces.len()],
             namespaces,
             seeds,
             crosses: cross_ids,
@@ -298,6 +301,21 @@ impl FeatureHasher {
             mask,
             signed,
         })
+    }
+
+    /// Emit only the crosses and the namespaces in `names`; the others are hashed only to
+    /// feed crosses. Target encodings of a cross use this.
+    pub fn emit_only(mut self, names: &[String]) -> Result<Self> {
+        for n in names {
+            if !self.namespaces.contains(n) {
+                return Err(Error::invalid(
+                    "emit",
+                    format!("namespace {n:?} is not one of the namespaces"),
+                ));
+            }
+        }
+        self.emit = self.namespaces.iter().map(|ns| names.contains(ns)).collect();
+        Ok(self)
     }
 
     pub fn namespaces(&self) -> &[String] {
@@ -355,15 +373,19 @@ impl FeatureHasher {
             for (i, col) in columns.iter().enumerate() {
                 let seed = self.seeds[i];
                 let keep = crossed[i];
+                let emitted = self.emit[i];
                 raw[i].clear();
                 let mut emit = |v: &[u8], out: &mut Hashed| {
                     let h = murmur3_32(v, seed);
+                    if keep {
+                        raw[i].push(h);
+                    }
+                    if !emitted {
+                        return;
+                    }
                     out.indices.push((h & self.mask) as i64);
                     if let Some(signs) = out.signs.as_mut() {
                         signs.push(sign_of(h));
-                    }
-                    if keep {
-                        raw[i].push(h);
                     }
                     if stats {
                         inputs.insert(input_key(v, seed));
@@ -530,6 +552,34 @@ mod tests {
         let stats = stats.unwrap();
         assert_eq!(stats.features, 7);
         assert_eq!(stats.distinct_inputs, 7);
+    }
+
+    #[test]
+    fn emit_only_keeps_crosses_and_chosen_namespaces() {
+        let h = FeatureHasher::new(
+            vec!["user".into(), "tags".into()],
+            &[("user".into(), "tags".into())],
+            20,
+            0,
+            false,
+        )
+        .unwrap();
+        let (ud, uo, _) = strs(&[Some("u1")]);
+        let user = StrArray {
+            validity: None,
+            offsets: Offsets::I32(&uo),
+            data: &ud,
+            offset: 0,
+            len: 1,
+        };
+        let (full, _) = h.hash(&[Column::Single(user), Column::Single(user)], false).unwrap();
+        let only = h.emit_only(&[]).unwrap();
+        let (crosses, _) = only.hash(&[Column::Single(user), Column::Single(user)], false).unwrap();
+        assert_eq!(crosses.indices, full.indices[2..].to_vec());
+        assert!(FeatureHasher::new(vec!["a".into()], &[], 8, 0, false)
+            .unwrap()
+            .emit_only(&["b".into()])
+            .is_err());
     }
 
     #[test]

@@ -180,7 +180,8 @@ struct FeatureHasher {
 #[pymethods]
 impl FeatureHasher {
     #[new]
-    #[pyo3(signature = (namespaces, *, bits = 20, seed = 0, crosses = Vec::new(), signed = false))]
+    #[pyo3(signature = (namespaces, *, bits = 20, seed = 0, crosses = Vec::new(), signed = false, emit = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         namespaces: Vec<String>,
@@ -188,8 +189,12 @@ impl FeatureHasher {
         seed: u32,
         crosses: Vec<(String, String)>,
         signed: bool,
+        emit: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let inner = CoreHasher::new(namespaces, &crosses, bits, seed, signed).map_err(|e| to_py_err(py, e))?;
+        let mut inner = CoreHasher::new(namespaces, &crosses, bits, seed, signed).map_err(|e| to_py_err(py, e))?;
+        if let Some(names) = emit {
+            inner = inner.emit_only(&names).map_err(|e| to_py_err(py, e))?;
+        }
         Ok(FeatureHasher {
             inner,
             seed,

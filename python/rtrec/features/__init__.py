@@ -127,9 +127,15 @@ class Hasher:
         seed: int = 0,
         crosses: Sequence[tuple[str, str]] = (),
         signed: bool = False,
+        emit: Sequence[str] | None = None,
     ) -> None:
         self._native = _native.FeatureHasher(
-            list(namespaces), bits=bits, seed=seed, crosses=[tuple(c) for c in crosses], signed=signed
+            list(namespaces),
+            bits=bits,
+            seed=seed,
+            crosses=[tuple(c) for c in crosses],
+            signed=signed,
+            emit=list(emit) if emit is not None else None,
         )
 
     @classmethod

@@ -1,0 +1,83 @@
+"""``rtrec replay``: backfill a historical log through the learner and evaluate it against baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rtrec.cli._common import CONFIG_OPTION, handle_errors, load, stderr_console
+
+
+@handle_errors
+def replay(
+    log: Path = typer.Argument(..., help="Events in the canonical schema: .parquet, .csv or .jsonl."),
+    items: Path | None = typer.Option(None, "--items", help="Item catalog file (title, category, tags, ...)."),
+    report: Path = typer.Option(Path("report"), "--report", help="Directory for report.json, report.png, checkpoint."),
+    home: Path | None = typer.Option(
+        None, "--home", help="Keep the events and the final checkpoint in this home (default: a temporary database)."
+    ),
+    config: Path | None = CONFIG_OPTION,
+    no_text: bool = typer.Option(False, "--no-text", help="Turn the language-model item features off."),
+    no_ablations: bool = typer.Option(False, "--no-ablations", help="Skip the per-piece text ablations."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Stream LOG in timestamp order through the daemon's learner; report progressive metrics."""
+    overrides = {"text": {"enabled": False}} if no_text else None
+    cfg = load(config, home, overrides)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rtrec.replay import run_replay
+
+    console = stderr_console()
+    with Progress(
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} events"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replay", total=0, rate="")
+        import time
+
+        start = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} events/s")
+
+        result = run_replay(
+            log,
+            cfg,
+            items_path=items,
+            report_dir=report,
+            home=cfg.home if home is not None else None,
+            ablations=not no_ablations,
+            progress=progress,
+            status=lambda msg: console.print(msg),
+        )
+    data = result.data
+    if as_json:
+        typer.echo(json.dumps({k: data[k] for k in ("events", "examples", "events_per_s", "models")}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"rtrec replay: {data['events']:,} events, {data['events_per_s']:,.0f} events/s")
+    cols = ("auc", "logloss", "calibration", "cold_auc", "cold_user_auc", "hr_at_10", "ndcg_at_10")
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in data["models"].items():
+        table.add_row(name, *("-" if row.get(c) is None else f"{row[c]:.4f}" for c in cols))
+    from rich.console import Console
+
+    Console().print(table)
+    typer.echo(f"report: {result.report_dir / 'report.json'}  plot: {result.report_dir / 'report.png'}")
+    typer.echo(f"checkpoint: {result.checkpoint}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)

@@ -1,0 +1,128 @@
+"""Progressive-validation metrics: AUC, log loss, calibration, ranking quality."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (ties count half); None when only one class is present."""
+    y = np.asarray(labels) >= 0.5
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+    if len(labels) == 0:
+        return None
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
+    y = np.asarray(labels, dtype=np.float64)
+    ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(np.average(ll, weights=weights))
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean prediction over the observed positive rate (1.0 is perfectly calibrated on average)."""
+    rate = float(np.mean(labels)) if len(labels) else 0.0
+    if rate == 0.0:
+        return None
+    return float(np.mean(probs)) / rate
+
+
+def rank_metrics(ranks: list[int], k: int = 10) -> tuple[float | None, float | None]:
+    """HR@k and NDCG@k from 0-based ranks of the held-out positive item."""
+    if not ranks:
+        return None, None
+    r = np.asarray(ranks)
+    hits = r < k
+    ndcg = np.where(hits, 1.0 / np.log2(r + 2.0), 0.0)
+    return float(hits.mean()), float(ndcg.mean())
+
+
+def summarise(
+    labels: np.ndarray, probs: np.ndarray | None, scores: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """AUC from ``scores`` (or ``probs``), log loss and calibration from ``probs`` when given."""
+    s = scores if scores is not None else probs
+    out: dict[str, float | None] = {"n": float(len(labels)), "auc": auc(labels, s) if s is not None else None}
+    out["logloss"] = logloss(labels, probs) if probs is not None else None
+    out["calibration"] = calibration(labels, probs) if probs is not None else None
+    return out
+
+
+class PageHinkley:
+    """Page-Hinkley test for an increase in the mean of a stream (here: log loss).
+
+    Raises an alarm when the cumulative deviation above the running mean, less ``delta``
+    per step, exceeds ``threshold`` above its minimum. Resets after an alarm.
+    """
+
+    def __init__(self, delta: float = 0.005, threshold: float = 50.0, min_samples: int = 30) -> None:
+        self.delta, self.threshold, self.min_samples = delta, threshold, min_samples
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.cum = 0.0
+        self.min_cum = 0.0
+
+    def update(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        self.n += 1
+        self.mean += (x - self.mean) / self.n
+        self.cum += x - self.mean - self.delta
+        self.min_cum = min(self.min_cum, self.cum)
+        if self.n >= self.min_samples and self.cum - self.min_cum > self.threshold:
+            self.reset()
+            return True
+        return False
+
+    def update_many(self, xs: np.ndarray) -> list[int]:
+        """Feed a batch of observations; return the positions that raised an alarm."""
+        xs = np.asarray(xs, dtype=np.float64)
+        xs = xs[np.isfinite(xs)]
+        alarms: list[int] = []
+        base = 0
+        while len(xs):
+            k = np.arange(1, len(xs) + 1)
+            means = (self.mean * self.n + np.cumsum(xs)) / (self.n + k)
+            cum = self.cum + np.cumsum(xs - means - self.delta)
+            min_cum = np.minimum(self.min_cum, np.minimum.accumulate(cum))
+            hit = ((self.n + k) >= self.min_samples) & (cum - min_cum > self.threshold)
+            if hit.any():
+                j = int(np.argmax(hit))
+                alarms.append(base + j)
+                self.reset()
+                xs, base = xs[j + 1 :], base + j + 1
+                continue
+            self.n += len(xs)
+            self.mean, self.cum, self.min_cum = float(means[-1]), float(cum[-1]), float(min_cum[-1])
+            break
+        return alarms
+
+    @property
+    def stat(self) -> float:
+        return self.cum - self.min_cum
+
+    def state_dict(self) -> dict[str, float]:
+        return {"n": self.n, "mean": self.mean, "cum": self.cum, "min_cum": self.min_cum}
+
+    def load_state_dict(self, s: dict[str, float]) -> None:
+        self.n, self.mean, self.cum, self.min_cum = int(s["n"]), s["mean"], s["cum"], s["min_cum"]

@@ -1,0 +1,350 @@
+"""The online learner: labels events, featurizes them and updates every trainer.
+
+The daemon and ``rtrec replay`` both drive this class. Events arrive in sequence order
+(from :meth:`rtrec.events.EventLog.tail`); each chunk is first scored (progressive
+validation), then learned, then folded into the per-user and per-item state.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rtrec.config import Config
+from rtrec.errors import CorruptDataError, InvalidInputError
+from rtrec.events.labels import Labeler
+from rtrec.learn.featurize import Batch, Featurizer
+from rtrec.learn.metrics import auc, logloss
+from rtrec.learn.trainer import Trainer, Variant, default_variant
+
+CHECKPOINT_MAGIC = "rtrec-checkpoint"
+CHECKPOINT_VERSION = 1
+MAIN = "rtrec"
+
+
+@dataclass
+class LearnResult:
+    """What one call to :meth:`OnlineLearner.learn` did."""
+
+    events: int = 0
+    examples: int = 0
+    positives: int = 0
+    logloss: float | None = None
+    last_seq: int = 0
+    seconds: float = 0.0
+    predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+class OnlineLearner:
+    """Labels, featurizes and learns a stream of events; scores items for users.
+
+    ``variants`` are the trainers that learn side by side on the same examples; the first
+    is the one that serves. Thread-safe: ``learn`` and ``score`` may run concurrently.
+    """
+
+    def __init__(self, cfg: Config, *, text_dim: int = 0, variants: Sequence[Variant] | None = None) -> None:
+        self.cfg = cfg
+        self.text_dim = text_dim if cfg.text.enabled else 0
+        self.labeler = Labeler(cfg.labels)
+        self.featurizer = Featurizer(cfg)
+        vs = list(variants) if variants else [default_variant(cfg)]
+        self.trainers: dict[str, Trainer] = {v.name: Trainer(v, cfg, self.text_dim) for v in vs}
+        self.main = next(iter(self.trainers))
+        self.last_seq = 0
+        self.model_version = 0
+        self.events_seen = 0
+        self.examples_seen = 0
+        self.on_chunk: Callable[[Batch, pa.Table], None] | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=4096)
+        self._lock = threading.RLock()
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def set_catalog(self, items: pa.Table) -> None:
+        with self._lock:
+            self.featurizer.set_catalog(items)
+
+    def set_item_embeddings(self, ids: Sequence[str], matrix: np.ndarray) -> None:
+        with self._lock:
+            if self.text_dim == 0:
+                return
+            if matrix.shape[1] != self.text_dim:
+                width = matrix.shape[1]
+                raise InvalidInputError(
+                    f"item embeddings: width {width} does not match the model's text dimension {self.text_dim}",
+                    hint="the text model changed since this checkpoint; start from a fresh home or the old model",
+                )
+            self.featurizer.set_item_embeddings(list(ids), matrix)
+
+    # -- learning -------------------------------------------------------------------------------------
+    def learn(self, events: pa.RecordBatch | pa.Table, *, keep_predictions: bool = False) -> LearnResult:
+        """Learn a batch of events in sequence order (the event log's columns)."""
+        t0 = time.perf_counter()
+        table = events if isinstance(events, pa.Table) else pa.Table.from_batches([events])
+        with self._lock:
+            if table.num_rows:
+                seqs = table.column("seq").to_numpy()
+                fresh = seqs > self.last_seq
+                if not fresh.all():
+                    # Exactly once: events at or before the checkpointed sequence were learned already.
+                    table = table.filter(pa.array(fresh))
+            res = LearnResult(events=table.num_rows)
+            if table.num_rows:
+                examples = self.labeler.process(table)
+                self._learn_examples(examples, res, keep_predictions)
+                self.last_seq = int(table.column("seq").to_numpy().max())
+                self.events_seen += table.num_rows
+            res.last_seq = self.last_seq
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def expire(self, now: float | None = None) -> LearnResult:
+        """Learn impressions whose window has passed as negatives (``now``: epoch seconds)."""
+        with self._lock:
+            res = LearnResult(last_seq=self.last_seq)
+            self._learn_examples(self.labeler.expire(now), res, False)
+            return res
+
+    def drain(self) -> LearnResult:
+        """Learn every pending impression as a negative (the end of a finite stream)."""
+        with self._lock:
+            res = LearnResult(last_seq=self.last_seq)
+            self._learn_examples(self.labeler.drain(), res, False)
+            return res
+
+    def _learn_examples(self, examples: pa.Table, res: LearnResult, keep: bool) -> None:
+        n = examples.num_rows
+        if n == 0:
+            return
+        bs = self.cfg.learner.batch_size
+        losses: list[float] = []
+        now = time.time()
+        for start in range(0, n, bs):
+            chunk = examples.slice(start, bs)
+            b = self.featurizer.transform(chunk, stats=start == 0)
+            if self.on_chunk is not None:
+                self.on_chunk(b, chunk)
+            for name, tr in self.trainers.items():
+                probs = tr.predict(b, self.featurizer)
+                if name == self.main:
+                    ll = logloss(b.labels, probs)
+                    if ll is not None:
+                        losses.append(ll * len(b))
+                    self._record(b, probs, now)
+                if keep:
+                    res.predictions.setdefault(name, []).append(probs)
+                tr.learn(b, self.featurizer, probs if tr.variant.kind != "popularity" else None, now)
+            self.featurizer.update(b)
+            self.model_version += 1
+        res.examples += n
+        res.positives += int((examples.column("label").to_numpy() >= 0.5).sum())
+        res.logloss = sum(losses) / n if losses else None
+        self.examples_seen += n
+
+    def _record(self, b: Batch, probs: np.ndarray, now: float) -> None:
+        self.history.append(
+            {
+                "wall": now,
+                "ts": float(b.ts.max()),
+                "labels": b.labels.copy(),
+                "probs": probs.astype(np.float32),
+            }
+        )
+
+    # -- scoring ----------------------------------------------------------------------------------------
+    def known_items(self) -> list[str]:
+        return list(self.featurizer.items.ids)
+
+    def score(
+        self,
+        user_id: str,
+        item_ids: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        now: float | None = None,
+        variant: str | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """Probabilities that ``user_id`` clicks each item (all known items when ``item_ids`` is None).
+
+        Returns the item ids actually scored (unknown ids are scored as new items) and the scores.
+        """
+        with self._lock:
+            f = self.featurizer
+            if item_ids is None:
+                idx = np.arange(len(f.items), dtype=np.int64)
+                ids = list(f.items.ids)
+            else:
+                ids = [str(i) for i in item_ids]
+                idx = f.items.add_all(ids)
+                f._ensure_items(len(f.items))
+            if len(idx) == 0:
+                return ids, np.zeros(0)
+            ts = now if now is not None else self._clock()
+            b = f.candidates(str(user_id), idx, ts, context)
+            return ids, self.trainers[variant or self.main].predict(b, f)
+
+    def _clock(self) -> float:
+        last = self.history[-1]["ts"] if self.history else None
+        return max(time.time(), last) if last is not None else time.time()
+
+    def seen_items(self, user_id: str) -> set[str]:
+        with self._lock:
+            u = self.featurizer.users.get(str(user_id))
+            if u is None:
+                return set()
+            ids = self.featurizer.items.ids
+            return {ids[i] for i in self.featurizer.user_items.get(u, ())}
+
+    def popular(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
+        """The ``k`` items with the most recency-decayed positive feedback."""
+        with self._lock:
+            f = self.featurizer
+            n = len(f.items)
+            if n == 0:
+                return []
+            idx = np.arange(n)
+            scores = f.item_counts.positives(idx, np.full(n, self._clock()))
+            order = np.argsort(-scores, kind="stable")
+            skip = set(exclude)
+            return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
+
+    @property
+    def drift_alarms(self) -> list[dict[str, Any]]:
+        return list(self.trainers[self.main].alarms)
+
+    def stats(self, window_s: float = 3600.0) -> dict[str, Any]:
+        """Progressive metrics (overall and per minute over the last hour), replay and state sizes."""
+        with self._lock:
+            tr = self.trainers[self.main]
+            now = time.time()
+            recent = [h for h in self.history if now - h["wall"] <= window_s] or list(self.history)[-50:]
+            labels = np.concatenate([h["labels"] for h in recent]) if recent else np.zeros(0)
+            probs = np.concatenate([h["probs"] for h in recent]) if recent else np.zeros(0)
+            series: dict[int, list[dict[str, Any]]] = {}
+            for h in recent:
+                series.setdefault(int(h["wall"] // 60), []).append(h)
+            minutes = []
+            for minute, hs in sorted(series.items()):
+                y = np.concatenate([h["labels"] for h in hs])
+                p = np.concatenate([h["probs"] for h in hs])
+                minutes.append(
+                    {
+                        "minute": minute * 60,
+                        "n": len(y),
+                        "auc": auc(y, p),
+                        "logloss": logloss(y, p),
+                        "ctr": float(y.mean()),
+                    }
+                )
+            replay = tr.replay
+            return {
+                "model_version": self.model_version,
+                "last_seq": self.last_seq,
+                "events_seen": self.events_seen,
+                "examples_seen": self.examples_seen,
+                "pending_impressions": self.labeler.pending,
+                "users": len(self.featurizer.users),
+                "items": len(self.featurizer.items),
+                "progressive": {
+                    "n": len(labels),
+                    "auc": auc(labels, probs),
+                    "logloss": logloss(labels, probs),
+                    "ctr": float(labels.mean()) if len(labels) else None,
+                    "mean_prediction": float(probs.mean()) if len(probs) else None,
+                    "per_minute": minutes,
+                },
+                "replay": {
+                    "size": len(replay) if replay is not None else 0,
+                    "capacity": replay.capacity if replay is not None else 0,
+                    "positives": replay.positives if replay is not None else 0,
+                    "strategy": tr._replay_strategy()[0],
+                    "replay_ratio": self.cfg.learner.replay_ratio,
+                    "rows_drawn": tr.replay_drawn,
+                    "fresh_rows": tr.fresh_seen,
+                },
+                "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
+                "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
+                "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
+            }
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "magic": CHECKPOINT_MAGIC,
+                "version": CHECKPOINT_VERSION,
+                "features": self.cfg.features,
+                "text_dim": self.text_dim,
+                "last_seq": self.last_seq,
+                "model_version": self.model_version,
+                "events_seen": self.events_seen,
+                "examples_seen": self.examples_seen,
+                "labeler": self.labeler.state_dict(),
+                "featurizer": self.featurizer.state_dict(),
+                "trainers": {k: t.state_dict() for k, t in self.trainers.items()},
+                "history": list(self.history),
+            }
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint atomically (temporary file, fsync, rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, cfg: Config) -> OnlineLearner:
+        """Restore a checkpoint written by :meth:`save`."""
+        path = Path(path)
+        try:
+            # Our own file format: it holds numpy arrays and dataclasses besides tensors.
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise CorruptDataError(f"checkpoint {path} cannot be read: {exc}") from exc
+        if not isinstance(state, dict) or state.get("magic") != CHECKPOINT_MAGIC:
+            raise CorruptDataError(f"{path} is not an rtrec checkpoint")
+        if state["version"] != CHECKPOINT_VERSION:
+            raise CorruptDataError(
+                f"checkpoint {path} has format version {state['version']}, expected {CHECKPOINT_VERSION}"
+            )
+        if state["features"] != cfg.features:
+            raise InvalidInputError(
+                f"checkpoint {path} was trained with different [features] settings",
+                hint="hashed features must match the checkpoint: use its config or start from a fresh home",
+            )
+        variants = [t["variant"] for t in state["trainers"].values()]
+        self = cls(cfg, text_dim=state["text_dim"], variants=variants)
+        self.text_dim = state["text_dim"]
+        self.last_seq = state["last_seq"]
+        self.model_version = state["model_version"]
+        self.events_seen = state["events_seen"]
+        self.examples_seen = state["examples_seen"]
+        self.labeler.load_state_dict(state["labeler"])
+        self.featurizer.load_state_dict(state["featurizer"])
+        for k, t in state["trainers"].items():
+            self.trainers[k].load_state_dict(t)
+        self.history.extend(state["history"])
+        return self

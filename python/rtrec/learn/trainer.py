@@ -1,0 +1,275 @@
+"""One model learning online: predict, then learn, with replay mixing and drift handling."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rtrec import _native
+from rtrec.config import Config
+from rtrec.learn.metrics import EPS, PageHinkley
+from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
+
+if TYPE_CHECKING:
+    from rtrec.learn.featurize import Batch, Featurizer
+
+from rtrec.learn.featurize import TEXT_SIM, dense_names
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What one trainer learns. ``rtrec`` is the product; the others are baselines and ablations.
+
+    kind: ``ctr`` (the CTR model), ``lr`` (online logistic regression on the same hashed
+    features) or ``popularity`` (recency-decayed positive count of the item, no learning).
+    ``train_examples`` freezes the model after that many examples (the static baseline).
+    """
+
+    name: str
+    kind: str = "ctr"
+    item_text: bool = True
+    user_vector: bool = True
+    distill: bool = True
+    replay: bool = True
+    train_examples: int | None = None
+
+
+def default_variant(cfg: Config, name: str = "rtrec") -> Variant:
+    t = cfg.text
+    on = t.enabled
+    return Variant(name, item_text=on and t.item_features, user_vector=on and t.user_vector, distill=on and t.distill)
+
+
+class Trainer:
+    """Holds a model, its optimizer, replay buffer and drift detector."""
+
+    def __init__(self, variant: Variant, cfg: Config, text_dim: int = 0) -> None:
+        self.variant = variant
+        self.cfg = cfg
+        lc = cfg.learner
+        self.text_dim = text_dim if (variant.item_text or variant.distill or variant.user_vector) else 0
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(lc.seed)
+        n_buckets = 1 << cfg.features.bits
+        self.model: torch.nn.Module | None = None
+        self.scorer: TextScorer | None = None
+        if variant.kind == "ctr":
+            self.model = CTRModel(
+                n_buckets,
+                dim=lc.embedding_dim,
+                hidden=lc.mlp_hidden,
+                dense_dim=len(dense_names(cfg)),
+                text_dim=text_dim if variant.item_text else 0,
+                text_proj=cfg.text.dim,
+            )
+            if variant.distill and text_dim:
+                self.scorer = TextScorer(text_dim)
+        elif variant.kind == "lr":
+            self.model = LogisticModel(n_buckets)
+        torch.random.set_rng_state(gen_state)
+        sparse, dense = [], []
+        for m in (self.model, self.scorer):
+            if m is None:
+                continue
+            for mod in m.modules():
+                own = list(mod.parameters(recurse=False))
+                # Only the first-order weights take the large sparse step; the factor embeddings
+                # feed products and an MLP, which a large step destabilises.
+                is_first_order = isinstance(mod, torch.nn.Embedding) and mod.embedding_dim == 1
+                (sparse if is_first_order else dense).extend(own)
+        groups = [
+            g
+            for g in (
+                {"params": sparse, "lr": lc.sparse_lr, "base": lc.sparse_lr},
+                {"params": dense, "lr": lc.lr, "base": lc.lr},
+            )
+            if g["params"]
+        ]
+        self.opt = torch.optim.Adagrad(groups, lr=lc.lr, weight_decay=lc.weight_decay) if groups else None
+        self.replay = (
+            _native.ReplayBuffer(lc.replay_capacity, dense_dim=len(dense_names(cfg)), seed=lc.seed)
+            if variant.replay and self.model is not None
+            else None
+        )
+        self.drift = PageHinkley(lc.drift_delta, lc.drift_threshold)
+        self.boost_left = 0
+        self.examples = 0
+        self.updates = 0
+        self.alarms: list[dict[str, Any]] = []
+        self.replay_drawn = 0
+        self.fresh_seen = 0
+
+    @property
+    def frozen(self) -> bool:
+        n = self.variant.train_examples
+        return n is not None and self.examples >= n
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _input(self, b: Batch, feat: Featurizer) -> ModelInput:
+        dense = b.dense
+        if not self.variant.user_vector:
+            dense = dense.copy()
+            dense[:, TEXT_SIM] = 0.0
+        text = None
+        if self.variant.item_text and feat.text_dim and self.text_dim:
+            text = torch.from_numpy(feat.item_text[b.item_idx])
+        return ModelInput(torch.from_numpy(b.indices), torch.from_numpy(b.offsets), torch.from_numpy(dense), text)
+
+    def _text_logits(self, b: Batch, feat: Featurizer) -> tuple[torch.Tensor, np.ndarray] | None:
+        if self.scorer is None or not feat.text_dim:
+            return None
+        has = feat.has_text[b.item_idx]
+        item = torch.from_numpy(feat.item_text[b.item_idx])
+        user = torch.from_numpy(feat.user_vec[b.user_idx]) if self.variant.user_vector else torch.zeros_like(item)
+        return self.scorer(item, user), has
+
+    def _prior_weight(self, b: Batch, has_text: np.ndarray) -> np.ndarray:
+        k = self.cfg.text.distill_decay_events
+        return np.where(has_text, k / (k + b.item_n), 0.0)
+
+    # -- predict / learn ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, b: Batch, feat: Featurizer) -> np.ndarray:
+        """Click probabilities (for ``popularity``: a score that is not a probability)."""
+        if self.variant.kind == "popularity":
+            return feat.item_counts.positives(b.item_idx, b.ts)
+        assert self.model is not None
+        logits = self.model(self._input(b, feat))
+        text = self._text_logits(b, feat)
+        if text is not None:
+            # Where an item has little feedback, lean on the text prior (weight k / (k + n)).
+            w = torch.from_numpy(self._prior_weight(b, text[1]).astype(np.float32))
+            logits = logits + w * (text[0] - logits)
+        return torch.sigmoid(logits).numpy().astype(np.float64)
+
+    def learn(self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None) -> None:
+        """One update on the fresh rows ``b`` plus rows drawn from replay; then store ``b``."""
+        if self.model is None or self.opt is None or len(b) == 0 or self.frozen:
+            self.examples += len(b)
+            return
+        lc = self.cfg.learner
+        if probs is not None:
+            self._watch_drift(b, probs, now)
+        fresh = self._input(b, feat)
+        y = torch.from_numpy(b.labels)
+        w = torch.from_numpy(b.weights)
+        logits = self.model(fresh)
+        loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
+        denom = float(w.sum())
+        text = self._text_logits(b, feat)
+        if text is not None:
+            t_logits, has = text
+            mask = torch.from_numpy(has.astype(np.float32))
+            loss = loss + (F.binary_cross_entropy_with_logits(t_logits, y, reduction="none") * w * mask).sum()
+            # Distillation: the CTR model also learns the text scorer's probability as a soft
+            # target, weighted down as the item's own feedback grows.
+            kd = torch.from_numpy(self._prior_weight(b, has).astype(np.float32)) * self.cfg.text.distill_weight
+            teacher = torch.sigmoid(t_logits.detach())
+            loss = loss + (F.binary_cross_entropy_with_logits(logits, teacher, reduction="none") * kd).sum()
+        n_replay = int(len(b) * lc.replay_ratio) if self.replay is not None and len(self.replay) else 0
+        if n_replay:
+            strategy, half_life = self._replay_strategy()
+            r = self.replay.sample(n_replay, strategy, half_life)  # type: ignore[union-attr]
+            self.replay_drawn += n_replay
+            r_dense = r["dense"]
+            if not self.variant.user_vector:
+                r_dense = r_dense.copy()
+                r_dense[:, TEXT_SIM] = 0.0
+            r_text = None
+            if self.variant.item_text and feat.text_dim and self.text_dim:
+                r_text = torch.from_numpy(feat.item_text[r["row_ids"]])
+            rin = ModelInput(
+                torch.from_numpy(r["indices"]), torch.from_numpy(r["offsets"]), torch.from_numpy(r_dense), r_text
+            )
+            rw = torch.from_numpy(r["weights"])
+            r_logits = self.model(rin)
+            loss = (
+                loss
+                + (
+                    F.binary_cross_entropy_with_logits(r_logits, torch.from_numpy(r["labels"]), reduction="none") * rw
+                ).sum()
+            )
+            denom += float(rw.sum())
+        loss = loss / max(denom, EPS)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        scale = lc.drift_boost if self.boost_left > 0 else 1.0
+        for g in self.opt.param_groups:
+            g["lr"] = g["base"] * scale
+        self.opt.step()
+        self.boost_left = max(0, self.boost_left - len(b))
+        self.updates += 1
+        self.examples += len(b)
+        self.fresh_seen += len(b)
+        if self.replay is not None:
+            self.replay.push(b.indices, b.offsets, b.labels, b.weights, b.ts, b.item_idx, np.ascontiguousarray(b.dense))
+
+    def _replay_strategy(self) -> tuple[str, float | None]:
+        lc = self.cfg.learner
+        if self.boost_left > 0:
+            # After drift, lean on the newest rows.
+            return "recency", max(lc.replay_half_life_events / 10.0, 1.0)
+        if lc.replay_strategy == "recency":
+            return "recency", lc.replay_half_life_events
+        return lc.replay_strategy, None
+
+    def _watch_drift(self, b: Batch, probs: np.ndarray, now: float | None) -> None:
+        p = np.clip(probs, EPS, 1 - EPS)
+        ll = -(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p))
+        for pos in self.drift.update_many(ll):
+            self.boost_left = self.cfg.learner.drift_boost_events
+            self.alarms.append(
+                {
+                    "ts": float(b.ts[pos]),
+                    "seq": int(b.seq[pos]),
+                    "examples": self.examples + pos,
+                    "wall_time": now if now is not None else time.time(),
+                    "detector": "page_hinkley",
+                    "model": self.variant.name,
+                }
+            )
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "text_dim": self.text_dim,
+            "model": self.model.state_dict() if self.model is not None else None,
+            "scorer": self.scorer.state_dict() if self.scorer is not None else None,
+            "opt": self.opt.state_dict() if self.opt is not None else None,
+            "replay": self.replay.to_bytes() if self.replay is not None else None,
+            "drift": self.drift.state_dict(),
+            "counters": {
+                "boost_left": self.boost_left,
+                "examples": self.examples,
+                "updates": self.updates,
+                "replay_drawn": self.replay_drawn,
+                "fresh_seen": self.fresh_seen,
+            },
+            "alarms": self.alarms,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        if self.model is not None:
+            self.model.load_state_dict(s["model"])
+        if self.scorer is not None and s["scorer"] is not None:
+            self.scorer.load_state_dict(s["scorer"])
+        if self.opt is not None and s["opt"] is not None:
+            self.opt.load_state_dict(s["opt"])
+        if s["replay"] is not None:
+            self.replay = _native.ReplayBuffer.from_bytes(s["replay"])
+        self.drift.load_state_dict(s["drift"])
+        for k, v in s["counters"].items():
+            setattr(self, k, v)
+        self.alarms = list(s["alarms"])
+
+
+def logit(p: float) -> float:
+    p = min(max(p, EPS), 1 - EPS)
+    return math.log(p / (1 - p))

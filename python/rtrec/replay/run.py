@@ -1,0 +1,336 @@
+"""``rtrec replay``: stream a historical log through the learner, in timestamp order.
+
+Events load through the event log (ordered by ``ts``) and go through the same
+:class:`~rtrec.learn.OnlineLearner` the daemon runs. Every model is scored on each chunk
+before it learns from it (progressive validation), so the metrics are what production
+would have seen. Baselines and text ablations learn side by side on the same examples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rtrec.config import Config
+from rtrec.errors import InvalidInputError
+from rtrec.learn import OnlineLearner, Variant, default_variant
+from rtrec.learn.featurize import Batch
+from rtrec.learn.metrics import auc, calibration, logloss, rank_metrics
+
+BASELINES = ("popularity", "static", "online_lr")
+# One ablation per language-model piece (see README): 1 item text features, 2 user
+# interest vector, 3 text prior and distillation.
+ABLATIONS = {
+    "rtrec_no_text": {"item_text": False, "user_vector": False, "distill": False},
+    "rtrec_no_item_text": {"item_text": False},
+    "rtrec_no_user_vector": {"user_vector": False},
+    "rtrec_no_distill": {"distill": False},
+}
+
+
+def replay_variants(cfg: Config, total_events: int, *, text: bool, ablations: bool = True) -> list[Variant]:
+    """The product model first, then the baselines, then (with text) the ablations."""
+    main = default_variant(cfg)
+    static_n = max(1, int(total_events * cfg.replay.static_fraction))
+    out = [
+        main,
+        Variant("popularity", kind="popularity", replay=False),
+        replace(main, name="static", train_examples=static_n),
+        Variant("online_lr", kind="lr", item_text=False, user_vector=False, distill=False, replay=False),
+    ]
+    if text and ablations:
+        out += [replace(main, name=name, **flags) for name, flags in ABLATIONS.items()]
+    return out
+
+
+@dataclass
+class _Collected:
+    labels: list[np.ndarray] = field(default_factory=list)
+    ts: list[np.ndarray] = field(default_factory=list)
+    cold_item: list[np.ndarray] = field(default_factory=list)
+    cold_user: list[np.ndarray] = field(default_factory=list)
+    preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    ranks: dict[str, list[int]] = field(default_factory=dict)
+    rank_seconds: float = 0.0
+
+
+@dataclass
+class ReplayReport:
+    """The summary written to ``report.json``."""
+
+    data: dict[str, Any]
+    report_dir: Path
+    checkpoint: Path
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        return self.data["models"]
+
+
+def _metrics(y: np.ndarray, p: np.ndarray, probabilistic: bool) -> dict[str, float | None]:
+    return {
+        "auc": auc(y, p),
+        "logloss": logloss(y, p) if probabilistic else None,
+        "calibration": calibration(y, p) if probabilistic else None,
+    }
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return None if not math.isfinite(float(x)) else round(float(x), 6)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def run_replay(
+    log_path: str | Path,
+    cfg: Config,
+    *,
+    items_path: str | Path | None = None,
+    report_dir: str | Path = "report",
+    home: str | Path | None = None,
+    ablations: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
+) -> ReplayReport:
+    """Replay ``log_path`` and write ``report.json``, ``report.png`` and a checkpoint to ``report_dir``."""
+    from rtrec.events import EventLog
+
+    say = status or (lambda _msg: None)
+    log_path = Path(log_path)
+    if not log_path.exists():
+        raise InvalidInputError(f"LOG: {log_path} does not exist")
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="rtrec-replay-")
+        db_path = Path(tmp.name) / "rtrec.duckdb"
+    else:
+        db_path = Path(home) / "rtrec.duckdb"
+    try:
+        log = EventLog.open(db_path)
+        try:
+            return _run(log, log_path, items_path, cfg, report_dir, home, ablations, progress, say)
+        finally:
+            log.close()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(
+    log: Any,
+    log_path: Path,
+    items_path: str | Path | None,
+    cfg: Config,
+    report_dir: Path,
+    home: str | Path | None,
+    ablations: bool,
+    progress: Callable[[int, int], None] | None,
+    say: Callable[[str], None],
+) -> ReplayReport:
+    t_load = time.perf_counter()
+    first = log.last_seq()
+    summary = log.ingest_file(log_path, order_by_ts=True)
+    if items_path is not None:
+        log.upsert_items(items_path)
+    say(f"loaded {summary.accepted} events ({summary.duplicates} duplicates, {len(summary.rejected)} rejected)")
+    load_s = time.perf_counter() - t_load
+    items = log.items()
+    text_dim, ids, matrix, text_info = 0, [], None, None
+    if cfg.text.enabled and items.num_rows and _has_text(items):
+        from rtrec.text import EmbeddingCache, load_encoder
+
+        enc = load_encoder(cfg.text)
+        say(f"encoding {items.num_rows} items with {enc.name} on {enc.device}")
+        cache = EmbeddingCache(log.cursor, enc, cfg.text.template)
+        text_info = cache.refresh(items)
+        ids, matrix = cache.all()
+        text_dim = enc.dim
+        text_info = {**text_info, "model": enc.name, "device": enc.device, "dim": enc.dim}
+    total = log.count_events() - first
+    variants = replay_variants(cfg, total, text=text_dim > 0, ablations=ablations)
+    learner = OnlineLearner(cfg, text_dim=text_dim, variants=variants)
+    if items.num_rows:
+        learner.set_catalog(items)
+    if matrix is not None:
+        learner.set_item_embeddings(ids, matrix)
+    col = _Collected()
+    rng = np.random.default_rng(cfg.learner.seed)
+    n_catalog = items.num_rows
+    threshold = cfg.replay.cold_threshold
+
+    def on_chunk(b: Batch, chunk: pa.Table) -> None:
+        col.labels.append(b.labels.copy())
+        col.ts.append(b.ts.copy())
+        col.cold_item.append(b.item_n < threshold)
+        col.cold_user.append(b.user_n < threshold)
+        if n_catalog and cfg.replay.ranking_sample > 0:
+            t0 = time.perf_counter()
+            pick = np.flatnonzero((b.labels >= 0.5) & (rng.random(len(b)) < cfg.replay.ranking_sample))
+            for r in pick.tolist():
+                _rank_one(learner, b, r, n_catalog, col)
+            col.rank_seconds += time.perf_counter() - t0
+
+    learner.on_chunk = on_chunk
+    done = 0
+    t0 = time.perf_counter()
+    for batch in log.tail(first, batch_size=max(cfg.learner.batch_size * 16, 4096)):
+        res = learner.learn(batch, keep_predictions=True)
+        for name, ps in res.predictions.items():
+            col.preds.setdefault(name, []).extend(ps)
+        done += batch.num_rows
+        if progress is not None:
+            progress(done, total)
+    res = learner.drain()
+    learn_s = time.perf_counter() - t0
+    ckpt = learner.save(report_dir / f"learner-{learner.last_seq:012d}.ckpt")
+    if home is not None:
+        from rtrec.serve.daemon import CHECKPOINT_DIR
+
+        learner.save(Path(home) / CHECKPOINT_DIR / f"learner-{learner.last_seq:012d}.ckpt")
+    data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary)
+    (report_dir / "report.json").write_text(json.dumps(_clean(data), indent=2) + "\n")
+    _plot(data, report_dir / "report.png")
+    return ReplayReport(data=_clean(data), report_dir=report_dir, checkpoint=ckpt)
+
+
+def _has_text(items: pa.Table) -> bool:
+    for name in ("title", "description"):
+        if name in items.column_names and items.column(name).null_count < items.num_rows:
+            return True
+    return False
+
+
+def _rank_one(learner: OnlineLearner, b: Batch, r: int, n_catalog: int, col: _Collected) -> None:
+    """Rank the positive item of row ``r`` among all catalog items the user has not interacted with."""
+    f = learner.featurizer
+    user = int(b.user_idx[r])
+    target = int(b.item_idx[r])
+    seen = f.user_items.get(user, set())
+    cand = np.array([i for i in range(n_catalog) if i not in seen or i == target], dtype=np.int64)
+    if target >= n_catalog:
+        cand = np.append(cand, target)
+    cb = f.candidates(f.users.ids[user], cand, float(b.ts[r]))
+    where = int(np.flatnonzero(cand == target)[0])
+    for name, tr in learner.trainers.items():
+        s = tr.predict(cb, f)
+        # Ties count against the model: rank = items scoring at least as high, less the target.
+        rank = int((s > s[where]).sum() + (s == s[where]).sum() - 1)
+        col.ranks.setdefault(name, []).append(rank)
+
+
+def _report(
+    cfg: Config,
+    learner: OnlineLearner,
+    col: _Collected,
+    total: int,
+    load_s: float,
+    learn_s: float,
+    text_info: dict[str, Any] | None,
+    summary: Any,
+) -> dict[str, Any]:
+    y = np.concatenate(col.labels) if col.labels else np.zeros(0)
+    ts = np.concatenate(col.ts) if col.ts else np.zeros(0)
+    cold_i = np.concatenate(col.cold_item) if col.cold_item else np.zeros(0, bool)
+    cold_u = np.concatenate(col.cold_user) if col.cold_user else np.zeros(0, bool)
+    models: dict[str, Any] = {}
+    windows: list[dict[str, Any]] = []
+    n_win = max(1, min(cfg.replay.windows, len(y) // 200 or 1))
+    bounds = np.linspace(0, len(y), n_win + 1).astype(int)
+    for w in range(n_win):
+        lo, hi = bounds[w], bounds[w + 1]
+        windows.append(
+            {
+                "start_ts": float(ts[lo]) if hi > lo else None,
+                "end_ts": float(ts[hi - 1]) if hi > lo else None,
+                "examples": int(hi - lo),
+                "positive_rate": float(y[lo:hi].mean()) if hi > lo else None,
+                "models": {},
+            }
+        )
+    for name, tr in learner.trainers.items():
+        p = np.concatenate(col.preds.get(name, [])) if col.preds.get(name) else np.zeros(0)
+        probabilistic = tr.variant.kind != "popularity"
+        hr, ndcg = rank_metrics(col.ranks.get(name, []))
+        row = _metrics(y, p, probabilistic)
+        row.update(
+            {
+                "cold_auc": auc(y[cold_i], p[cold_i]),
+                "cold_logloss": logloss(y[cold_i], p[cold_i]) if probabilistic else None,
+                "cold_user_auc": auc(y[cold_u], p[cold_u]),
+                "cold_user_logloss": logloss(y[cold_u], p[cold_u]) if probabilistic else None,
+                "hr_at_10": hr,
+                "ndcg_at_10": ndcg,
+                "ranked_events": len(col.ranks.get(name, [])),
+                "kind": tr.variant.kind,
+                "drift_alarms": len(tr.alarms),
+            }
+        )
+        models[name] = row
+        for w, win in enumerate(windows):
+            lo, hi = bounds[w], bounds[w + 1]
+            win["models"][name] = _metrics(y[lo:hi], p[lo:hi], probabilistic)
+    learn_only = max(learn_s - col.rank_seconds, 1e-9)
+    return {
+        "events": int(total),
+        "examples": len(y),
+        "positive_rate": float(y.mean()) if len(y) else None,
+        "cold_item_examples": int(cold_i.sum()),
+        "cold_user_examples": int(cold_u.sum()),
+        "events_per_s": total / learn_only,
+        "seconds": {"load": load_s, "learn": learn_only, "ranking_eval": col.rank_seconds},
+        "rejected_events": len(summary.rejected),
+        "duplicate_events": summary.duplicates,
+        "models": models,
+        "windows": windows,
+        "drift_alarms": learner.drift_alarms,
+        "text": text_info,
+        "config": {
+            "features": {"bits": cfg.features.bits, "namespaces": list(cfg.features.namespaces)},
+            "learner": {"batch_size": cfg.learner.batch_size, "replay_ratio": cfg.learner.replay_ratio},
+            "replay": {"ranking_sample": cfg.replay.ranking_sample, "cold_threshold": cfg.replay.cold_threshold},
+        },
+    }
+
+
+def _plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wins = data["windows"]
+    x = np.arange(1, len(wins) + 1)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for name in data["models"]:
+        aucs = [w["models"][name]["auc"] for w in wins]
+        ax1.plot(x, [np.nan if a is None else a for a in aucs], marker="o", ms=3, label=name)
+        lls = [w["models"][name]["logloss"] for w in wins]
+        if any(v is not None for v in lls):
+            ax2.plot(x, [np.nan if v is None else v for v in lls], marker="o", ms=3, label=name)
+    ax1.set_ylabel("progressive AUC")
+    ax2.set_ylabel("progressive log loss")
+    ax2.set_xlabel(f"time window (equal numbers of examples, {data['examples']} in all)")
+    ax1.legend(fontsize=8, ncol=2)
+    ax1.grid(alpha=0.3)
+    ax2.grid(alpha=0.3)
+    fig.suptitle("rtrec replay: progressive validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
