@@ -1019,8 +1019,11 @@ def serve(cfg: Config, *, host: str | None = None, port: int | None = None, demo
 def bind(host: str, port: int) -> tuple[socket.socket, str]:
     """A listening socket on ``host:port`` (0 picks a free port) and the URL it serves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio only sets TCP_NODELAY on accepted sockets that do, and without
+    # it every response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
