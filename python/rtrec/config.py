@@ -55,7 +55,7 @@ class LabelsConfig:
 class LearnerConfig:
     """The online CTR learner (see ``rtrec.learn``)."""
 
-    batch_size: int = 256
+    batch_size: int = 512
     # Adagrad step sizes: dense layers, and the hashed embedding tables (sparse rows).
     lr: float = 0.02
     sparse_lr: float = 0.1
@@ -73,6 +73,9 @@ class LearnerConfig:
     drift_threshold: float = 100.0
     drift_boost: float = 3.0
     drift_boost_events: int = 5_000
+    # torch intra-op threads for learning (process-wide). Small sparse updates run fastest
+    # on one thread; more only contend with the HTTP server and the encoder. 0 = torch's default.
+    threads: int = 1
     seed: int = 0
 
 

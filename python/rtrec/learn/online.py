@@ -56,6 +56,8 @@ class OnlineLearner:
 
     def __init__(self, cfg: Config, *, text_dim: int = 0, variants: Sequence[Variant] | None = None) -> None:
         self.cfg = cfg
+        if cfg.learner.threads > 0:
+            torch.set_num_threads(cfg.learner.threads)
         self.text_dim = text_dim if cfg.text.enabled else 0
         self.labeler = Labeler(cfg.labels)
         self.featurizer = Featurizer(cfg)
@@ -326,10 +328,18 @@ class OnlineLearner:
             raise CorruptDataError(f"checkpoint {path} cannot be read: {exc}") from exc
         if not isinstance(state, dict) or state.get("magic") != CHECKPOINT_MAGIC:
             raise CorruptDataError(f"{path} is not an rtrec checkpoint")
-        if state["version"] != CHECKPOINT_VERSION:
+        if state.get("version") != CHECKPOINT_VERSION:
             raise CorruptDataError(
-                f"checkpoint {path} has format version {state['version']}, expected {CHECKPOINT_VERSION}"
+                f"checkpoint {path} has format version {state.get('version')}, expected {CHECKPOINT_VERSION}"
             )
+        try:
+            return cls._restore(path, state, cfg)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            # A file with our magic and version but missing or mistyped fields: damaged, not foreign.
+            raise CorruptDataError(f"checkpoint {path} is damaged: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _restore(cls, path: Path, state: dict[str, Any], cfg: Config) -> OnlineLearner:
         if state["features"] != cfg.features:
             raise InvalidInputError(
                 f"checkpoint {path} was trained with different [features] settings",

@@ -73,25 +73,15 @@ class Trainer:
         elif variant.kind == "lr":
             self.model = LogisticModel(n_buckets)
         torch.random.set_rng_state(gen_state)
-        sparse, dense = [], []
-        for m in (self.model, self.scorer):
-            if m is None:
-                continue
-            for mod in m.modules():
-                own = list(mod.parameters(recurse=False))
-                # Only the first-order weights take the large sparse step; the factor embeddings
-                # feed products and an MLP, which a large step destabilises.
-                is_first_order = isinstance(mod, torch.nn.Embedding) and mod.embedding_dim == 1
-                (sparse if is_first_order else dense).extend(own)
-        groups = [
-            g
-            for g in (
-                {"params": sparse, "lr": lc.sparse_lr, "base": lc.sparse_lr},
-                {"params": dense, "lr": lc.lr, "base": lc.lr},
-            )
-            if g["params"]
-        ]
-        self.opt = torch.optim.Adagrad(groups, lr=lc.lr, weight_decay=lc.weight_decay) if groups else None
+        params = [p for m in (self.model, self.scorer) if m is not None for p in m.parameters()]
+        self.opt = torch.optim.Adagrad(params, lr=lc.lr, weight_decay=lc.weight_decay) if params else None
+        self.table = getattr(self.model, "table", None)
+        if self.table is not None:
+            # The first-order column takes the large sparse step; the factor columns feed
+            # products and an MLP, which a large step destabilises.
+            width = self.table.weight.shape[1]
+            self.table_lr = torch.full((width,), lc.lr)
+            self.table_lr[0] = lc.sparse_lr
         self.replay = (
             _native.ReplayBuffer(lc.replay_capacity, dense_dim=len(dense_names(cfg)), seed=lc.seed)
             if variant.replay and self.model is not None
@@ -150,29 +140,18 @@ class Trainer:
 
     def learn(self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None) -> None:
         """One update on the fresh rows ``b`` plus rows drawn from replay; then store ``b``."""
-        if self.model is None or self.opt is None or len(b) == 0 or self.frozen:
+        if self.model is None or len(b) == 0 or self.frozen:
             self.examples += len(b)
             return
         lc = self.cfg.learner
         if probs is not None:
             self._watch_drift(b, probs, now)
-        fresh = self._input(b, feat)
-        y = torch.from_numpy(b.labels)
-        w = torch.from_numpy(b.weights)
-        logits = self.model(fresh)
-        loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
-        denom = float(w.sum())
-        text = self._text_logits(b, feat)
-        if text is not None:
-            t_logits, has = text
-            mask = torch.from_numpy(has.astype(np.float32))
-            loss = loss + (F.binary_cross_entropy_with_logits(t_logits, y, reduction="none") * w * mask).sum()
-            # Distillation: the CTR model also learns the text scorer's probability as a soft
-            # target, weighted down as the item's own feedback grows.
-            kd = torch.from_numpy(self._prior_weight(b, has).astype(np.float32)) * self.cfg.text.distill_weight
-            teacher = torch.sigmoid(t_logits.detach())
-            loss = loss + (F.binary_cross_entropy_with_logits(logits, teacher, reduction="none") * kd).sum()
-        n_replay = int(len(b) * lc.replay_ratio) if self.replay is not None and len(self.replay) else 0
+        assert self.opt is not None
+        x = self._input(b, feat)
+        n_fresh = len(b)
+        weights = [torch.from_numpy(b.weights)]
+        labels = [torch.from_numpy(b.labels)]
+        n_replay = int(n_fresh * lc.replay_ratio) if self.replay is not None and len(self.replay) else 0
         if n_replay:
             strategy, half_life = self._replay_strategy()
             r = self.replay.sample(n_replay, strategy, half_life)  # type: ignore[union-attr]
@@ -182,27 +161,38 @@ class Trainer:
                 r_dense = r_dense.copy()
                 r_dense[:, TEXT_SIM] = 0.0
             r_text = None
-            if self.variant.item_text and feat.text_dim and self.text_dim:
+            if x.item_text is not None:
                 r_text = torch.from_numpy(feat.item_text[r["row_ids"]])
             rin = ModelInput(
                 torch.from_numpy(r["indices"]), torch.from_numpy(r["offsets"]), torch.from_numpy(r_dense), r_text
             )
-            rw = torch.from_numpy(r["weights"])
-            r_logits = self.model(rin)
-            loss = (
-                loss
-                + (
-                    F.binary_cross_entropy_with_logits(r_logits, torch.from_numpy(r["labels"]), reduction="none") * rw
-                ).sum()
-            )
-            denom += float(rw.sum())
-        loss = loss / max(denom, EPS)
+            x = ModelInput.concat(x, rin)
+            weights.append(torch.from_numpy(r["weights"]))
+            labels.append(torch.from_numpy(r["labels"]))
+        y = torch.cat(labels)
+        w = torch.cat(weights)
+        logits = self.model(x)
+        loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
+        text = self._text_logits(b, feat)
+        if text is not None:
+            t_logits, has = text
+            yf, wf = y[:n_fresh], w[:n_fresh]
+            mask = torch.from_numpy(has.astype(np.float32))
+            loss = loss + (F.binary_cross_entropy_with_logits(t_logits, yf, reduction="none") * wf * mask).sum()
+            # Distillation: the CTR model also learns the text scorer's probability as a soft
+            # target, weighted down as the item's own feedback grows.
+            kd = torch.from_numpy(self._prior_weight(b, has).astype(np.float32)) * self.cfg.text.distill_weight
+            teacher = torch.sigmoid(t_logits.detach())
+            loss = loss + (F.binary_cross_entropy_with_logits(logits[:n_fresh], teacher, reduction="none") * kd).sum()
+        loss = loss / max(float(w.sum()), EPS)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         scale = lc.drift_boost if self.boost_left > 0 else 1.0
         for g in self.opt.param_groups:
-            g["lr"] = g["base"] * scale
+            g["lr"] = lc.lr * scale
         self.opt.step()
+        if self.table is not None:
+            self.table.step(self.table_lr * scale)
         self.boost_left = max(0, self.boost_left - len(b))
         self.updates += 1
         self.examples += len(b)

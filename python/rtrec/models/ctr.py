@@ -4,7 +4,8 @@
 ``i`` runs over the hashed features of a row. Item text embeddings (from a language
 model) enter through ``item_text``: a learned projection feeds them to the MLP. Rows of
 variable length come in CSR form (``indices``, ``offsets``) as the native hasher emits
-them, and the embedding tables produce sparse gradients (updated with Adagrad).
+them. The hashed table is a :class:`SparseTable`: each update gathers the rows a batch
+touches, and Adagrad updates only those rows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,59 @@ class ModelInput:
         counts = self.offsets[1:] - self.offsets[:-1]
         return torch.repeat_interleave(torch.arange(self.rows), counts)
 
+    @staticmethod
+    def concat(a: ModelInput, b: ModelInput) -> ModelInput:
+        """Rows of ``a`` followed by rows of ``b``."""
+        text = None
+        if a.item_text is not None and b.item_text is not None:
+            text = torch.cat([a.item_text, b.item_text])
+        return ModelInput(
+            torch.cat([a.indices, b.indices]),
+            torch.cat([a.offsets[:-1], b.offsets + a.offsets[-1]]),
+            torch.cat([a.dense, b.dense]),
+            text,
+        )
+
+
+class SparseTable(nn.Module):
+    """A hashed embedding table with its own row-wise Adagrad.
+
+    ``gather`` copies the rows a batch touches into a small leaf tensor; after
+    ``backward``, ``step`` applies Adagrad to those rows only. This avoids the sparse COO
+    gradients of ``nn.Embedding(sparse=True)``, which dominate a small model's update time.
+    Column ``j`` learns with step size ``lr[j]``.
+    """
+
+    def __init__(self, n: int, dim: int, *, init_std: float, seed_first_column_zero: bool = True) -> None:
+        super().__init__()
+        weight = torch.randn(n, dim) * init_std
+        if seed_first_column_zero:
+            weight[:, 0] = 0.0
+        self.register_buffer("weight", weight)
+        self.register_buffer("sq_sum", torch.zeros(n, dim))
+        self._touched: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self.weight[indices]
+        uniq, inverse = torch.unique(indices, return_inverse=True)
+        rows = self.weight[uniq].requires_grad_(True)
+        self._touched = (uniq, rows)
+        return rows[inverse]
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, eps: float = 1e-10) -> None:
+        if self._touched is None:
+            return
+        uniq, rows = self._touched
+        self._touched = None
+        g = rows.grad
+        if g is None:
+            return
+        sq = self.sq_sum[uniq] + g * g
+        self.sq_sum[uniq] = sq
+        self.weight[uniq] = rows.detach() - lr * g / (sq.sqrt() + eps)
+
 
 class CTRModel(nn.Module):
     """Factorisation machine plus MLP over hashed features, dense features and item text."""
@@ -48,10 +102,9 @@ class CTRModel(nn.Module):
     ) -> None:
         super().__init__()
         self.n_buckets = n_buckets
-        self.emb = nn.Embedding(n_buckets, dim, sparse=True)
-        self.lin = nn.Embedding(n_buckets, 1, sparse=True)
-        nn.init.normal_(self.emb.weight, std=0.01)
-        nn.init.zeros_(self.lin.weight)
+        self.dim = dim
+        # Column 0: the first-order weight; columns 1..dim: the factor embedding.
+        self.table = SparseTable(n_buckets, dim + 1, init_std=0.01)
         self.bias = nn.Parameter(torch.zeros(1))
         # The language-model item features plug in here.
         self.text_proj = nn.Linear(text_dim, text_proj) if text_dim and text_proj else None
@@ -68,11 +121,11 @@ class CTRModel(nn.Module):
     def forward(self, x: ModelInput) -> torch.Tensor:
         rows = x.rows
         seg = x.row_of_feature()
-        v = self.emb(x.indices)
-        sum_v = torch.zeros(rows, v.shape[1]).index_add_(0, seg, v)
-        sum_v2 = torch.zeros(rows, v.shape[1]).index_add_(0, seg, v * v)
+        w = self.table.gather(x.indices)
+        # One pass sums the first-order weights, the factors and their squares per row.
+        sums = torch.zeros(rows, 1 + 2 * self.dim).index_add_(0, seg, torch.cat([w, w[:, 1:] * w[:, 1:]], dim=1))
+        linear, sum_v, sum_v2 = sums[:, 0], sums[:, 1 : 1 + self.dim], sums[:, 1 + self.dim :]
         fm = 0.5 * (sum_v * sum_v - sum_v2).sum(dim=1)
-        linear = torch.zeros(rows).index_add_(0, seg, self.lin(x.indices).squeeze(1))
         parts = [sum_v, x.dense]
         if self.text_proj is not None:
             text = x.item_text if x.item_text is not None else torch.zeros(rows, self.text_proj.in_features)
@@ -88,13 +141,12 @@ class LogisticModel(nn.Module):
 
     def __init__(self, n_buckets: int) -> None:
         super().__init__()
-        self.lin = nn.Embedding(n_buckets, 1, sparse=True)
-        nn.init.zeros_(self.lin.weight)
+        self.table = SparseTable(n_buckets, 1, init_std=0.0)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: ModelInput) -> torch.Tensor:
         seg = x.row_of_feature()
-        return self.bias + torch.zeros(x.rows).index_add_(0, seg, self.lin(x.indices).squeeze(1))
+        return self.bias + torch.zeros(x.rows).index_add_(0, seg, self.table.gather(x.indices)[:, 0])
 
 
 class TextScorer(nn.Module):

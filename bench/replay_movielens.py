@@ -1,0 +1,106 @@
+"""Replay MovieLens ml-latest-small: rtrec against its baselines and Vowpal Wabbit.
+
+Converts the dataset (label: rating >= 4), replays it through ``rtrec.replay`` in
+timestamp order with progressive validation, measures the learner's own throughput for
+the default model alone, and runs Vowpal Wabbit's logistic regression on the same events
+with the same protocol (predict, then learn). Prints one JSON object as its last line.
+
+Usage: ``python bench/replay_movielens.py [--data ../shared/data/movielens-ml-latest-small] [--text]``
+(``pip install vowpalwabbit`` for the comparison; it is skipped when absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from rtrec.config import load_config
+from rtrec.convert import convert_movielens
+from rtrec.events import EventLog
+from rtrec.learn import OnlineLearner
+from rtrec.learn.metrics import auc, logloss
+from rtrec.replay import run_replay
+
+
+def learner_throughput(events: Path, items: Path, cfg: Any) -> float:
+    """Events/s of the default model alone: label, featurize, predict, learn, replay mixing."""
+    with tempfile.TemporaryDirectory() as tmp, EventLog.open(Path(tmp) / "db.duckdb") as log:
+        log.ingest_file(events, order_by_ts=True)
+        log.upsert_items(items)
+        batches = list(log.tail(0, batch_size=8192))
+        learner = OnlineLearner(cfg)
+        learner.set_catalog(log.items())
+        t0 = time.perf_counter()
+        for b in batches:
+            learner.learn(b)
+        return sum(b.num_rows for b in batches) / (time.perf_counter() - t0)
+
+
+def vowpal_wabbit(events: Path, items: Path) -> dict[str, Any] | None:
+    """VW logistic regression, features user, item, genres and user x genre (-q ug), progressive."""
+    try:
+        import vowpalwabbit
+    except ImportError:
+        return None
+    ev = pq.read_table(events).sort_by("ts")
+    it = pq.read_table(items)
+    genres = {
+        i: " ".join(g.replace(" ", "_").replace(":", "_") for g in json.loads(a or "{}").get("genres", []))
+        for i, a in zip(it.column("item_id").to_pylist(), it.column("attrs").to_pylist(), strict=True)
+    }
+    users = ev.column("user_id").to_pylist()
+    item_ids = ev.column("item_id").to_pylist()
+    y = (ev.column("value").to_numpy() >= 4.0).astype(np.float64)
+    vw = vowpalwabbit.Workspace("--loss_function logistic --link logistic -q ug -b 20 --quiet")
+    preds = np.empty(len(y))
+    t0 = time.perf_counter()
+    for k, (u, i, lab) in enumerate(zip(users, item_ids, y, strict=True)):
+        feats = f"|u u{u} |i i{i} |g {genres.get(i, '')}"
+        preds[k] = vw.predict(feats)
+        vw.learn(f"{1 if lab else -1} {feats}")
+    seconds = time.perf_counter() - t0
+    vw.finish()
+    return {"auc": auc(y, preds), "logloss": logloss(y, preds), "events_per_s": len(y) / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    default_data = os.environ.get("RTREC_MOVIELENS", "../shared/data/movielens-ml-latest-small")
+    ap.add_argument("--data", type=Path, default=Path(default_data))
+    ap.add_argument("--text", action="store_true", help="Also replay with the text model (MiniLM) and ablations.")
+    ap.add_argument("--out", type=Path, default=Path("bench/out/movielens"))
+    args = ap.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    events, items = convert_movielens(args.data, args.out)
+    result: dict[str, Any] = {"bench": "replay_movielens", "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
+    cfg = load_config(overrides={"text": {"enabled": args.text}})
+    rep = run_replay(events, cfg, items_path=items, report_dir=args.out / ("report-text" if args.text else "report"))
+    models = rep.data["models"]
+    result["events"] = rep.data["events"]
+    result["replay_events_per_s"] = round(rep.data["events_per_s"])
+    result["models"] = {
+        k: {m: v.get(m) for m in ("auc", "logloss", "cold_auc", "cold_user_auc", "hr_at_10", "ndcg_at_10")}
+        for k, v in models.items()
+    }
+    no_text = load_config(overrides={"text": {"enabled": False}})
+    result["learner_events_per_s"] = round(learner_throughput(events, items, no_text))
+    vw = vowpal_wabbit(events, items)
+    if vw is not None:
+        result["vowpal_wabbit"] = vw
+        result["auc_minus_vw"] = models["rtrec"]["auc"] - vw["auc"]
+        result["throughput_ratio_vs_vw"] = result["learner_events_per_s"] / vw["events_per_s"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
