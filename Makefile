@@ -29,12 +29,13 @@ test:
 check: install lint rust-test test
 
 demo: install
-	$(BIN)/rtrec demo
+	$(BIN)/rtrec serve --demo
 
 bench: install
 	$(BIN)/pip install -e '.[dev,bench]'
 	$(BIN)/python bench/hashing.py
 	$(BIN)/python bench/ring.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf target $(VENV) .pytest_cache .ruff_cache
