@@ -1,0 +1,71 @@
+"""Tests for ``rtrec replay``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rtrec.cli import app
+from rtrec.sim import SimConfig, Simulator
+
+runner = CliRunner()
+CONFIG = """
+[features]
+bits = 14
+[learner]
+batch_size = 64
+replay_capacity = 5000
+[replay]
+ranking_sample = 0.2
+windows = 4
+"""
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return Simulator(SimConfig(n_users=20, n_items=30, n_topics=3, n_events=1_500, seed=2)).write(
+        tmp_path_factory.mktemp("sim")
+    )
+
+
+def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
+    events, items = sim_files
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "out"
+    args = ["replay", str(events), "--items", str(items), "--report", str(out), "--no-text", "--json"]
+    r = runner.invoke(app, [*args, "--config", str(config)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert set(data) == {"events", "examples", "events_per_s", "models"}
+    assert data["events"] == 1_500 and data["events_per_s"] > 0
+    assert set(data["models"]) == {"rtrec", "popularity", "static", "online_lr"}
+    for row in data["models"].values():
+        assert {"auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
+    assert data["models"]["popularity"]["logloss"] is None
+    assert (out / "report.json").exists() and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list(out.glob("learner-*.ckpt"))) == 1
+
+
+def test_replay_table_output(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
+    events, items = sim_files
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    home = tmp_path / "home"
+    args = ["replay", str(events), "--items", str(items), "--report", str(tmp_path / "o"), "--no-text"]
+    r = runner.invoke(app, [*args, "--config", str(config), "--home", str(home)])
+    assert r.exit_code == 0, r.output
+    assert "rtrec replay: 1,500 events" in r.stdout and "report:" in r.stdout and "checkpoint:" in r.stdout
+    assert len(list((home / "checkpoints").glob("learner-*.ckpt"))) == 1
+
+
+def test_replay_missing_log_is_one_line_error(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["replay", str(tmp_path / "missing.parquet"), "--no-text", "--report", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1
+    assert "missing.parquet" in r.stderr and "does not exist" in r.stderr
+    assert ("Traceback" not in r.output and r.exception is None) or isinstance(r.exception, SystemExit)
+    assert r.stdout == ""
