@@ -165,7 +165,13 @@ class CrossEncoder:
         h = self.hasher.hash({k: cols[k] for k in self.name})
         rows = len(h.offsets) - 1
         row_of = np.repeat(np.arange(rows), np.diff(h.offsets))
-        bucket = h.indices
+        bucket = h.indices.astype(np.int64)
+        if len(bucket) > 1:
+            # A row counts once per bucket (a repeated tag, or two values hashing alike):
+            # otherwise its second pair would see the first pair's label, i.e. its own.
+            _, first = np.unique(row_of * len(self.n) + bucket, return_index=True)
+            keep = np.sort(first)
+            bucket, row_of = bucket[keep], row_of[keep]
         n = self.n[bucket].astype(np.float64)
         pos = self.npos[bucket].astype(np.float64)
         if labels is not None and len(bucket) > 1:
@@ -255,6 +261,7 @@ class Featurizer:
         self.collision_rate: float | None = None
         self._context_ns = [ns for ns in cfg.features.namespaces if ns not in BUILTIN_NAMESPACES]
         self.dense_names = dense_names(cfg)
+        self._item_arr: pa.Array = pa.array([], pa.string())
         self.crosses = [
             CrossEncoder(a, b, min(cfg.features.bits, 20), cfg.features.seed) for a, b in cfg.features.crosses
         ]
@@ -397,8 +404,10 @@ class Featurizer:
         u = self.users.get(user_id)
         user_idx = np.full(n, u if u is not None else -1, dtype=np.int64)
         ts_arr = np.full(n, ts, dtype=np.float64)
-        item_col = pa.array([self.items.ids[i] for i in item_idx.tolist()], pa.string())
-        user_col = pa.array([user_id] * n, pa.string())
+        if len(self._item_arr) != len(self.items):
+            self._item_arr = pa.array(self.items.ids, pa.string())
+        item_col = self._item_arr.take(pa.array(item_idx))
+        user_col = pa.repeat(pa.scalar(user_id, pa.string()), n)
         ctx = pa.array([json.dumps(context)] * n) if context else None
         cols = self._columns(user_col, item_col, item_idx, ts_arr, ctx)
         hashed = self.hasher.hash(cols)

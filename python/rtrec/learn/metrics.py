@@ -95,9 +95,13 @@ class PageHinkley:
         return False
 
     def update_many(self, xs: np.ndarray) -> list[int]:
-        """Feed a batch of observations; return the positions that raised an alarm."""
+        """Feed a batch of observations; return the positions (in ``xs``) that raised an alarm.
+
+        Non-finite observations are skipped, as :meth:`update` skips them.
+        """
         xs = np.asarray(xs, dtype=np.float64)
-        xs = xs[np.isfinite(xs)]
+        finite = np.flatnonzero(np.isfinite(xs))
+        xs = xs[finite]
         alarms: list[int] = []
         base = 0
         while len(xs):
@@ -108,7 +112,7 @@ class PageHinkley:
             hit = ((self.n + k) >= self.min_samples) & (cum - min_cum > self.threshold)
             if hit.any():
                 j = int(np.argmax(hit))
-                alarms.append(base + j)
+                alarms.append(int(finite[base + j]))
                 self.reset()
                 xs, base = xs[j + 1 :], base + j + 1
                 continue

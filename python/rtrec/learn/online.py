@@ -118,11 +118,11 @@ class OnlineLearner:
             self._learn_examples(self.labeler.expire(now), res, False)
             return res
 
-    def drain(self) -> LearnResult:
+    def drain(self, *, keep_predictions: bool = False) -> LearnResult:
         """Learn every pending impression as a negative (the end of a finite stream)."""
         with self._lock:
             res = LearnResult(last_seq=self.last_seq)
-            self._learn_examples(self.labeler.drain(), res, False)
+            self._learn_examples(self.labeler.drain(), res, keep_predictions)
             return res
 
     def _learn_examples(self, examples: pa.Table, res: LearnResult, keep: bool) -> None:

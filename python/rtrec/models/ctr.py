@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -63,7 +64,16 @@ class SparseTable(nn.Module):
             weight[:, 0] = 0.0
         self.register_buffer("weight", weight)
         self.register_buffer("sq_sum", torch.zeros(n, dim))
+        # Squared norm of each row's factor columns (1:), kept in step with ``weight`` so that
+        # scoring sums them with one embedding-bag call.
+        self.register_buffer("norm2", (weight[:, 1:] ** 2).sum(dim=1, keepdim=True))
         self._touched: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def bag(self, indices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row sums of the rows and of their factor norms, without gradients (for scoring)."""
+        sums = F.embedding_bag(indices, self.weight, offsets, mode="sum", include_last_offset=True)
+        norms = F.embedding_bag(indices, self.norm2, offsets, mode="sum", include_last_offset=True)
+        return sums, norms.squeeze(1)
 
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled():
@@ -84,7 +94,9 @@ class SparseTable(nn.Module):
             return
         sq = self.sq_sum[uniq] + g * g
         self.sq_sum[uniq] = sq
-        self.weight[uniq] = rows.detach() - lr * g / (sq.sqrt() + eps)
+        new = rows.detach() - lr * g / (sq.sqrt() + eps)
+        self.weight[uniq] = new
+        self.norm2[uniq] = (new[:, 1:] ** 2).sum(dim=1, keepdim=True)
 
 
 class CTRModel(nn.Module):
@@ -120,12 +132,16 @@ class CTRModel(nn.Module):
 
     def forward(self, x: ModelInput) -> torch.Tensor:
         rows = x.rows
-        seg = x.row_of_feature()
-        w = self.table.gather(x.indices)
-        # One pass sums the first-order weights, the factors and their squares per row.
-        sums = torch.zeros(rows, 1 + 2 * self.dim).index_add_(0, seg, torch.cat([w, w[:, 1:] * w[:, 1:]], dim=1))
-        linear, sum_v, sum_v2 = sums[:, 0], sums[:, 1 : 1 + self.dim], sums[:, 1 + self.dim :]
-        fm = 0.5 * (sum_v * sum_v - sum_v2).sum(dim=1)
+        if torch.is_grad_enabled():
+            seg = x.row_of_feature()
+            w = self.table.gather(x.indices)
+            sums = torch.zeros(rows, 1 + self.dim).index_add_(0, seg, w)
+            norms = torch.zeros(rows).index_add_(0, seg, (w[:, 1:] * w[:, 1:]).sum(dim=1))
+        else:
+            sums, norms = self.table.bag(x.indices, x.offsets)
+        linear, sum_v = sums[:, 0], sums[:, 1:]
+        # FM pairwise term: (|sum of factors|^2 - sum of |factor|^2) / 2.
+        fm = 0.5 * ((sum_v * sum_v).sum(dim=1) - norms)
         parts = [sum_v, x.dense]
         if self.text_proj is not None:
             text = x.item_text if x.item_text is not None else torch.zeros(rows, self.text_proj.in_features)
@@ -145,6 +161,8 @@ class LogisticModel(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: ModelInput) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self.bias + self.table.bag(x.indices, x.offsets)[0][:, 0]
         seg = x.row_of_feature()
         return self.bias + torch.zeros(x.rows).index_add_(0, seg, self.table.gather(x.indices)[:, 0])
 

@@ -197,7 +197,10 @@ def _run(
         done += batch.num_rows
         if progress is not None:
             progress(done, total)
-    res = learner.drain()
+    # The drained impressions went through on_chunk too: their predictions must be kept alongside.
+    res = learner.drain(keep_predictions=True)
+    for name, ps in res.predictions.items():
+        col.preds.setdefault(name, []).extend(ps)
     learn_s = time.perf_counter() - t0
     ckpt = learner.save(report_dir / f"learner-{learner.last_seq:012d}.ckpt")
     if home is not None:
