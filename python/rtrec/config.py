@@ -69,6 +69,8 @@ class LearnerConfig:
     replay_half_life_events: float = 20_000.0
     # Half-life of the per-user and per-item popularity and CTR counters, in seconds of event time.
     counter_half_life_s: float = 7 * 24 * 3600.0
+    # Half-life of the per-user "recent CTR" counter (the current session's mood), in seconds.
+    recent_half_life_s: float = 3600.0
     drift_delta: float = 0.05
     drift_threshold: float = 100.0
     drift_boost: float = 3.0

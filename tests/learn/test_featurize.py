@@ -18,6 +18,7 @@ from rtrec.events import EXAMPLE_SCHEMA
 from rtrec.learn.featurize import BASE_DENSE, TEXT_SIM, Featurizer, _earlier_in_group, dense_names, epoch_seconds
 
 HALF_LIFE = 3600.0
+RECENT_HALF_LIFE = 600.0
 T0 = 1_700_000_000.0
 CATS = {"i0": "shoes", "i1": "shoes", "i2": "books", "i3": None}
 TAGS: dict[str, list[str] | None] = {"i0": ["red", "sale"], "i1": ["blue"], "i2": ["sale"], "i3": None}
@@ -27,7 +28,7 @@ def make_cfg(**features: Any) -> Config:
     return load_config(
         overrides={
             "text": {"enabled": False},
-            "learner": {"counter_half_life_s": HALF_LIFE},
+            "learner": {"counter_half_life_s": HALF_LIFE, "recent_half_life_s": RECENT_HALF_LIFE},
             "features": {"bits": 20, **features},
         }
     )
@@ -101,12 +102,15 @@ class Sequential:
         earlier: dict[Any, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for user, item, ts, y in rows:
             feats: dict[str, float] = {}
-            for kind, key in (("item", item), ("user", user)):
+            for kind, key in (("item", item), ("user", user), ("user_recent", user)):
                 cnt, pos, last, n, npos = self.counts[(kind, key)]
-                decay = 2.0 ** (-max(ts - last, 0.0) / HALF_LIFE)
-                e_cnt, e_pos = earlier[(kind, key)]
+                decay = 2.0 ** (-max(ts - last, 0.0) / self.half_life(kind))
+                e_cnt, e_pos = earlier[("user" if kind == "user_recent" else kind, key)]
                 cnt, pos = cnt * decay + e_cnt, pos * decay + e_pos
                 n, npos = n + e_cnt, npos + e_pos
+                if kind == "user_recent":
+                    feats["user_ctr_recent"] = logit((pos + 2 * self.prior) / (cnt + 2))
+                    continue
                 feats[f"{kind}_pop"] = math.log1p(cnt)
                 feats[f"{kind}_ctr"] = logit((pos + 2 * self.prior) / (cnt + 2))
                 feats[f"{kind}_ctr_all"] = logit((npos + 2 * self.prior) / (n + 2))
@@ -122,19 +126,24 @@ class Sequential:
                 earlier[key][0] += 1
                 earlier[key][1] += y
         self._update(rows)
-        names = [n for n in dense_names(make_cfg()) if n != "text_sim"]
+        names = [n for n in dense_names(make_cfg()) if not n.startswith("text_")]
         return np.array([[f[n] for n in names] for f in out])
+
+    @staticmethod
+    def half_life(kind: str) -> float:
+        return RECENT_HALF_LIFE if kind == "user_recent" else HALF_LIFE
 
     def _update(self, rows: list[tuple[str, str, float, float]]) -> None:
         now = max(ts for _, _, ts, _ in rows)
-        touched = {(k, key) for u, i, _, _ in rows for k, key in (("item", i), ("user", u))}
+        kinds = ("item", "user", "user_recent")
+        touched = {(k, key) for u, i, _, _ in rows for k, key in zip(kinds, (i, u, u), strict=True)}
         for key in touched:
             c = self.counts[key]
-            decay = 2.0 ** (-max(now - c[2], 0.0) / HALF_LIFE)
+            decay = 2.0 ** (-max(now - c[2], 0.0) / self.half_life(key[0]))
             c[0], c[1], c[2] = c[0] * decay, c[1] * decay, now
         for user, item, ts, y in rows:
-            w = 2.0 ** (-(now - ts) / HALF_LIFE)
-            for key in (("item", item), ("user", user)):
+            for key in zip(kinds, (item, user, user), strict=True):
+                w = 2.0 ** (-(now - ts) / self.half_life(key[0]))
                 c = self.counts[key]
                 c[0] += w
                 c[1] += w * y
@@ -303,3 +312,21 @@ def test_epoch_seconds_units() -> None:
         assert epoch_seconds(arr).tolist() == [1_700_000_000.0, 1_700_000_001.0]
     tz = pa.array([1_700_000_000_000_000], pa.timestamp("us", tz="UTC"))
     assert epoch_seconds(pa.chunked_array([tz])).tolist() == [1_700_000_000.0]
+
+
+def test_text_neighbour_ctr_carries_feedback_to_items_with_similar_text() -> None:
+    cfg = load_config(overrides={"text": {"enabled": True}, "learner": {"counter_half_life_s": HALF_LIFE}})
+    f = Featurizer(cfg)
+    f.set_catalog(catalog())
+    # i0 and i1 have near-identical text; i2 is unrelated; i3 has no text at all.
+    vecs = np.array([[1.0, 0.0, 0.0], [0.99, 0.141, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    f.set_item_embeddings(["i0", "i1", "i2"], vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    rows = [(f"u{k}", "i0", T0 + k, 1.0) for k in range(30)] + [(f"u{k}", "i2", T0 + k, 0.0) for k in range(30)]
+    f.update(f.transform(examples(rows)))
+    probe = f.candidates("new-user", np.array([f.items.get(i) for i in ("i1", "i2", "i3")]), T0 + 100)
+    nbr = probe.dense[:, dense_names(cfg).index("text_nbr_ctr")]
+    # i1 inherits i0's clicks; i2's neighbour is i0 too (the only other item with text), but
+    # weighted by zero similarity, so it stays at the prior; i3 has no text.
+    assert nbr[0] > logit(f.prior) + 1.0
+    assert nbr[1] == pytest.approx(logit(f.prior), abs=1e-4)
+    assert nbr[2] == pytest.approx(logit(f.prior), abs=1e-4)

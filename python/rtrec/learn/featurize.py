@@ -22,13 +22,19 @@ from rtrec.features import Hasher
 
 # Dense columns, in order: counters, one target encoding per configured cross, and the
 # text similarity last (0 when text is off or unknown).
-BASE_DENSE = ("item_pop", "item_ctr", "user_pop", "user_ctr", "item_ctr_all", "user_ctr_all")
+BASE_DENSE = ("item_pop", "item_ctr", "user_pop", "user_ctr", "item_ctr_all", "user_ctr_all", "user_ctr_recent")
+TEXT_NBR = -2
 TEXT_SIM = -1
+USER_CTR_ALL = BASE_DENSE.index("user_ctr_all")
+# Text neighbours per item for the neighbour CTR; the exact search is skipped above this
+# many items with text.
+TEXT_NEIGHBOURS = 20
+MAX_NEIGHBOUR_ITEMS = 50_000
 
 
 def dense_names(cfg: Config) -> tuple[str, ...]:
     crosses = tuple(f"{a}_x_{b}_ctr" for a, b in cfg.features.crosses)
-    return (*BASE_DENSE, *crosses, "text_sim")
+    return (*BASE_DENSE, *crosses, "text_nbr_ctr", "text_sim")
 
 
 BUILTIN_NAMESPACES = ("user", "item", "category", "tags", "hour", "weekday")
@@ -247,6 +253,7 @@ class Featurizer:
         half = cfg.learner.counter_half_life_s
         self.item_counts = Counters(half)
         self.user_counts = Counters(half)
+        self.user_recent = Counters(cfg.learner.recent_half_life_s)
         self.prior = 0.5
         self._prior_n = 0.0
         self.category: list[str | None] = []
@@ -257,6 +264,8 @@ class Featurizer:
         self.item_text = np.zeros((0, 0), dtype=np.float32)
         self.has_text = np.zeros(0, dtype=bool)
         self.user_vec = np.zeros((0, 0), dtype=np.float32)
+        self.nbr_idx = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.int64)
+        self.nbr_sim = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.float32)
         self.user_items: dict[int, set[int]] = {}
         self.collision_rate: float | None = None
         self._context_ns = [ns for ns in cfg.features.namespaces if ns not in BUILTIN_NAMESPACES]
@@ -277,9 +286,12 @@ class Featurizer:
         if self.text_dim:
             self.item_text = _grow(self.item_text, n)
             self.has_text = _grow(self.has_text, n)
+            self.nbr_idx = _grow(self.nbr_idx, n)
+            self.nbr_sim = _grow(self.nbr_sim, n)
 
     def _ensure_users(self, n: int) -> None:
         self.user_counts.ensure(n)
+        self.user_recent.ensure(n)
         if self.text_dim:
             self.user_vec = _grow(self.user_vec, n)
 
@@ -309,6 +321,29 @@ class Featurizer:
         self._ensure_items(len(self.items))
         self.item_text[idx] = matrix
         self.has_text[idx] = True
+        self._find_neighbours(idx)
+
+    def _find_neighbours(self, idx: np.ndarray) -> None:
+        """Exact top-k text neighbours of ``idx`` among all items with text (cosine)."""
+        pool = np.flatnonzero(self.has_text[: len(self.items)])
+        if len(pool) < 2 or len(pool) > MAX_NEIGHBOUR_ITEMS:
+            return
+        k = min(TEXT_NEIGHBOURS, len(pool) - 1)
+        base = self.item_text[pool]
+        for start in range(0, len(idx), 1024):
+            rows = idx[start : start + 1024]
+            sims = self.item_text[rows] @ base.T
+            sims[pool[None, :] == rows[:, None]] = -np.inf
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            self.nbr_idx[rows, :k] = pool[top]
+            self.nbr_sim[rows, :k] = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0)
+
+    def _neighbour_ctr(self, item_idx: np.ndarray) -> np.ndarray:
+        """Pooled CTR of an item's text neighbours, weighted by similarity and shrunk to the prior."""
+        nbr, w = self.nbr_idx[item_idx], self.nbr_sim[item_idx]
+        n = (self.item_counts.n[nbr] * w).sum(axis=1)
+        pos = (self.item_counts.npos[nbr] * w).sum(axis=1)
+        return _logit((pos + _PRIOR * self.prior) / (n + _PRIOR))
 
     def _catalog_arrays(self) -> tuple[pa.Array, pa.Array]:
         if getattr(self, "_catalog_dirty", True) or len(self._cat_arr) < len(self.items):
@@ -360,7 +395,9 @@ class Featurizer:
         dense[:, 3] = _logit(uctr)
         dense[:, 4] = _logit(ictr_all)
         dense[:, 5] = _logit(uctr_all)
+        dense[:, 6] = _logit(self.user_recent.read(user_idx, ts, self.prior, labels)[1])
         if self.text_dim:
+            dense[:, TEXT_NBR] = self._neighbour_ctr(item_idx)
             dense[:, TEXT_SIM] = np.einsum("ij,ij->i", self.item_text[item_idx], self.user_vec[user_idx])
         return dense
 
@@ -417,7 +454,7 @@ class Featurizer:
         dense = self._dense(safe_u, item_idx, ts_arr, None, cols)
         if u is None:
             dense[:, 2] = 0.0
-            dense[:, 3] = dense[:, 5] = _logit(np.float64(self.prior))
+            dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.float64(self.prior))
             dense[:, TEXT_SIM] = 0.0
         return Batch(
             indices=hashed.indices,
@@ -437,6 +474,7 @@ class Featurizer:
     def update(self, b: Batch, event_types: list[str] | None = None) -> None:
         self.item_counts.update(b.item_idx, b.ts, b.labels)
         self.user_counts.update(b.user_idx, b.ts, b.labels)
+        self.user_recent.update(b.user_idx, b.ts, b.labels)
         for enc, pairs in zip(self.crosses, b.cross_pairs, strict=False):
             enc.update(pairs, b.labels)
         n = float(len(b))
@@ -468,6 +506,8 @@ class Featurizer:
             "items": self.items.ids,
             "item_counts": vars(self.item_counts).copy(),
             "user_counts": vars(self.user_counts).copy(),
+            "user_recent": vars(self.user_recent).copy(),
+            "neighbours": (self.nbr_idx, self.nbr_sim),
             "prior": (self.prior, self._prior_n),
             "category": self.category,
             "tags": self.tags,
@@ -482,6 +522,8 @@ class Featurizer:
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.users, self.items = IdMap(s["users"]), IdMap(s["items"])
         self.item_counts, self.user_counts = Counters(**s["item_counts"]), Counters(**s["user_counts"])
+        self.user_recent = Counters(**s["user_recent"])
+        self.nbr_idx, self.nbr_sim = s["neighbours"]
         self.prior, self._prior_n = s["prior"]
         self.category, self.tags = list(s["category"]), list(s["tags"])
         self.text_dim = s["text_dim"]

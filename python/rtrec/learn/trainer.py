@@ -19,7 +19,7 @@ from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 if TYPE_CHECKING:
     from rtrec.learn.featurize import Batch, Featurizer
 
-from rtrec.learn.featurize import TEXT_SIM, dense_names
+from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, dense_names
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,19 @@ class Trainer:
         return n is not None and self.examples >= n
 
     # -- inputs ------------------------------------------------------------------------------
-    def _input(self, b: Batch, feat: Featurizer) -> ModelInput:
-        dense = b.dense
+    def _mask_dense(self, dense: np.ndarray) -> np.ndarray:
+        """Zero the text columns of the pieces this variant leaves out."""
+        if self.variant.user_vector and self.variant.item_text:
+            return dense
+        dense = dense.copy()
         if not self.variant.user_vector:
-            dense = dense.copy()
             dense[:, TEXT_SIM] = 0.0
+        if not self.variant.item_text:
+            dense[:, TEXT_NBR] = 0.0
+        return dense
+
+    def _input(self, b: Batch, feat: Featurizer) -> ModelInput:
+        dense = self._mask_dense(b.dense)
         text = None
         if self.variant.item_text and feat.text_dim and self.text_dim:
             text = torch.from_numpy(feat.item_text[b.item_idx])
@@ -117,7 +125,10 @@ class Trainer:
         has = feat.has_text[b.item_idx]
         item = torch.from_numpy(feat.item_text[b.item_idx])
         user = torch.from_numpy(feat.user_vec[b.user_idx]) if self.variant.user_vector else torch.zeros_like(item)
-        return self.scorer(item, user), has
+        # The text scorer says how much more or less than usual this user likes this item's
+        # text: it is anchored on the user's own base rate (all-time CTR, in logit space).
+        base = torch.from_numpy(b.dense[:, USER_CTR_ALL])
+        return base + self.scorer(item, user), has
 
     def _prior_weight(self, b: Batch, has_text: np.ndarray) -> np.ndarray:
         k = self.cfg.text.distill_decay_events
@@ -130,12 +141,9 @@ class Trainer:
         if self.variant.kind == "popularity":
             return feat.item_counts.positives(b.item_idx, b.ts)
         assert self.model is not None
+        # The text scorer shapes this model through distillation (see ``learn``); scoring
+        # blends nothing in, so what is served is one model.
         logits = self.model(self._input(b, feat))
-        text = self._text_logits(b, feat)
-        if text is not None:
-            # Where an item has little feedback, lean on the text prior (weight k / (k + n)).
-            w = torch.from_numpy(self._prior_weight(b, text[1]).astype(np.float32))
-            logits = logits + w * (text[0] - logits)
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def learn(self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None) -> None:
@@ -156,10 +164,7 @@ class Trainer:
             strategy, half_life = self._replay_strategy()
             r = self.replay.sample(n_replay, strategy, half_life)  # type: ignore[union-attr]
             self.replay_drawn += n_replay
-            r_dense = r["dense"]
-            if not self.variant.user_vector:
-                r_dense = r_dense.copy()
-                r_dense[:, TEXT_SIM] = 0.0
+            r_dense = self._mask_dense(r["dense"])
             r_text = None
             if x.item_text is not None:
                 r_text = torch.from_numpy(feat.item_text[r["row_ids"]])
