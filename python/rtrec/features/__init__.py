@@ -133,7 +133,7 @@ class Hasher:
             list(namespaces),
             bits=bits,
             seed=seed,
-            crosses=[tuple(c) for c in crosses],
+            crosses=[(a, b) for a, b in crosses],
             signed=signed,
             emit=list(emit) if emit is not None else None,
         )

@@ -117,8 +117,8 @@ class Counters:
 
     def read(
         self, idx: np.ndarray, ts: np.ndarray, prior: float, labels: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Decayed count and smoothed CTR of ``idx`` as of ``ts``.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decayed count, smoothed decayed CTR and smoothed all-time CTR of ``idx`` as of ``ts``.
 
         With ``labels`` (rows in stream order), each row also sees the rows before it in the
         same batch: what sequential learning would have seen, without a Python loop.
@@ -454,7 +454,7 @@ class Featurizer:
         dense = self._dense(safe_u, item_idx, ts_arr, None, cols)
         if u is None:
             dense[:, 2] = 0.0
-            dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.float64(self.prior))
+            dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.array(self.prior))
             dense[:, TEXT_SIM] = 0.0
         return Batch(
             indices=hashed.indices,

@@ -162,7 +162,8 @@ class Trainer:
         n_replay = int(n_fresh * lc.replay_ratio) if self.replay is not None and len(self.replay) else 0
         if n_replay:
             strategy, half_life = self._replay_strategy()
-            r = self.replay.sample(n_replay, strategy, half_life)  # type: ignore[union-attr]
+            assert self.replay is not None
+            r = self.replay.sample(n_replay, strategy, half_life)  # type: ignore[arg-type]
             self.replay_drawn += n_replay
             r_dense = self._mask_dense(r["dense"])
             r_text = None

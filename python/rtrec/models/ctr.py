@@ -62,6 +62,9 @@ class SparseTable(nn.Module):
         weight = torch.randn(n, dim) * init_std
         if seed_first_column_zero:
             weight[:, 0] = 0.0
+        self.weight: torch.Tensor
+        self.sq_sum: torch.Tensor
+        self.norm2: torch.Tensor
         self.register_buffer("weight", weight)
         self.register_buffer("sq_sum", torch.zeros(n, dim))
         # Squared norm of each row's factor columns (1:), kept in step with ``weight`` so that

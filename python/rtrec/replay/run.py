@@ -29,7 +29,7 @@ from rtrec.learn.metrics import auc, calibration, logloss, rank_metrics
 BASELINES = ("popularity", "static", "online_lr")
 # One ablation per language-model piece (see README): 1 item text features, 2 user
 # interest vector, 3 text prior and distillation.
-ABLATIONS = {
+ABLATIONS: dict[str, dict[str, Any]] = {
     "rtrec_no_text": {"item_text": False, "user_vector": False, "distill": False},
     "rtrec_no_item_text": {"item_text": False},
     "rtrec_no_user_vector": {"user_vector": False},
@@ -152,7 +152,9 @@ def _run(
     say(f"loaded {summary.accepted} events ({summary.duplicates} duplicates, {len(summary.rejected)} rejected)")
     load_s = time.perf_counter() - t_load
     items = log.items()
-    text_dim, ids, matrix, text_info = 0, [], None, None
+    text_dim, matrix = 0, None
+    ids: list[str] = []
+    text_info: dict[str, Any] | None = None
     if cfg.text.enabled and items.num_rows and _has_text(items):
         from rtrec.text import EmbeddingCache, load_encoder
 
@@ -271,7 +273,7 @@ def _report(
         p = np.concatenate(col.preds.get(name, [])) if col.preds.get(name) else np.zeros(0)
         probabilistic = tr.variant.kind != "popularity"
         hr, ndcg = rank_metrics(col.ranks.get(name, []))
-        row = _metrics(y, p, probabilistic)
+        row: dict[str, Any] = _metrics(y, p, probabilistic)
         row.update(
             {
                 "cold_auc": auc(y[cold_i], p[cold_i]),
