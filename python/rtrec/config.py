@@ -71,9 +71,11 @@ class LearnerConfig:
     counter_half_life_s: float = 7 * 24 * 3600.0
     # Half-life of the per-user "recent CTR" counter (the current session's mood), in seconds.
     recent_half_life_s: float = 3600.0
-    drift_delta: float = 0.05
-    drift_threshold: float = 100.0
-    drift_boost: float = 3.0
+    # Page-Hinkley on each batch's normalised entropy (log loss / entropy of the click rate).
+    drift_delta: float = 0.01
+    drift_threshold: float = 0.3
+    drift_alpha: float = 0.95
+    drift_boost: float = 1.0
     drift_boost_events: int = 5_000
     # torch intra-op threads for learning (process-wide). Small sparse updates run fastest
     # on one thread; more only contend with the HTTP server and the encoder. 0 = torch's default.

@@ -205,3 +205,43 @@ def test_learner_raises_a_drift_alarm_when_a_taste_flips(cfg: Config) -> None:
     stats = learner.stats()
     assert stats["drift"]["alarms"] and stats["drift"]["boost_left"] > 0
     assert stats["replay"]["strategy"] == "recency"
+
+
+def _scored_batch(rng: np.random.Generator, n: int, rate: float, informative: bool) -> tuple[Batch, np.ndarray]:
+    labels = (rng.random(n) < rate).astype(np.float32)
+    probs = np.where(labels > 0, 0.7, 0.3) if informative else np.full(n, rate)
+    probs = np.clip(probs + rng.normal(0, 0.02, n), 0.01, 0.99)
+    z = np.zeros(n, dtype=np.int64)
+    b = Batch(
+        indices=z,
+        offsets=np.arange(n + 1, dtype=np.int64),
+        dense=np.zeros((n, 1), np.float32),
+        item_idx=z,
+        user_idx=z,
+        labels=labels,
+        weights=np.ones(n, np.float32),
+        ts=np.arange(n, dtype=np.float64),
+        item_n=z,
+        user_n=z,
+        seq=np.arange(n, dtype=np.int64),
+    )
+    return b, probs
+
+
+def test_drift_alarm_follows_ranking_quality_not_the_click_rate() -> None:
+    """After the shift the click rate falls, so raw log loss falls too; the alarm must still fire."""
+    rng = np.random.default_rng(0)
+    tr = Trainer(Variant("lr", kind="lr"), load_config(overrides={"text": {"enabled": False}}))
+    before = [_scored_batch(rng, 512, 0.5, informative=True) for _ in range(40)]
+    after = [_scored_batch(rng, 512, 0.05, informative=False) for _ in range(10)]
+    for b, p in before:
+        tr._watch_drift(b, p, now=0.0)
+    assert tr.alarms == []
+    for b, p in after:
+        tr._watch_drift(b, p, now=0.0)
+    assert len(tr.alarms) >= 1
+    assert tr.boost_left > 0
+    mean_ll = [
+        float(-(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p)).mean()) for b, p in (before[-1], after[0])
+    ]
+    assert mean_ll[1] < mean_ll[0]  # the raw log loss went down across the shift

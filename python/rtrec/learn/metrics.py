@@ -66,14 +66,18 @@ def summarise(
 
 
 class PageHinkley:
-    """Page-Hinkley test for an increase in the mean of a stream (here: log loss).
+    """Page-Hinkley test for an increase in the mean of a stream (here: normalised entropy).
 
-    Raises an alarm when the cumulative deviation above the running mean, less ``delta``
-    per step, exceeds ``threshold`` above its minimum. Resets after an alarm.
+    Raises an alarm when the cumulative deviation above the mean, less ``delta`` per step,
+    exceeds ``threshold`` above its minimum. The mean is a running mean that turns into an
+    exponential moving average with weight ``1 - alpha`` once it has seen ``1 / (1 - alpha)``
+    values, so a long warm-up does not mask a later change. Resets after an alarm.
     """
 
-    def __init__(self, delta: float = 0.005, threshold: float = 50.0, min_samples: int = 30) -> None:
-        self.delta, self.threshold, self.min_samples = delta, threshold, min_samples
+    def __init__(
+        self, delta: float = 0.005, threshold: float = 50.0, min_samples: int = 30, alpha: float = 1.0
+    ) -> None:
+        self.delta, self.threshold, self.min_samples, self.alpha = delta, threshold, min_samples, alpha
         self.reset()
 
     def reset(self) -> None:
@@ -86,7 +90,7 @@ class PageHinkley:
         if not math.isfinite(x):
             return False
         self.n += 1
-        self.mean += (x - self.mean) / self.n
+        self.mean += (x - self.mean) * max(1.0 / self.n, 1.0 - self.alpha)
         self.cum += x - self.mean - self.delta
         self.min_cum = min(self.min_cum, self.cum)
         if self.n >= self.min_samples and self.cum - self.min_cum > self.threshold:
@@ -95,31 +99,11 @@ class PageHinkley:
         return False
 
     def update_many(self, xs: np.ndarray) -> list[int]:
-        """Feed a batch of observations; return the positions (in ``xs``) that raised an alarm.
+        """Feed observations in order; return the positions (in ``xs``) that raised an alarm.
 
         Non-finite observations are skipped, as :meth:`update` skips them.
         """
-        xs = np.asarray(xs, dtype=np.float64)
-        finite = np.flatnonzero(np.isfinite(xs))
-        xs = xs[finite]
-        alarms: list[int] = []
-        base = 0
-        while len(xs):
-            k = np.arange(1, len(xs) + 1)
-            means = (self.mean * self.n + np.cumsum(xs)) / (self.n + k)
-            cum = self.cum + np.cumsum(xs - means - self.delta)
-            min_cum = np.minimum(self.min_cum, np.minimum.accumulate(cum))
-            hit = ((self.n + k) >= self.min_samples) & (cum - min_cum > self.threshold)
-            if hit.any():
-                j = int(np.argmax(hit))
-                alarms.append(int(finite[base + j]))
-                self.reset()
-                xs, base = xs[j + 1 :], base + j + 1
-                continue
-            self.n += len(xs)
-            self.mean, self.cum, self.min_cum = float(means[-1]), float(cum[-1]), float(min_cum[-1])
-            break
-        return alarms
+        return [i for i, x in enumerate(np.asarray(xs, dtype=np.float64).tolist()) if self.update(x)]
 
     @property
     def stat(self) -> float:

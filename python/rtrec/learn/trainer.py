@@ -87,7 +87,7 @@ class Trainer:
             if variant.replay and self.model is not None
             else None
         )
-        self.drift = PageHinkley(lc.drift_delta, lc.drift_threshold)
+        self.drift = PageHinkley(lc.drift_delta, lc.drift_threshold, min_samples=10, alpha=lc.drift_alpha)
         self.boost_left = 0
         self.examples = 0
         self.updates = 0
@@ -216,9 +216,19 @@ class Trainer:
         return lc.replay_strategy, None
 
     def _watch_drift(self, b: Batch, probs: np.ndarray, now: float | None) -> None:
+        """Feed the batch's normalised entropy to the drift detector.
+
+        Normalised entropy (log loss over the entropy of the batch's positive rate) rises when
+        the model ranks worse even if the click rate itself falls, which raw log loss hides.
+        """
+        rate = float(b.labels.mean())
+        if not 0.0 < rate < 1.0:
+            return
         p = np.clip(probs, EPS, 1 - EPS)
-        ll = -(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p))
-        for pos in self.drift.update_many(ll):
+        ll = float(-(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p)).mean())
+        entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        for _ in self.drift.update_many(np.array([ll / entropy])):
+            pos = len(b) - 1
             self.boost_left = self.cfg.learner.drift_boost_events
             self.alarms.append(
                 {
