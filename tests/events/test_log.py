@@ -12,6 +12,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtrec.errors import InvalidInputError
 from rtrec.events import EVENT_COLUMNS, EVENT_SCHEMA, EventLog
@@ -317,3 +319,175 @@ def test_committed_data_survives_reopen(tmp_path: Path) -> None:
     with EventLog.open(path) as again:
         assert again.last_seq() == 1
         assert again.ingest([ev(event_id="b")]).first_seq == 2
+
+
+# -- fast paths: one-statement insert, duplicate check in memory, group commit -----------------
+
+
+def _table_rows(log: EventLog) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items()} for r in rows(log)]
+
+
+FAST_BATCHES: list[list[dict[str, Any]]] = [
+    [ev(event_id=f"a{i}", ts=T0 + i * 0.5) for i in range(50)],
+    [ev(event_id=f"b{i}", ts=(T0 + i) * 1000, event_type="impression", request_id="r1") for i in range(20)],
+    [ev(event_id="c1", event_type="rating", value=4.5), ev(event_id="c2", value=1, propensity=0.25)],
+    [ev(event_id="d1", ts="2024-05-01T12:00:00Z"), ev(event_id="d2", ts="1700000000", context={"device": "m", "n": 2})],
+    [ev(event_id="e1", user_id=" padded", item_id="\tx"), ev(event_id="e2", propensity=1)],
+]
+
+
+def test_fast_paths_store_what_the_staging_path_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtrec.events import log as log_mod
+
+    def no_staging(*args: Any, **kw: Any) -> str:
+        raise AssertionError("valid new rows took the staging path")
+
+    fast = EventLog.open(tmp_path / "fast.duckdb")
+    with monkeypatch.context() as m:
+        m.setattr(log_mod, "staging_sql", no_staging)
+        for batch in FAST_BATCHES:
+            assert fast.ingest(batch).accepted == len(batch)
+    monkeypatch.setattr(EventLog, "_insert_if_all_valid", lambda self, table, source: None)
+    slow = EventLog.open(tmp_path / "slow.duckdb")
+    for batch in FAST_BATCHES:
+        assert slow.ingest(batch).accepted == len(batch)
+    assert _table_rows(fast) == _table_rows(slow)
+    fast.close()
+    slow.close()
+
+
+def test_fast_path_falls_back_for_invalid_rows_and_names_the_field(log: EventLog) -> None:
+    s = log.ingest([ev(event_id="ok1"), ev(event_id="bad", event_type="teleport"), ev(event_id="ok2")])
+    assert (s.accepted, s.duplicates) == (2, 0)
+    assert [(r.index, r.reason.split(":")[0]) for r in s.rejected] == [(1, "event_type")]
+    assert [r["event_id"] for r in rows(log)] == ["ok1", "ok2"]
+    assert [r["seq"] for r in rows(log)] == [1, 2]
+
+
+def test_duplicates_are_found_after_a_restart_and_within_a_batch(tmp_path: Path) -> None:
+    path = tmp_path / "db.duckdb"
+    with EventLog.open(path) as lg:
+        assert lg.ingest([ev(event_id=f"x{i}") for i in range(10)]).accepted == 10
+    with EventLog.open(path) as lg:
+        s = lg.ingest([ev(event_id="x3"), ev(event_id="new"), ev(event_id="new"), ev(event_id="x9")])
+        assert (s.accepted, s.duplicates, s.first_seq, s.last_seq) == (1, 3, 11, 11)
+        assert lg.ingest([ev(event_id="new")]).duplicates == 1
+        assert lg.count_events() == 11
+
+
+def test_hash_collisions_are_confirmed_against_the_table(log: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from rtrec.events import log as log_mod
+
+    monkeypatch.setattr(log_mod, "_hashes", lambda ids: np.zeros(len(ids), dtype=np.int64))
+    assert log.ingest([ev(event_id="a")]).accepted == 1
+    s = log.ingest([ev(event_id="b"), ev(event_id="a"), ev(event_id="c")])  # every hash collides
+    assert (s.accepted, s.duplicates) == (2, 1)
+    assert [r["event_id"] for r in rows(log)] == ["a", "b", "c"]
+
+
+def test_stored_ids_merge_runs() -> None:
+    import numpy as np
+
+    from rtrec.events.log import _StoredIds
+
+    ids = _StoredIds(np.array([5, 1, 3], dtype=np.int64))
+    rng = np.random.default_rng(0)
+    added = rng.integers(-(2**62), 2**62, size=200_000)
+    for lo in range(0, len(added), 1000):
+        ids.add(added[lo : lo + 1000])
+    assert len(ids) == 200_003
+    assert ids.contains(added[::997]).all()
+    assert ids.contains(np.array([1, 3, 5])).all()
+    assert not ids.contains(np.array([2, 4, 6])).any()
+
+
+def test_group_commit_keeps_each_callers_counts(log: EventLog) -> None:
+    batches = [[ev(event_id=f"g{k}-{i}") for i in range(5)] for k in range(4)]
+    batches.append([ev(event_id="g0-0"), ev(event_id="fresh")])  # one duplicate of an earlier caller
+    batches.append([ev(event_id="bad", ts=None), ev(event_id="fine")])  # one invalid row
+    out: dict[int, Any] = {}
+
+    def call(k: int) -> None:
+        out[k] = log.ingest(batches[k])
+
+    # Hold the write lock so that every call queues, then let one of them commit the lot.
+    with log._lock:
+        threads = []
+        for k in range(len(batches)):
+            t = threading.Thread(target=call, args=(k,))
+            t.start()
+            threads.append(t)
+            while len(log._queue) < k + 1:  # keep the queue in call order
+                threading.Event().wait(0.001)
+    for t in threads:
+        t.join()
+    assert [out[k].accepted for k in range(4)] == [5, 5, 5, 5]
+    seqs = [(out[k].first_seq, out[k].last_seq) for k in range(4)]
+    assert seqs == [(1, 5), (6, 10), (11, 15), (16, 20)]
+    assert (out[4].accepted, out[4].duplicates, out[4].first_seq) == (1, 1, 21)
+    assert (out[5].accepted, len(out[5].rejected), out[5].rejected[0].index) == (1, 1, 0)
+    stored = rows(log)
+    assert [r["event_id"] for r in stored[:5]] == [f"g0-{i}" for i in range(5)]
+    assert [r["event_id"] for r in stored[-2:]] == ["fresh", "fine"]
+    assert log.count_events() == 22
+
+
+def _mostly(good: list[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Nine draws in ten from ``good``: the test only checks batches whose every row looks valid."""
+    return st.integers(0, 9).flatmap(lambda k: bad if k == 0 else st.sampled_from(good))
+
+
+_IDS = _mostly(["u1", "x", "x ", "0", "~é", "a\tb"], st.sampled_from([" x", " ", "", "\t", "\u00a0", "é"]))
+_TS = _mostly([float(T0), 0.0, -5.0, 1e11 - 1, 1e11, 1e14 - 1, 1.7e12], st.floats())
+_VALUE = _mostly([None, 0.0, 4.5, 1e300, -2.0], st.floats())
+_PROP = _mostly([None, 1.0, 0.5, 1e-300, 5e-324], st.floats())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "event_id": st.one_of(st.none(), _IDS),
+                "ts": _TS,
+                "user_id": _IDS,
+                "item_id": _IDS,
+                "event_type": _mostly(["click", "rating", "impression"], st.sampled_from(["teleport", " click"])),
+                "value": _VALUE,
+                "request_id": st.one_of(st.none(), _IDS),
+                "propensity": _PROP,
+            }
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_surely_valid_implies_the_staging_checks_pass(events: list[dict[str, Any]]) -> None:
+    from rtrec.events._sql import kind_of, staging_sql, surely_valid
+
+    table = pa.Table.from_pylist(
+        events,
+        schema=pa.schema(
+            [
+                ("event_id", pa.string()),
+                ("ts", pa.float64()),
+                ("user_id", pa.string()),
+                ("item_id", pa.string()),
+                ("event_type", pa.string()),
+                ("value", pa.float64()),
+                ("request_id", pa.string()),
+                ("propensity", pa.float64()),
+            ]
+        ),
+    )
+    if not surely_valid(table):
+        return
+    con = duckdb.connect()
+    staged = table.append_column("_idx", pa.array(range(table.num_rows), pa.int64()))
+    con.register("src", staged)
+    kinds = {f.name: kind_of(f.type) for f in table.schema}
+    reasons = con.execute(f"SELECT reason FROM ({staging_sql('src', kinds)}) WHERE reason IS NOT NULL").fetchall()
+    assert reasons == []
