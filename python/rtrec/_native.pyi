@@ -99,3 +99,29 @@ class ReplayBuffer:
     def pushed(self) -> int: ...
     @property
     def positives(self) -> int: ...
+
+class OnlineLinear:
+    """Per-example online logistic regression on hashed features (Adagrad, as Vowpal Wabbit).
+
+    ``predict_learn`` walks the rows in order: each row's logit is computed with the weights
+    left by the rows before it, then the row is learned. Indices are taken modulo ``2**bits``.
+    """
+
+    def __init__(self, bits: int, lr: float = 0.5) -> None: ...
+    def predict(self, indices: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Logits of CSR rows, without learning."""
+    def predict_learn(
+        self,
+        indices: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.float32],
+        weights: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        """Pre-update logit of each row, learning the rows in order."""
+    def forget(self, factor: float) -> None:
+        """Scale the accumulated squared gradients by ``factor`` in (0, 1]: larger steps after drift."""
+    def state(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float, float, float]: ...
+    @staticmethod
+    def from_state(
+        weights: npt.NDArray[np.float32], sq_sum: npt.NDArray[np.float32], bias: float, bias_sq: float, lr: float
+    ) -> OnlineLinear: ...

@@ -59,12 +59,16 @@ class LearnerConfig:
     # Adagrad step sizes: dense layers, and the hashed embedding tables (sparse rows).
     lr: float = 0.02
     sparse_lr: float = 0.1
+    # Step size of the per-example logistic regression whose logit feeds the CTR model.
+    wide_lr: float = 0.5
     embedding_dim: int = 16
     mlp_hidden: tuple[int, ...] = (32,)
     weight_decay: float = 0.0
     replay_capacity: int = 100_000
-    # Replay rows mixed into each update, as a multiple of the fresh rows.
-    replay_ratio: float = 1.0
+    # Replay rows mixed into each update, as a multiple of the fresh rows. Off by default: on
+    # MovieLens and the simulator every steady-state mix cost AUC (see bench/RESULTS.md);
+    # after a drift alarm ``drift_replay_ratio`` applies instead.
+    replay_ratio: float = 0.0
     replay_strategy: str = "recency"
     replay_half_life_events: float = 20_000.0
     # Half-life of the per-user and per-item popularity and CTR counters, in seconds of event time.
@@ -77,6 +81,10 @@ class LearnerConfig:
     drift_alpha: float = 0.95
     drift_boost: float = 1.0
     drift_boost_events: int = 5_000
+    # Replay rows per fresh row while a drift alarm's adaptation lasts (newest rows first).
+    drift_replay_ratio: float = 0.5
+    # On an alarm, Adagrad's squared-gradient history is multiplied by this (0, 1]: steps grow again.
+    drift_forget: float = 1.0
     # torch intra-op threads for learning (process-wide). Small sparse updates run fastest
     # on one thread; more only contend with the HTTP server and the encoder. 0 = torch's default.
     threads: int = 1
@@ -298,6 +306,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"config key serve.exploration must be none, epsilon or softmax, got {cfg.serve.exploration!r}"
         )
+    if not 0.0 < cfg.learner.drift_forget <= 1.0:
+        raise ConfigError(f"config key learner.drift_forget must be in (0, 1], got {cfg.learner.drift_forget}")
     if not 0.0 <= cfg.serve.epsilon <= 1.0:
         raise ConfigError(f"config key serve.epsilon must be in [0, 1], got {cfg.serve.epsilon}")
     if not 0.0 < cfg.replay.static_fraction < 1.0:

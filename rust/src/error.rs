@@ -24,7 +24,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput { field, reason } => write!(f, "invalid {field}: {reason}"),
-            Error::Corrupt(reason) => write!(f, "corrupt replay buffer blob: {reason}"),
+            Error::Corrupt(reason) => write!(f, "corrupt data: {reason}"),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod hash;
+pub mod linear;
 pub mod ring;
 pub mod rng;
 

@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::error::Error;
 use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
+use crate::linear::OnlineLinear as CoreLinear;
 use crate::ring::{PushBatch, Ring, Rows, Strategy};
 
 fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
@@ -459,10 +460,111 @@ impl ReplayBuffer {
     }
 }
 
+/// Per-example online logistic regression over hashed features. See `rtrec._native.pyi`.
+#[pyclass(module = "rtrec._native", frozen)]
+struct OnlineLinear {
+    inner: Mutex<CoreLinear>,
+}
+
+fn with_linear<T: Send>(
+    py: Python<'_>,
+    m: &Mutex<CoreLinear>,
+    f: impl FnOnce(&mut CoreLinear) -> T + Send,
+) -> PyResult<T> {
+    py.detach(|| m.lock().ok().map(|mut r| f(&mut r)))
+        .ok_or_else(|| PyRuntimeError::new_err("linear model lock poisoned by an earlier panic"))
+}
+
+#[pymethods]
+impl OnlineLinear {
+    #[new]
+    #[pyo3(signature = (bits, lr = 0.5))]
+    fn new(py: Python<'_>, bits: u32, lr: f32) -> PyResult<Self> {
+        Ok(OnlineLinear {
+            inner: Mutex::new(CoreLinear::new(bits, lr).map_err(|e| to_py_err(py, e))?),
+        })
+    }
+
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        indices: PyReadonlyArray1<'py, i64>,
+        offsets: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (i, o) = (indices.as_slice()?, offsets.as_slice()?);
+        let out = with_linear(py, &self.inner, |m| m.predict(i, o))?.map_err(|e| to_py_err(py, e))?;
+        Ok(out.into_pyarray(py))
+    }
+
+    fn predict_learn<'py>(
+        &self,
+        py: Python<'py>,
+        indices: PyReadonlyArray1<'py, i64>,
+        offsets: PyReadonlyArray1<'py, i64>,
+        labels: PyReadonlyArray1<'py, f32>,
+        weights: PyReadonlyArray1<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (i, o, l, w) = (
+            indices.as_slice()?,
+            offsets.as_slice()?,
+            labels.as_slice()?,
+            weights.as_slice()?,
+        );
+        let out = with_linear(py, &self.inner, |m| m.predict_learn(i, o, l, w))?.map_err(|e| to_py_err(py, e))?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Scale the accumulated squared gradients by `factor` in (0, 1] (faster steps after drift).
+    fn forget(&self, py: Python<'_>, factor: f32) -> PyResult<()> {
+        with_linear(py, &self.inner, |m| m.forget(factor))?.map_err(|e| to_py_err(py, e))
+    }
+
+    /// (weights, squared-gradient sums, bias, bias squared-gradient sum, lr).
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let (w, s, b, bs, lr) = with_linear(py, &self.inner, |m| {
+            let (w, s, b, bs, lr) = m.state();
+            (w.to_vec(), s.to_vec(), b, bs, lr)
+        })?;
+        PyTuple::new(
+            py,
+            [
+                w.into_pyarray(py).into_any(),
+                s.into_pyarray(py).into_any(),
+                b.into_pyobject(py)?.into_any(),
+                bs.into_pyobject(py)?.into_any(),
+                lr.into_pyobject(py)?.into_any(),
+            ],
+        )
+    }
+
+    #[staticmethod]
+    fn from_state(
+        py: Python<'_>,
+        weights: PyReadonlyArray1<'_, f32>,
+        sq_sum: PyReadonlyArray1<'_, f32>,
+        bias: f32,
+        bias_sq: f32,
+        lr: f32,
+    ) -> PyResult<Self> {
+        let inner = CoreLinear::from_state(
+            weights.as_slice()?.to_vec(),
+            sq_sum.as_slice()?.to_vec(),
+            bias,
+            bias_sq,
+            lr,
+        )
+        .map_err(|e| to_py_err(py, e))?;
+        Ok(OnlineLinear {
+            inner: Mutex::new(inner),
+        })
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeatureHasher>()?;
     m.add_class::<ReplayBuffer>()?;
+    m.add_class::<OnlineLinear>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())

@@ -106,7 +106,7 @@ def test_replay_variants(cfg: Config) -> None:
     vs = replay_variants(cfg, 1_000, text=False)
     assert [v.name for v in vs] == ["rtrec", *BASELINES]
     kinds = {v.name: v for v in vs}
-    assert kinds["popularity"].kind == "popularity" and kinds["online_lr"].kind == "lr"
+    assert kinds["popularity"].kind == "popularity" and kinds["online_lr"].kind == "wide"
     assert kinds["static"].train_examples == int(1_000 * cfg.replay.static_fraction)
     assert kinds["rtrec"].train_examples is None
     assert replay_variants(cfg, 0, text=False)[2].train_examples == 1

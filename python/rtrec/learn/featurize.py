@@ -17,12 +17,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtrec import _native
 from rtrec.config import Config
 from rtrec.features import Hasher
 
 # Dense columns, in order: counters, one target encoding per configured cross, and the
 # text similarity last (0 when text is off or unknown).
-BASE_DENSE = ("item_pop", "item_ctr", "user_pop", "user_ctr", "item_ctr_all", "user_ctr_all", "user_ctr_recent")
+BASE_DENSE = (
+    "item_pop",
+    "item_ctr",
+    "user_pop",
+    "user_ctr",
+    "item_ctr_all",
+    "user_ctr_all",
+    "user_ctr_recent",
+    "wide_logit",
+)
+WIDE = BASE_DENSE.index("wide_logit")
 TEXT_NBR = -2
 TEXT_SIM = -1
 USER_CTR_ALL = BASE_DENSE.index("user_ctr_all")
@@ -254,6 +265,9 @@ class Featurizer:
         self.item_counts = Counters(half)
         self.user_counts = Counters(half)
         self.user_recent = Counters(cfg.learner.recent_half_life_s)
+        # A per-example logistic regression on the hashed features: its logit before each row
+        # is learned is a feature, so per-event adaptation reaches the mini-batch model at once.
+        self.wide = _native.OnlineLinear(min(cfg.features.bits, 30), cfg.learner.wide_lr)
         self.prior = 0.5
         self._prior_n = 0.0
         self.category: list[str | None] = []
@@ -416,16 +430,19 @@ class Featurizer:
         if stats:
             self.collision_rate = hashed.collision_rate
         labels = ex.column("label").to_numpy().astype(np.float32)
+        weights = ex.column("weight").to_numpy().astype(np.float32)
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        dense = self._dense(user_idx, item_idx, ts, labels, cols, pairs)
+        dense[:, WIDE] = self.wide.predict_learn(hashed.indices, hashed.offsets, labels, weights)
         return Batch(
             cross_pairs=pairs,
             indices=hashed.indices,
             offsets=hashed.offsets,
-            dense=self._dense(user_idx, item_idx, ts, labels, cols, pairs),
+            dense=dense,
             item_idx=item_idx,
             user_idx=user_idx,
             labels=labels,
-            weights=ex.column("weight").to_numpy().astype(np.float32),
+            weights=weights,
             ts=ts,
             item_n=self.item_counts.n[item_idx].copy(),
             user_n=self.user_counts.n[user_idx].copy(),
@@ -452,6 +469,7 @@ class Featurizer:
         if u is None:
             self._ensure_users(1)
         dense = self._dense(safe_u, item_idx, ts_arr, None, cols)
+        dense[:, WIDE] = self.wide.predict(hashed.indices, hashed.offsets)
         if u is None:
             dense[:, 2] = 0.0
             dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.array(self.prior))
@@ -508,6 +526,7 @@ class Featurizer:
             "user_counts": vars(self.user_counts).copy(),
             "user_recent": vars(self.user_recent).copy(),
             "neighbours": (self.nbr_idx, self.nbr_sim),
+            "wide": self.wide.state(),
             "prior": (self.prior, self._prior_n),
             "category": self.category,
             "tags": self.tags,
@@ -524,6 +543,7 @@ class Featurizer:
         self.item_counts, self.user_counts = Counters(**s["item_counts"]), Counters(**s["user_counts"])
         self.user_recent = Counters(**s["user_recent"])
         self.nbr_idx, self.nbr_sim = s["neighbours"]
+        self.wide = _native.OnlineLinear.from_state(*s["wide"])
         self.prior, self._prior_n = s["prior"]
         self.category, self.tags = list(s["category"]), list(s["tags"])
         self.text_dim = s["text_dim"]

@@ -68,6 +68,9 @@ class OnlineLearner:
         self.model_version = 0
         self.events_seen = 0
         self.examples_seen = 0
+        # Hooks for evaluation: ``before_chunk`` sees each chunk of labelled examples before any
+        # state learns from it; ``on_chunk`` sees its features before the models learn it.
+        self.before_chunk: Callable[[pa.Table], None] | None = None
         self.on_chunk: Callable[[Batch, pa.Table], None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._lock = threading.RLock()
@@ -134,6 +137,8 @@ class OnlineLearner:
         now = time.time()
         for start in range(0, n, bs):
             chunk = examples.slice(start, bs)
+            if self.before_chunk is not None:
+                self.before_chunk(chunk)
             b = self.featurizer.transform(chunk, stats=start == 0)
             if self.on_chunk is not None:
                 self.on_chunk(b, chunk)
@@ -146,7 +151,10 @@ class OnlineLearner:
                     self._record(b, probs, now)
                 if keep:
                     res.predictions.setdefault(name, []).append(probs)
+                alarms = len(tr.alarms)
                 tr.learn(b, self.featurizer, probs if tr.variant.kind != "popularity" else None, now)
+                if name == self.main and len(tr.alarms) > alarms:
+                    self.featurizer.wide.forget(self.cfg.learner.drift_forget)
             self.featurizer.update(b)
             self.model_version += 1
         res.examples += n

@@ -19,15 +19,16 @@ from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 if TYPE_CHECKING:
     from rtrec.learn.featurize import Batch, Featurizer
 
-from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, dense_names
+from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, dense_names
 
 
 @dataclass(frozen=True)
 class Variant:
     """What one trainer learns. ``rtrec`` is the product; the others are baselines and ablations.
 
-    kind: ``ctr`` (the CTR model), ``lr`` (online logistic regression on the same hashed
-    features) or ``popularity`` (recency-decayed positive count of the item, no learning).
+    kind: ``ctr`` (the CTR model), ``lr`` (mini-batch logistic regression on the same hashed
+    features), ``wide`` (the featurizer's per-example logistic regression, as Vowpal Wabbit
+    learns) or ``popularity`` (recency-decayed positive count of the item, no learning).
     ``train_examples`` freezes the model after that many examples (the static baseline).
     """
 
@@ -140,6 +141,8 @@ class Trainer:
         """Click probabilities (for ``popularity``: a score that is not a probability)."""
         if self.variant.kind == "popularity":
             return feat.item_counts.positives(b.item_idx, b.ts)
+        if self.variant.kind == "wide":
+            return 1.0 / (1.0 + np.exp(-b.dense[:, WIDE].astype(np.float64)))
         assert self.model is not None
         # The text scorer shapes this model through distillation (see ``learn``); scoring
         # blends nothing in, so what is served is one model.
@@ -159,7 +162,8 @@ class Trainer:
         n_fresh = len(b)
         weights = [torch.from_numpy(b.weights)]
         labels = [torch.from_numpy(b.labels)]
-        n_replay = int(n_fresh * lc.replay_ratio) if self.replay is not None and len(self.replay) else 0
+        ratio = lc.drift_replay_ratio if self.boost_left > 0 else lc.replay_ratio
+        n_replay = int(n_fresh * ratio) if self.replay is not None and len(self.replay) else 0
         if n_replay:
             strategy, half_life = self._replay_strategy()
             assert self.replay is not None
@@ -229,6 +233,7 @@ class Trainer:
         entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
         for _ in self.drift.update_many(np.array([ll / entropy])):
             pos = len(b) - 1
+            self._forget()
             self.boost_left = self.cfg.learner.drift_boost_events
             self.alarms.append(
                 {
@@ -240,6 +245,17 @@ class Trainer:
                     "model": self.variant.name,
                 }
             )
+
+    @torch.no_grad()
+    def _forget(self) -> None:
+        """After drift, shrink Adagrad's squared-gradient history so that steps grow again."""
+        f = self.cfg.learner.drift_forget
+        if self.table is not None:
+            self.table.sq_sum.mul_(f)
+        if self.opt is not None:
+            for state in self.opt.state.values():
+                if "sum" in state:
+                    state["sum"].mul_(f)
 
     # -- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from rtrec.config import Config
 from rtrec.errors import InvalidInputError
 from rtrec.learn import OnlineLearner, Variant, default_variant
-from rtrec.learn.featurize import Batch
+from rtrec.learn.featurize import Batch, epoch_seconds
 from rtrec.learn.metrics import auc, calibration, logloss, rank_metrics
 
 BASELINES = ("popularity", "static", "online_lr")
@@ -45,7 +45,7 @@ def replay_variants(cfg: Config, total_events: int, *, text: bool, ablations: bo
         main,
         Variant("popularity", kind="popularity", replay=False),
         replace(main, name="static", train_examples=static_n),
-        Variant("online_lr", kind="lr", item_text=False, user_vector=False, distill=False, replay=False),
+        Variant("online_lr", kind="wide", item_text=False, user_vector=False, distill=False, replay=False),
     ]
     if text and ablations:
         out += [replace(main, name=name, **flags) for name, flags in ABLATIONS.items()]
@@ -177,18 +177,29 @@ def _run(
     n_catalog = items.num_rows
     threshold = cfg.replay.cold_threshold
 
+    def before_chunk(chunk: pa.Table) -> None:
+        # Ranking is measured before any state (counters, the per-example model) sees the chunk.
+        if not n_catalog or cfg.replay.ranking_sample <= 0:
+            return
+        t0 = time.perf_counter()
+        labels = chunk.column("label").to_numpy()
+        pick = np.flatnonzero((labels >= 0.5) & (rng.random(len(labels)) < cfg.replay.ranking_sample))
+        if len(pick):
+            rows = chunk.take(pa.array(pick)).select(["user_id", "item_id", "ts"])
+            secs = epoch_seconds(rows.column("ts"))
+            for user, item, ts in zip(
+                rows.column("user_id").to_pylist(), rows.column("item_id").to_pylist(), secs, strict=True
+            ):
+                _rank_one(learner, str(user), str(item), float(ts), n_catalog, col)
+        col.rank_seconds += time.perf_counter() - t0
+
     def on_chunk(b: Batch, chunk: pa.Table) -> None:
         col.labels.append(b.labels.copy())
         col.ts.append(b.ts.copy())
         col.cold_item.append(b.item_n < threshold)
         col.cold_user.append(b.user_n < threshold)
-        if n_catalog and cfg.replay.ranking_sample > 0:
-            t0 = time.perf_counter()
-            pick = np.flatnonzero((b.labels >= 0.5) & (rng.random(len(b)) < cfg.replay.ranking_sample))
-            for r in pick.tolist():
-                _rank_one(learner, b, r, n_catalog, col)
-            col.rank_seconds += time.perf_counter() - t0
 
+    learner.before_chunk = before_chunk
     learner.on_chunk = on_chunk
     done = 0
     t0 = time.perf_counter()
@@ -222,16 +233,20 @@ def _has_text(items: pa.Table) -> bool:
     return False
 
 
-def _rank_one(learner: OnlineLearner, b: Batch, r: int, n_catalog: int, col: _Collected) -> None:
-    """Rank the positive item of row ``r`` among all catalog items the user has not interacted with."""
+def _rank_one(learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_catalog: int, col: _Collected) -> None:
+    """Rank the positive ``item_id`` among all catalog items the user has not interacted with."""
     f = learner.featurizer
-    user = int(b.user_idx[r])
-    target = int(b.item_idx[r])
-    seen = f.user_items.get(user, set())
-    cand = np.array([i for i in range(n_catalog) if i not in seen or i == target], dtype=np.int64)
-    if target >= n_catalog:
+    target = int(f.items.add_all([item_id])[0])
+    f._ensure_items(len(f.items))
+    user = f.users.get(user_id)
+    seen = f.user_items.get(user, set()) if user is not None else set()
+    keep = np.ones(n_catalog, dtype=bool)
+    if seen:
+        keep[[i for i in seen if i < n_catalog]] = False
+    cand = np.flatnonzero(keep).astype(np.int64)
+    if target >= n_catalog or not keep[target]:
         cand = np.append(cand, target)
-    cb = f.candidates(f.users.ids[user], cand, float(b.ts[r]))
+    cb = f.candidates(user_id, cand, ts)
     where = int(np.flatnonzero(cand == target)[0])
     for name, tr in learner.trainers.items():
         s = tr.predict(cb, f)
