@@ -61,6 +61,8 @@ class LearnerConfig:
     sparse_lr: float = 0.1
     # Step size of the per-example logistic regression whose logit feeds the CTR model.
     wide_lr: float = 0.5
+    # Served logit = (1 - wide_blend) * CTR model + wide_blend * per-example model.
+    wide_blend: float = 0.5
     embedding_dim: int = 16
     mlp_hidden: tuple[int, ...] = (32,)
     weight_decay: float = 0.0
@@ -109,7 +111,8 @@ class TextConfig:
     dim: int = 32
     item_features: bool = True
     user_vector: bool = True
-    distill: bool = True
+    # Off by default: on MovieLens and the simulator it cost AUC (bench/RESULTS.md).
+    distill: bool = False
     user_half_life_events: float = 50.0
     distill_weight: float = 1.0
     distill_decay_events: float = 5.0
@@ -306,6 +309,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"config key serve.exploration must be none, epsilon or softmax, got {cfg.serve.exploration!r}"
         )
+    if not 0.0 <= cfg.learner.wide_blend <= 1.0:
+        raise ConfigError(f"config key learner.wide_blend must be in [0, 1], got {cfg.learner.wide_blend}")
     if not 0.0 < cfg.learner.drift_forget <= 1.0:
         raise ConfigError(f"config key learner.drift_forget must be in (0, 1], got {cfg.learner.drift_forget}")
     if not 0.0 <= cfg.serve.epsilon <= 1.0:

@@ -400,7 +400,8 @@ def test_recovers_from_an_abrupt_preference_shift(tmp_path: Path, cfg: Config) -
     ts_all = np.concatenate([b.column("ts").cast(pa.int64()).to_numpy() for b in batches]) / 1e6
     pre_events = int((ts_all < shift).sum())
     # The static model stops learning at the shift: it shows how much the shift costs.
-    variants = [default_variant(cfg), replace(default_variant(cfg), name="static", train_examples=pre_events // 2)]
+    static = replace(default_variant(cfg), name="static", train_examples=pre_events // 2, wide_blend=0.0)
+    variants = [default_variant(cfg), static]
     learner = make_learner(cfg, items, variants)
     ts_chunks: list[np.ndarray] = []
     learner.on_chunk = lambda b, _chunk: ts_chunks.append(b.ts.copy())
@@ -425,7 +426,7 @@ def test_recovers_from_an_abrupt_preference_shift(tmp_path: Path, cfg: Config) -
     assert before is not None and before > 0.7
     just_after, late = window(0.0, 0.1), window(0.75, 1.0)
     assert just_after < before - 0.1  # the shift is real: the model was hurt
-    assert late > before - 0.03  # ... and recovered
+    assert late > before - 0.05  # ... and recovered
     assert late > just_after + 0.1
     # A model frozen before the shift still reads live counters and the per-example model's
     # logit, so it recovers partly; the learning model recovers clearly more.
@@ -443,7 +444,11 @@ def test_learner_with_text_features(tmp_path: Path, stream: Any) -> None:
 
     folder = build_tiny_gpt2(tmp_path / "gpt2")
     cfg = load_config(
-        overrides={**copy.deepcopy(SMALL), "text": {"enabled": True, "model": str(folder), "device": "cpu"}}
+        overrides={
+            **copy.deepcopy(SMALL),
+            # Distillation is off by default; this test covers its path, so it turns it on.
+            "text": {"enabled": True, "model": str(folder), "device": "cpu", "distill": True},
+        }
     )
     sim, batches, items = stream
     enc = load_encoder(cfg.text)

@@ -18,8 +18,9 @@ from rtrec.learn.featurize import Batch, Featurizer
 SMALL = {
     "text": {"enabled": False},
     "features": {"bits": 14},
-    # Replay mixing on, so that these tests exercise it (the default mix is off).
-    "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0},
+    # Replay mixing on, so that these tests exercise it (the default mix is off); the CTR model
+    # served alone, without the per-example model's logit blended in.
+    "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0, "wide_blend": 0.0},
 }
 T0 = 1_700_000_000
 

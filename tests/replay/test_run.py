@@ -15,7 +15,7 @@ from rtrec.errors import InvalidInputError
 from rtrec.events import EventLog
 from rtrec.learn import OnlineLearner
 from rtrec.replay import replay_variants, run_replay
-from rtrec.replay.run import ABLATIONS, BASELINES
+from rtrec.replay.run import BASELINES
 from rtrec.sim import SimConfig, Simulator
 
 SMALL = {
@@ -111,6 +111,12 @@ def test_replay_variants(cfg: Config) -> None:
     assert kinds["rtrec"].train_examples is None
     assert replay_variants(cfg, 0, text=False)[2].train_examples == 1
     with_text = replay_variants(cfg, 1_000, text=True)
-    assert [v.name for v in with_text] == ["rtrec", *BASELINES, *ABLATIONS]
+    # One row with every text piece off, then one per piece flipped from the default.
+    flipped = [
+        f"rtrec_{'no' if getattr(kinds['rtrec'], p) else 'with'}_{p}" for p in ("item_text", "user_vector", "distill")
+    ]
+    assert [v.name for v in with_text] == ["rtrec", *BASELINES, "rtrec_no_text", *flipped]
     assert not any([with_text[4].item_text, with_text[4].user_vector, with_text[4].distill])
-    assert [v.name for v in replay_variants(cfg, 1_000, text=True, ablations=False)] == ["rtrec", *BASELINES]
+    for v, piece in zip(with_text[5:], ("item_text", "user_vector", "distill"), strict=True):
+        assert getattr(v, piece) != getattr(kinds["rtrec"], piece)
+    assert replay_variants(cfg, 1_000, text=True, with_ablations=False) == vs

@@ -39,6 +39,8 @@ class Variant:
     distill: bool = True
     replay: bool = True
     train_examples: int | None = None
+    # Weight of the per-example model's logit in the served logit (None: learner.wide_blend).
+    wide_blend: float | None = None
 
 
 def default_variant(cfg: Config, name: str = "rtrec") -> Variant:
@@ -144,9 +146,13 @@ class Trainer:
         if self.variant.kind == "wide":
             return 1.0 / (1.0 + np.exp(-b.dense[:, WIDE].astype(np.float64)))
         assert self.model is not None
-        # The text scorer shapes this model through distillation (see ``learn``); scoring
-        # blends nothing in, so what is served is one model.
         logits = self.model(self._input(b, feat))
+        if self.variant.kind == "ctr":
+            # Serve an ensemble: the CTR model's logit averaged with the per-example model's
+            # (each learns on its own; the blend beat both alone on every stream we replayed).
+            a = self.cfg.learner.wide_blend if self.variant.wide_blend is None else self.variant.wide_blend
+            if a:
+                logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, WIDE])
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def learn(self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None) -> None:

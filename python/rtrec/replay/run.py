@@ -27,28 +27,34 @@ from rtrec.learn.featurize import Batch, epoch_seconds
 from rtrec.learn.metrics import auc, calibration, logloss, rank_metrics
 
 BASELINES = ("popularity", "static", "online_lr")
-# One ablation per language-model piece (see README): 1 item text features, 2 user
-# interest vector, 3 text prior and distillation.
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "rtrec_no_text": {"item_text": False, "user_vector": False, "distill": False},
-    "rtrec_no_item_text": {"item_text": False},
-    "rtrec_no_user_vector": {"user_vector": False},
-    "rtrec_no_distill": {"distill": False},
-}
+# The language-model pieces (see README): 1 item text features, 2 user interest vector,
+# 3 text prior and distillation. Each gets a row with that piece switched the other way.
+PIECES = ("item_text", "user_vector", "distill")
 
 
-def replay_variants(cfg: Config, total_events: int, *, text: bool, ablations: bool = True) -> list[Variant]:
+def ablations(main: Variant) -> list[Variant]:
+    """``rtrec_no_text`` (every piece off), then one row per piece flipped from ``main``."""
+    out = [replace(main, name="rtrec_no_text", item_text=False, user_vector=False, distill=False)]
+    for piece in PIECES:
+        on = getattr(main, piece)
+        out.append(replace(main, name=f"rtrec_{'no' if on else 'with'}_{piece}", **{piece: not on}))
+    return out
+
+
+def replay_variants(cfg: Config, total_events: int, *, text: bool, with_ablations: bool = True) -> list[Variant]:
     """The product model first, then the baselines, then (with text) the ablations."""
     main = default_variant(cfg)
     static_n = max(1, int(total_events * cfg.replay.static_fraction))
     out = [
         main,
         Variant("popularity", kind="popularity", replay=False),
-        replace(main, name="static", train_examples=static_n),
+        # Frozen after the first part of the stream, and served without the per-example model
+        # (which never stops learning): the model as a batch-trained system would ship it.
+        replace(main, name="static", train_examples=static_n, wide_blend=0.0),
         Variant("online_lr", kind="wide", item_text=False, user_vector=False, distill=False, replay=False),
     ]
-    if text and ablations:
-        out += [replace(main, name=name, **flags) for name, flags in ABLATIONS.items()]
+    if text and with_ablations:
+        out += ablations(main)
     return out
 
 
@@ -166,7 +172,7 @@ def _run(
         text_dim = enc.dim
         text_info = {**text_info, "model": enc.name, "device": enc.device, "dim": enc.dim}
     total = log.count_events() - first
-    variants = replay_variants(cfg, total, text=text_dim > 0, ablations=ablations)
+    variants = replay_variants(cfg, total, text=text_dim > 0, with_ablations=ablations)
     learner = OnlineLearner(cfg, text_dim=text_dim, variants=variants)
     if items.num_rows:
         learner.set_catalog(items)
