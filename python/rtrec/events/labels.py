@@ -151,11 +151,16 @@ class Labeler:
             return _attach(t.take(rows), label[rows], weight[rows], "event")
 
         keys = pc.binary_join_element_wise(t.column("user_id"), t.column("item_id"), _SEP)
-        known = set(self._pending) | set(self._expired)
-        if is_imp.any():
-            known.update(keys.filter(pa.array(is_imp)).to_pylist())
-        in_play = pc.is_in(keys, value_set=pa.array(list(known), pa.string())).to_numpy(zero_copy_only=False)
-        cand_label = has_label & np.asarray(in_play, dtype=bool)
+        # A key is in play when an impression of it is pending, expired (for late labels) or in
+        # this batch. Looked up key by key: a set of every pending key per batch cost O(pending),
+        # milliseconds per call once tens of thousands of impressions wait for a label.
+        key_list = keys.to_pylist()
+        pending, expired = self._pending, self._expired
+        batch_imps = {k for k, imp in zip(key_list, is_imp.tolist(), strict=True) if imp}
+        in_play = np.fromiter(
+            (k in pending or k in expired or k in batch_imps for k in key_list), dtype=bool, count=len(key_list)
+        )
+        cand_label = has_label & in_play
         fast = np.flatnonzero(has_label & ~cand_label)
         cand = np.flatnonzero(is_imp | cand_label)
 
@@ -181,7 +186,7 @@ class Labeler:
             sub = t.take(cand)
             cols = [sub.column(c).to_pylist() for c in EVENT_COLUMNS]
             cols[_TS] = ts[cand].tolist()
-            cand_keys = keys.take(pa.array(cand)).to_pylist()
+            cand_keys = [key_list[r] for r in cand.tolist()]
             for j, r in enumerate(cand.tolist()):
                 expire_before(int(wm[r]))
                 row = tuple(c[j] for c in cols)

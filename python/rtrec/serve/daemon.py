@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,12 @@ CHECKPOINT_KEEP = 3
 RUNTIME_FILE = "serve.json"
 TAIL_MIN = 64
 EXPIRE_EVERY_S = 1.0
+# How long the learner waits, before each learn call, for requests in flight to finish. Scoring
+# waits for the model lock, and a learn call holds it for several milliseconds; on two cores the
+# learner's Python also takes the interpreter from the request threads. Bounded, so that a
+# steady stream of requests slows learning down but cannot stop it.
+YIELD_TO_RECOMMEND_S = 0.05
+YIELD_TO_INGEST_S = 0.01
 SERIES_STEP_S = 10.0
 
 
@@ -69,6 +75,37 @@ def checkpoint_files(home: Path) -> list[tuple[int, Path]]:
             except ValueError:
                 continue
     return sorted(out, reverse=True)
+
+
+class InFlight:
+    """Counts the requests of one kind in progress, so that the learner can step aside for them.
+
+    >>> busy = InFlight()
+    >>> with busy:
+    ...     busy.wait_idle(0.0)
+    False
+    >>> busy.wait_idle(0.0)
+    True
+    """
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._n += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._n -= 1
+            if self._n == 0:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for no request in progress; whether there is none."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n == 0, timeout)
 
 
 def _clean(obj: Any) -> Any:
@@ -145,6 +182,8 @@ class Daemon:
         self._seen: dict[str, set[str]] = {}
         self._known: dict[str, bool] = {}
         self._user_lock = threading.Lock()
+        self._recommending = InFlight()
+        self._ingesting = InFlight()
 
         # Freshness: (last_seq, monotonic ack time) per committed batch, oldest first.
         self._acks: collections.deque[tuple[int, float]] = collections.deque()
@@ -239,6 +278,7 @@ class Daemon:
     def start_background(self) -> None:
         """Start every thread except the HTTP server."""
         self._refresh_catalog()
+        self._start_thread("stored-ids", self.log.warm_up)  # else the first POST waits for it
         self._start_thread("learner", self._learn_loop)
         if self._encoder is not None:
             self._start_thread("encoder", self._encoder_loop)
@@ -251,6 +291,10 @@ class Daemon:
 
     def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""
+        with self._ingesting:
+            return self._ingest_events(rows, source)
+
+    def _ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]:
         good: list[dict[str, Any]] = []
         where: list[int] = []
         rejected: list[dict[str, Any]] = []
@@ -358,6 +402,7 @@ class Daemon:
                 now = time.time()
                 if now - last_expire >= EXPIRE_EVERY_S:
                     last_expire = now
+                    self._yield_to_requests()
                     with self._model_lock:
                         self.learner.expire(now)
                 self._learner_error = None
@@ -397,6 +442,7 @@ class Daemon:
             for batch in self.log.tail(int(self.learner.last_seq), max_rows=size * 8, batch_size=size):
                 if batch.num_rows == 0:
                     continue
+                self._yield_to_requests()
                 t0 = time.perf_counter()
                 with self._model_lock:
                     self.learner.learn(batch)
@@ -409,6 +455,12 @@ class Daemon:
             if not drain and self._stop_learner.is_set():
                 return total
             self._apply_side_info()
+
+    def _yield_to_requests(self) -> None:
+        """Let recommend and ingest requests in progress finish before taking the model lock."""
+        if not self._stop_learner.is_set():
+            self._recommending.wait_idle(YIELD_TO_RECOMMEND_S)
+            self._ingesting.wait_idle(YIELD_TO_INGEST_S)
 
     def _after_learn(self, batch: Any) -> None:
         n = batch.num_rows
@@ -627,6 +679,18 @@ class Daemon:
         context: dict[str, Any] | None = None,
         policy: str | None = None,
     ) -> dict[str, Any]:
+        with self._recommending:
+            return self._recommend(user_id, k, exclude_seen, candidates, context, policy)
+
+    def _recommend(
+        self,
+        user_id: str,
+        k: int,
+        exclude_seen: bool,
+        candidates: list[str] | None,
+        context: dict[str, Any] | None,
+        policy: str | None,
+    ) -> dict[str, Any]:
         t0 = time.perf_counter()
         sc = self.cfg.serve
         policy = policy or sc.exploration
@@ -644,16 +708,28 @@ class Daemon:
                     if j is not None:
                         keep[j] = False
             pos = np.flatnonzero(keep)
-            cand = [ids[j] for j in pos]
+            # Ids are looked up for the slate only: a list of every candidate id cost ~0.5 ms.
+            cand: Sequence[str] = _Picked(ids, pos)
             scores, fresh = raw[pos], fresh_all[pos]
+
+            def position(item: str) -> int | None:
+                j = index.get(item)
+                if j is None or not keep[j]:
+                    return None
+                return int(np.searchsorted(pos, j))
         else:
             cand = [c for c in dict.fromkeys(candidates) if not (exclude_seen and c in seen)]
-            index, bonus = self._catalog_index, self._fresh_bonus
-            fresh = np.array([bonus[j] if (j := index.get(c)) is not None else 0.0 for c in cand])
+            cat, bonus = self._catalog_index, self._fresh_bonus
+            fresh = np.array([bonus[j] if (j := cat.get(c)) is not None else 0.0 for c in cand])
             scores = self._score(user_id, cand, context)[1] if cand else np.zeros(0)
-        if cand:
+            where = {c: j for j, c in enumerate(cand)}
+
+            def position(item: str) -> int | None:
+                return where.get(item)
+
+        if len(cand):
             if not known:
-                scores = self._cold_scores(cand, scores, fresh, context)
+                scores = self._cold_scores(cand, position, scores, fresh, context)
             with self._rng_lock:
                 slate = select_slate(
                     scores, k, policy=policy, epsilon=sc.epsilon, temperature=sc.temperature, rng=self._rng
@@ -693,7 +769,7 @@ class Daemon:
             ids, scores = out
         else:  # a bare array, in the order asked
             ids, scores = (items if items is not None else self.learner.known_items()), out
-        return list(ids), np.asarray(scores, dtype=np.float64).reshape(-1)
+        return ids if isinstance(ids, list) else list(ids), np.asarray(scores, dtype=np.float64).reshape(-1)
 
     def _catalog_view(self, ids: list[str]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
         """For the model's item list: which are in the catalog, an id → position map, freshness bonus.
@@ -714,15 +790,24 @@ class Daemon:
         return self._view
 
     def _cold_scores(
-        self, cand: Sequence[str], model: np.ndarray, fresh: np.ndarray | None, context: dict[str, Any] | None
+        self,
+        cand: Sequence[str],
+        position: Callable[[str], int | None],
+        model: np.ndarray,
+        fresh: np.ndarray | None,
+        context: dict[str, Any] | None,
     ) -> np.ndarray:
-        """Unknown user: blend the model's item prior with popularity, freshness and text similarity."""
+        """Unknown user: blend the model's item prior with popularity, freshness and text similarity.
+
+        ``position`` gives an item's index in ``cand`` (None when not a candidate).
+        """
         n = len(cand)
         pop = np.zeros(n)
         popular = self.learner.popular(min(n, 200))
-        if popular:
-            rank = {item: r for r, item in enumerate(popular)}
-            pop = np.array([1.0 - rank[c] / len(popular) if c in rank else 0.0 for c in cand])
+        for r, item in enumerate(popular):
+            j = position(item)
+            if j is not None and pop[j] == 0.0:  # the first (best) rank of an id wins
+                pop[j] = 1.0 - r / len(popular)
         parts = [(0.5, model), (0.3, pop)]
         if fresh is not None:
             parts.append((0.2, fresh))
@@ -946,6 +1031,21 @@ class Daemon:
         from rtrec.serve.demo import play
 
         play(self, self._stop, rate=self.demo_rate)
+
+
+class _Picked(Sequence[str]):
+    """``ids[pos[j]]`` for each ``j``, without building the list."""
+
+    def __init__(self, ids: list[str], pos: np.ndarray) -> None:
+        self._ids, self._pos = ids, pos
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return [self._ids[p] for p in self._pos[j].tolist()]
+        return self._ids[int(self._pos[j])]
 
 
 def _current_quality(model: dict[str, Any]) -> dict[str, Any]:
