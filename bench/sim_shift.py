@@ -62,15 +62,7 @@ def main() -> None:
         rep = run_replay(events, cfg, items_path=items, report_dir=Path(tmp) / "report")
     data = rep.data
     out: dict[str, Any] = {"bench": "sim_shift", "events": data["events"], "examples": data["examples"]}
-    for model in (
-        "rtrec",
-        "rtrec_no_text",
-        "rtrec_no_item_text",
-        "rtrec_no_user_vector",
-        "rtrec_no_distill",
-        "online_lr",
-        "popularity",
-    ):
+    for model in [m for m in data["models"] if m not in ("static",)]:
         row = data["models"][model]
         out[model] = {
             "auc": row["auc"],
