@@ -143,7 +143,8 @@ class OnlineLearner:
             if self.on_chunk is not None:
                 self.on_chunk(b, chunk)
             for name, tr in self.trainers.items():
-                probs = tr.predict(b, self.featurizer)
+                alarms = len(tr.alarms)
+                probs = tr.predict_learn(b, self.featurizer, now)
                 if name == self.main:
                     ll = logloss(b.labels, probs)
                     if ll is not None:
@@ -151,8 +152,6 @@ class OnlineLearner:
                     self._record(b, probs, now)
                 if keep:
                     res.predictions.setdefault(name, []).append(probs)
-                alarms = len(tr.alarms)
-                tr.learn(b, self.featurizer, probs if tr.variant.kind != "popularity" else None, now)
                 if name == self.main and len(tr.alarms) > alarms:
                     self.featurizer.wide.forget(self.cfg.learner.drift_forget)
             self.featurizer.update(b)

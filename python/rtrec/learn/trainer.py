@@ -146,7 +146,17 @@ class Trainer:
         if self.variant.kind == "wide":
             return 1.0 / (1.0 + np.exp(-b.dense[:, WIDE].astype(np.float64)))
         assert self.model is not None
-        logits = self.model(self._input(b, feat))
+        return self._served(b, self.model(self._input(b, feat)))
+
+    def predict_learn(self, b: Batch, feat: Featurizer, now: float | None = None) -> np.ndarray:
+        """:meth:`predict`, then :meth:`learn`, sharing one forward pass where the model learns."""
+        if self.model is None or len(b) == 0 or self.frozen:
+            probs = self.predict(b, feat)
+            self.learn(b, feat, probs if self.variant.kind != "popularity" else None, now)
+            return probs
+        return self.learn(b, feat, None, now, served=True)
+
+    def _served(self, b: Batch, logits: torch.Tensor) -> np.ndarray:
         if self.variant.kind == "ctr":
             # Serve an ensemble: the CTR model's logit averaged with the per-example model's
             # (each learns on its own; the blend beat both alone on every stream we replayed).
@@ -155,11 +165,18 @@ class Trainer:
                 logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, WIDE])
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
-    def learn(self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None) -> None:
-        """One update on the fresh rows ``b`` plus rows drawn from replay; then store ``b``."""
+    def learn(
+        self, b: Batch, feat: Featurizer, probs: np.ndarray | None, now: float | None = None, *, served: bool = False
+    ) -> np.ndarray:
+        """One update on the fresh rows ``b`` plus rows drawn from replay; then store ``b``.
+
+        ``probs`` (the progressive predictions of ``b``) feed the drift detector. With
+        ``served``, they are computed here from this update's own forward pass, before the
+        step, and returned.
+        """
         if self.model is None or len(b) == 0 or self.frozen:
             self.examples += len(b)
-            return
+            return np.zeros(0) if probs is None else probs
         lc = self.cfg.learner
         if probs is not None:
             self._watch_drift(b, probs, now)
@@ -188,6 +205,10 @@ class Trainer:
         y = torch.cat(labels)
         w = torch.cat(weights)
         logits = self.model(x)
+        if served:
+            with torch.no_grad():
+                probs = self._served(b, logits[:n_fresh].detach())
+            self._watch_drift(b, probs, now)
         loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
         text = self._text_logits(b, feat)
         if text is not None:
@@ -215,6 +236,7 @@ class Trainer:
         self.fresh_seen += len(b)
         if self.replay is not None:
             self.replay.push(b.indices, b.offsets, b.labels, b.weights, b.ts, b.item_idx, np.ascontiguousarray(b.dense))
+        return probs if probs is not None else np.zeros(0)
 
     def _replay_strategy(self) -> tuple[str, float | None]:
         lc = self.cfg.learner
@@ -231,14 +253,17 @@ class Trainer:
         Normalised entropy (log loss over the entropy of the batch's positive rate) rises when
         the model ranks worse even if the click rate itself falls, which raw log loss hides.
         """
-        rate = float(b.labels.mean())
-        if not 0.0 < rate < 1.0:
-            return
         p = np.clip(probs, EPS, 1 - EPS)
-        ll = float(-(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p)).mean())
-        entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-        for _ in self.drift.update_many(np.array([ll / entropy])):
-            pos = len(b) - 1
+        ll = -(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p))
+        # One observation per slice of DRIFT_ROWS examples, whatever the mini-batch size.
+        for start in range(0, len(b), DRIFT_ROWS):
+            y = b.labels[start : start + DRIFT_ROWS]
+            rate = float(y.mean())
+            if not 0.0 < rate < 1.0 or not self.drift.update(
+                float(ll[start : start + DRIFT_ROWS].mean()) / _entropy(rate)
+            ):
+                continue
+            pos = min(start + DRIFT_ROWS, len(b)) - 1
             self._forget()
             self.boost_left = self.cfg.learner.drift_boost_events
             self.alarms.append(
@@ -296,6 +321,13 @@ class Trainer:
         for k, v in s["counters"].items():
             setattr(self, k, v)
         self.alarms = list(s["alarms"])
+
+
+DRIFT_ROWS = 512
+
+
+def _entropy(rate: float) -> float:
+    return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
 
 
 def logit(p: float) -> float:
