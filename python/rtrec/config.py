@@ -55,7 +55,7 @@ class LabelsConfig:
 class LearnerConfig:
     """The online CTR learner (see ``rtrec.learn``)."""
 
-    batch_size: int = 512
+    batch_size: int = 1024
     # Adagrad step sizes: dense layers, and the hashed embedding tables (sparse rows).
     lr: float = 0.02
     sparse_lr: float = 0.1

@@ -77,6 +77,12 @@ class IdMap:
             out[i] = j
         return out
 
+    def add_column(self, col: pa.Array) -> np.ndarray:
+        """:meth:`add_all` for an Arrow string column: Python touches each distinct id once."""
+        uniq = pc.unique(col)
+        codes = self.add_all(uniq.to_pylist())
+        return codes[pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False)]
+
     def lookup(self, keys: list[str]) -> np.ndarray:
         """Indices of ``keys``, -1 where unknown."""
         index = self.index
@@ -419,8 +425,8 @@ class Featurizer:
         """Features of labelled examples (columns of the event log plus label and weight)."""
         user_col = pc.cast(ex.column("user_id"), pa.string()).combine_chunks()
         item_col = pc.cast(ex.column("item_id"), pa.string()).combine_chunks()
-        user_idx = self.users.add_all(user_col.to_pylist())
-        item_idx = self.items.add_all(item_col.to_pylist())
+        user_idx = self.users.add_column(user_col)
+        item_idx = self.items.add_column(item_col)
         self._ensure_users(len(self.users))
         self._ensure_items(len(self.items))
         ts = epoch_seconds(ex.column("ts"))
