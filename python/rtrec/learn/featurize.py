@@ -157,16 +157,16 @@ class Counters:
         if len(idx) == 0:
             return
         now = float(ts.max())
-        touched = np.unique(idx)
+        touched, inverse = np.unique(idx, return_inverse=True)
         decay = np.exp2(-np.maximum(now - self.last[touched], 0.0) / self.half_life_s)
-        self.cnt[touched] *= decay
-        self.pos[touched] *= decay
-        self.last[touched] = now
         w = np.exp2(-(now - ts) / self.half_life_s)
-        np.add.at(self.cnt, idx, w)
-        np.add.at(self.pos, idx, w * labels)
-        np.add.at(self.n, idx, 1)
-        np.add.at(self.npos, idx, labels)
+        k = len(touched)
+        # Sums per touched index in one pass each (np.add.at is several times slower).
+        self.cnt[touched] = self.cnt[touched] * decay + np.bincount(inverse, w, k)
+        self.pos[touched] = self.pos[touched] * decay + np.bincount(inverse, w * labels, k)
+        self.last[touched] = now
+        self.n[touched] += np.bincount(inverse, minlength=k)
+        self.npos[touched] += np.bincount(inverse, labels, k)
 
 
 class CrossEncoder:
