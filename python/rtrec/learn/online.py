@@ -73,6 +73,7 @@ class OnlineLearner:
         self.before_chunk: Callable[[pa.Table], None] | None = None
         self.on_chunk: Callable[[Batch, pa.Table], None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
+        self._stats_at = 0.0
         self._lock = threading.RLock()
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -139,7 +140,11 @@ class OnlineLearner:
             chunk = examples.slice(start, bs)
             if self.before_chunk is not None:
                 self.before_chunk(chunk)
-            b = self.featurizer.transform(chunk, stats=start == 0)
+            # Collision statistics (for the dashboard) cost a second hash pass: once a second is enough.
+            stats = now - self._stats_at >= 1.0
+            if stats:
+                self._stats_at = now
+            b = self.featurizer.transform(chunk, stats=stats)
             if self.on_chunk is not None:
                 self.on_chunk(b, chunk)
             for name, tr in self.trainers.items():
