@@ -19,6 +19,7 @@ lint:
 	cargo clippy --all-targets --all-features -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
+	$(BIN)/mypy python/rtrec
 
 rust-test:
 	cargo test

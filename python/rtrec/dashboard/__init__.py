@@ -142,7 +142,7 @@ def _quality(s: dict[str, Any]) -> Panel:
 
 def _internals(s: dict[str, Any]) -> Panel:
     model = s.get("model") or {}
-    replay = model.get("replay") if isinstance(model.get("replay"), dict) else {}
+    replay: dict[str, Any] = model["replay"] if isinstance(model.get("replay"), dict) else {}
     fill = replay.get("fill", model.get("replay_fill"))
     size, cap = replay.get("size", model.get("replay_size")), replay.get("capacity", model.get("replay_capacity"))
     fill_s = DASH

@@ -37,7 +37,8 @@ def ablations(main: Variant) -> list[Variant]:
     out = [replace(main, name="rtrec_no_text", item_text=False, user_vector=False, distill=False)]
     for piece in PIECES:
         on = getattr(main, piece)
-        out.append(replace(main, name=f"rtrec_{'no' if on else 'with'}_{piece}", **{piece: not on}))
+        flipped: dict[str, Any] = {piece: not on}
+        out.append(replace(main, name=f"rtrec_{'no' if on else 'with'}_{piece}", **flipped))
     return out
 
 

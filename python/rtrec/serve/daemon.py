@@ -628,8 +628,8 @@ class Daemon:
 
     def _ingest_file(self, path: Path, items: bool) -> Any:
         if items:
-            n = self.log.ingest_file(path, items=True)
-            n = int(n if isinstance(n, int) else getattr(n, "accepted", 0))
+            summary = self.log.ingest_file(path, items=True)
+            n = int(summary if isinstance(summary, int) else getattr(summary, "accepted", 0))
             self.c_items.inc(n)
             self._on_items_changed()
             return n
@@ -819,7 +819,7 @@ class Daemon:
             if sim is not None:
                 parts.append((0.4, sim))
         total = sum(w for w, _ in parts)
-        return sum(w * v for w, v in parts) / total
+        return np.asarray(sum(w * v for w, v in parts) / total, dtype=np.float64)
 
     def _text_similarity(self, text: str, cand: Sequence[str]) -> np.ndarray | None:
         index, mat = self._embeddings  # type: ignore[misc]

@@ -175,7 +175,7 @@ def _softmax_slate(s: np.ndarray, k: int, temperature: float, rng: np.random.Gen
     # distribution, identical in law to drawing slot by slot from the softmax.
     keys = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)) + rng.gumbel(size=n), -np.inf)
     if not np.isfinite(keys).any():
-        keys = rng.random(n)
+        keys = np.asarray(rng.random(n))
     top = np.argpartition(-keys, k - 1)[:k] if k < n else np.arange(n)
     idx = top[np.argsort(-keys[top], kind="stable")].astype(np.int64)
     chosen = w[idx]
