@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,6 @@ SMALL = {
 }
 # The shift comes after the last event: tastes are fixed throughout this stream.
 SIM = SimConfig(n_users=30, n_items=40, n_topics=4, n_events=3_000, seed=7, shift_at=(0.95,))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny batches: torch's intra-op threads only add overhead (and contention on a shared box).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

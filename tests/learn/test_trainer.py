@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,14 +22,6 @@ SMALL = {
     "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0, "wide_blend": 0.0},
 }
 T0 = 1_700_000_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from rtrec.config import Config, load_config
 from rtrec.errors import InvalidInputError
@@ -26,14 +24,6 @@ SMALL = {
 }
 METRICS = ("auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10")
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
