@@ -156,7 +156,7 @@ def _internals(s: dict[str, Any]) -> Panel:
         if isinstance(mix, dict)
         else DASH
     )
-    coll = model.get("collision_rate", _get(model, "features", "collision_rate"))
+    coll = model.get("collision_rate", _get(model, "hashing", "collision_rate"))
     text = s.get("text") or {}
     text_s = DASH
     if text:

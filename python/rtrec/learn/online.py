@@ -286,6 +286,11 @@ class OnlineLearner:
                     "replay_ratio": self.cfg.learner.replay_ratio,
                     "rows_drawn": tr.replay_drawn,
                     "fresh_rows": tr.fresh_seen,
+                    # Share of the rows learned that were fresh or drawn from replay.
+                    "mix": {
+                        "fresh": tr.fresh_seen / max(tr.fresh_seen + tr.replay_drawn, 1),
+                        "replay": tr.replay_drawn / max(tr.fresh_seen + tr.replay_drawn, 1),
+                    },
                 },
                 "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
                 "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
