@@ -21,7 +21,11 @@ def serve(
     port: int | None = typer.Option(
         None, "--port", min=0, max=65535, help="Port to bind; 0 picks a free one [config: serve.port; default 8080]."
     ),
-    demo: bool = typer.Option(False, "--demo", help="Play simulated users against the daemon, to watch it learn."),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Play simulated users against the daemon, to watch it learn (impressions resolve after 60 s, not 30 min).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only."),
 ) -> None:
     """Serve recommendations over HTTP and learn from events as they arrive, until SIGTERM or Ctrl-C.
@@ -34,7 +38,12 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    cfg = load(config, home, {"serve": overrides} if overrides else None)
+    flags: dict[str, Any] = {"serve": overrides} if overrides else {}
+    if demo:
+        # Simulated users click within seconds: a short window turns unclicked impressions
+        # into negatives while the demo is being watched.
+        flags["labels"] = {"impression_window_s": 60.0}
+    cfg = load(config, home, flags or None)
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
