@@ -297,33 +297,13 @@ class Labeler:
         self._n_pending += 1
 
     def _match_pending(self, key: str, request_id: str | None) -> _Imp | None:
-        imps = self._pending.get(key)
-        if not imps:
-            return None
-        for i in range(len(imps) - 1, -1, -1):
-            imp = imps[i]
-            if _compatible(imp.row[_RID], request_id):
-                imp.alive = False
-                del imps[i]
-                if not imps:
-                    del self._pending[key]
-                self._n_pending -= 1
-                return imp
-        return None
+        imp = _take_match(self._pending, key, request_id)
+        if imp is not None:
+            self._n_pending -= 1
+        return imp
 
     def _match_expired(self, key: str, request_id: str | None) -> _Imp | None:
-        imps = self._expired.get(key)
-        if not imps:
-            return None
-        for i in range(len(imps) - 1, -1, -1):
-            imp = imps[i]
-            if _compatible(imp.row[_RID], request_id):
-                imp.alive = False
-                del imps[i]
-                if not imps:
-                    del self._expired[key]
-                return imp
-        return None
+        return _take_match(self._expired, key, request_id)
 
     def _pop_expired(self, limit: int | None) -> list[_Imp]:
         """Pending impressions with ``deadline < limit`` (all when None), by deadline; remembered as expired."""
@@ -390,3 +370,19 @@ def _records_table(rows: list[tuple[Any, ...]], label: list[float], weight: list
             cols.append(pa.array(values, f.type))
     cols += [pa.array(label, pa.float32()), pa.array(weight, pa.float32()), pa.array(origin, pa.string())]
     return pa.Table.from_arrays(cols, schema=EXAMPLE_SCHEMA)
+
+
+def _take_match(store: dict[str, list[_Imp]], key: str, request_id: str | None) -> _Imp | None:
+    """Remove and return the newest impression under ``key`` that ``request_id`` can resolve."""
+    imps = store.get(key)
+    if not imps:
+        return None
+    for i in range(len(imps) - 1, -1, -1):
+        imp = imps[i]
+        if _compatible(imp.row[_RID], request_id):
+            imp.alive = False
+            del imps[i]
+            if not imps:
+                del store[key]
+            return imp
+    return None
