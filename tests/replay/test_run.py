@@ -76,6 +76,12 @@ def test_replay_into_a_home_keeps_log_and_checkpoint(cfg: Config, sim_files: tup
     assert OnlineLearner.load(ckpts[0], cfg).last_seq == 3_000
     with EventLog.open(home / "rtrec.duckdb") as log:
         assert log.count_events() == 3_000 and log.items().num_rows == 40
+    # Again into the same home: the file's events are all duplicates now, and the replay
+    # still covers every event of the home's log, with the same result.
+    again = run_replay(events, cfg, items_path=items, report_dir=tmp_path / "r2", home=home)
+    assert again.data["duplicate_events"] == 3_000
+    assert again.data["events"] == res.data["events"] == 3_000
+    assert again.models["rtrec"]["auc"] == res.models["rtrec"]["auc"]
 
 
 def test_replay_is_deterministic(cfg: Config, sim_files: tuple[Path, Path], tmp_path: Path) -> None:

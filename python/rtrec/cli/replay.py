@@ -16,7 +16,10 @@ def replay(
     items: Path | None = typer.Option(None, "--items", help="Item catalog file (title, category, tags, ...)."),
     report: Path = typer.Option(Path("report"), "--report", help="Directory for report.json, report.png, checkpoint."),
     home: Path | None = typer.Option(
-        None, "--home", help="Keep the events and the final checkpoint in this home (default: a temporary database)."
+        None,
+        "--home",
+        help="Use this home's event log (replaying every event in it) and keep the events and the final checkpoint "
+        "there (default: a temporary database).",
     ),
     config: Path | None = CONFIG_OPTION,
     no_text: bool = typer.Option(False, "--no-text", help="Turn the language-model item features off."),

@@ -152,7 +152,9 @@ def _run(
     say: Callable[[str], None],
 ) -> ReplayReport:
     t_load = time.perf_counter()
-    first = log.last_seq()
+    # The replay covers the whole log: with a home that already holds some events (this
+    # file, ingested before), they are learned again in sequence order, from the start.
+    first = 0
     summary = log.ingest_file(log_path, order_by_ts=True)
     if items_path is not None:
         log.upsert_items(items_path)
