@@ -16,11 +16,12 @@ import torch
 
 from rtrec.config import Config, load_config
 from rtrec.errors import CorruptDataError, InvalidInputError
-from rtrec.events import EVENT_SCHEMA, EventLog
+from rtrec.events import EventLog
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.metrics import auc
 from rtrec.replay import replay_variants
 from rtrec.sim import SimConfig, Simulator
+from tests.learn.streams import events
 
 SMALL = {
     "text": {"enabled": False},
@@ -279,32 +280,12 @@ def test_check_inputs_unchanged(cfg: Config, stream: Any, name: str) -> None:
 # -- 3. progressive validation -----------------------------------------------------------------------
 
 
-def _events(rows: list[tuple[int, str, str, str]], start_seq: int = 1) -> pa.Table:
-    """Events (seconds, user, item, type) in the event log's schema."""
-    n = len(rows)
-    return pa.Table.from_pydict(
-        {
-            "seq": list(range(start_seq, start_seq + n)),
-            "event_id": [f"e{start_seq + k}" for k in range(n)],
-            "ts": [1_700_000_000_000_000 + s * 1_000_000 for s, _, _, _ in rows],
-            "user_id": [u for _, u, _, _ in rows],
-            "item_id": [i for _, _, i, _ in rows],
-            "event_type": [t for _, _, _, t in rows],
-            "value": [None] * n,
-            "request_id": [None] * n,
-            "propensity": [None] * n,
-            "context": [None] * n,
-        },
-        schema=EVENT_SCHEMA,
-    )
-
-
 def test_prediction_is_made_before_learning(cfg: Config) -> None:
     # One user always clicks i0 and always dismisses i1, one event per learn call.
     learner = OnlineLearner(cfg)
     p_click, p_dismiss = [], []
     for step in range(40):
-        ev = _events([(60 * step, "u0", "i0", "click"), (60 * step + 1, "u0", "i1", "dismiss")], 2 * step + 1)
+        ev = events([(60 * step, "u0", "i0", "click"), (60 * step + 1, "u0", "i1", "dismiss")], 2 * step + 1)
         res = learner.learn(ev, keep_predictions=True)
         (probs,) = res.predictions["rtrec"]
         p_click.append(probs[0])
@@ -325,10 +306,10 @@ def test_own_label_does_not_leak_into_its_prediction(cfg: Config) -> None:
     preds = []
     for last in ("click", "dismiss"):
         learner = OnlineLearner(cfg)
-        learner.learn(_events(rows[:40]))
+        learner.learn(events(rows[:40]))
         # The last chunk holds earlier rows of the same user and item, and the row whose label differs.
         tail = [*rows[40:], (600, "u0", "i0", last)]
-        res = learner.learn(_events(tail, 41), keep_predictions=True)
+        res = learner.learn(events(tail, 41), keep_predictions=True)
         preds.append(np.concatenate(res.predictions["rtrec"]))
     np.testing.assert_array_equal(preds[0], preds[1])
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
 from rtrec.config import Config, load_config
-from rtrec.events import EVENT_SCHEMA
 from rtrec.learn import OnlineLearner, Trainer, Variant, default_variant
 from rtrec.learn.featurize import Batch, Featurizer
+from tests.learn.streams import T0, events
 
 SMALL = {
     "text": {"enabled": False},
@@ -21,32 +20,11 @@ SMALL = {
     # served alone, without the per-example model's logit blended in.
     "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0, "wide_blend": 0.0},
 }
-T0 = 1_700_000_000
 
 
 @pytest.fixture
 def cfg() -> Config:
     return load_config(overrides=copy.deepcopy(SMALL))
-
-
-def events(rows: list[tuple[int, str, str, str]], start_seq: int = 1) -> pa.Table:
-    """Events (seconds, user, item, type) in the event log's schema."""
-    n = len(rows)
-    return pa.Table.from_pydict(
-        {
-            "seq": list(range(start_seq, start_seq + n)),
-            "event_id": [f"e{start_seq + k}" for k in range(n)],
-            "ts": [(T0 + s) * 1_000_000 for s, _, _, _ in rows],
-            "user_id": [u for _, u, _, _ in rows],
-            "item_id": [i for _, _, i, _ in rows],
-            "event_type": [t for _, _, _, t in rows],
-            "value": [None] * n,
-            "request_id": [None] * n,
-            "propensity": [None] * n,
-            "context": [None] * n,
-        },
-        schema=EVENT_SCHEMA,
-    )
 
 
 def pattern(steps: int, start: int = 0, flip: bool = False, xor: bool = False) -> list[tuple[int, str, str, str]]:
