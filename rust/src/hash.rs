@@ -489,17 +489,22 @@ mod tests {
         (data, offsets, validity)
     }
 
+    /// A string array over whole buffers: one row per offset pair.
+    fn arr<'a>(validity: Option<&'a [u8]>, offsets: &'a [i32], data: &'a [u8]) -> StrArray<'a> {
+        StrArray {
+            validity,
+            offsets: Offsets::I32(offsets),
+            data,
+            offset: 0,
+            len: offsets.len() - 1,
+        }
+    }
+
     #[test]
     fn namespaces_get_their_own_seed_and_nulls_give_nothing() {
         let h = FeatureHasher::new(vec!["user".into(), "item".into()], &[], 20, 0, false).unwrap();
         let (d, o, v) = strs(&[Some("42"), None]);
-        let col = StrArray {
-            validity: Some(&v),
-            offsets: Offsets::I32(&o),
-            data: &d,
-            offset: 0,
-            len: 2,
-        };
+        let col = arr(Some(&v), &o, &d);
         let (out, _) = h.hash(&[Column::Single(col), Column::Single(col)], false).unwrap();
         assert_eq!(out.offsets, vec![0, 2, 2]);
         assert_ne!(out.indices[0], out.indices[1]);
@@ -519,13 +524,7 @@ mod tests {
         .unwrap();
         let (ud, uo, _) = strs(&[Some("u1")]);
         let (td, to, _) = strs(&[Some("a"), Some("b"), Some("c")]);
-        let values = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&to),
-            data: &td,
-            offset: 0,
-            len: 3,
-        };
+        let values = arr(None, &to, &td);
         let lo = [0i64, 3];
         let tags = ListArray {
             validity: None,
@@ -534,13 +533,7 @@ mod tests {
             len: 1,
             values,
         };
-        let user = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&uo),
-            data: &ud,
-            offset: 0,
-            len: 1,
-        };
+        let user = arr(None, &uo, &ud);
         let (out, stats) = h.hash(&[Column::Single(user), Column::Multi(tags)], true).unwrap();
         assert_eq!(out.offsets, vec![0, 7]);
         let hu = murmur3_32(b"u1", murmur3_32(b"user", 5));
@@ -565,13 +558,7 @@ mod tests {
         )
         .unwrap();
         let (ud, uo, _) = strs(&[Some("u1")]);
-        let user = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&uo),
-            data: &ud,
-            offset: 0,
-            len: 1,
-        };
+        let user = arr(None, &uo, &ud);
         let (full, _) = h.hash(&[Column::Single(user), Column::Single(user)], false).unwrap();
         let only = h.emit_only(&[]).unwrap();
         let (crosses, _) = only.hash(&[Column::Single(user), Column::Single(user)], false).unwrap();
@@ -588,13 +575,7 @@ mod tests {
         let vals: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         let refs: Vec<Option<&str>> = vals.iter().map(|s| Some(s.as_str())).collect();
         let (d, o, _) = strs(&refs);
-        let col = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&o),
-            data: &d,
-            offset: 0,
-            len: 100,
-        };
+        let col = arr(None, &o, &d);
         let (out, stats) = h.hash(&[Column::Single(col)], true).unwrap();
         assert!(out.indices.iter().all(|&i| (0..4).contains(&i)));
         let stats = stats.unwrap();
@@ -609,33 +590,15 @@ mod tests {
         assert!(FeatureHasher::new(vec!["a".into()], &[("a".into(), "b".into())], 8, 0, false).is_err());
         let h = FeatureHasher::new(vec!["a".into()], &[], 8, 0, false).unwrap();
         let o = [0i32, 5];
-        let col = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&o),
-            data: b"abc",
-            offset: 0,
-            len: 1,
-        };
+        let col = arr(None, &o, b"abc");
         let err = h.hash(&[Column::Single(col)], false).unwrap_err();
         assert!(err.to_string().contains("past the end"), "{err}");
         let o = [0i32, 2, 1];
-        let col = StrArray {
-            validity: None,
-            offsets: Offsets::I32(&o),
-            data: b"abc",
-            offset: 0,
-            len: 2,
-        };
+        let col = arr(None, &o, b"abc");
         assert!(h.hash(&[Column::Single(col)], false).is_err());
         let bits = [0u8];
         let o = [0i32; 10];
-        let col = StrArray {
-            validity: Some(&bits),
-            offsets: Offsets::I32(&o),
-            data: b"",
-            offset: 0,
-            len: 9,
-        };
+        let col = arr(Some(&bits), &o, b"");
         assert!(h.hash(&[Column::Single(col)], false).is_err());
     }
 }
