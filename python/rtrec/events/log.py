@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -484,6 +485,28 @@ class EventLog:
             table = table.drop_columns(["seq"])
         return table, False
 
+    @contextlib.contextmanager
+    def _transaction(self, name: str, table: pa.Table, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run the block in one transaction with ``table`` registered as ``name``.
+
+        Commits when the block ends, rolls back when it raises; a DuckDB failure becomes a
+        :class:`StorageError` that says what was being written.
+        """
+        con = self._con
+        con.register(name, table)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except duckdb.Error as exc:
+            raise StorageError(f"{what} into {self.path} failed: {_first_line(exc)}") from exc
+        finally:
+            con.unregister(name)
+
     def _ingest_arrow(
         self, table: pa.Table, *, source: str, order_by_ts: bool, json_rows: bool, index_offset: int = 0
     ) -> IngestSummary:
@@ -502,31 +525,18 @@ class EventLog:
         else:
             kinds = {f.name: kind_of(f.type) for f in table.schema}
         staged_in = table.append_column("_idx", pa.array(np.arange(n, dtype=np.int64)))
-        con = self._con
-        con.register("_rtrec_in", staged_in)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(
-                    "CREATE OR REPLACE TEMP TABLE _rtrec_staged AS "
-                    + staging_sql("_rtrec_in", kinds, json_rows=json_rows)
-                )
-                bad = con.execute(
-                    "SELECT _idx, reason FROM _rtrec_staged WHERE reason IS NOT NULL ORDER BY _idx"
-                ).fetchall()
-                if bad:
-                    self._store_rejected(table, bad, source=source, json_rows=json_rows, index_offset=index_offset)
-                accepted, new_ids = self._insert_staged(n, source=source, order_by_ts=order_by_ts)
-                con.execute("DROP TABLE _rtrec_staged")
-                con.execute("COMMIT")
-                ids.add(new_ids)
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except duckdb.Error as exc:
-            raise StorageError(f"ingest into {self.path} failed: {_first_line(exc)}") from exc
-        finally:
-            con.unregister("_rtrec_in")
+        with self._transaction("_rtrec_in", staged_in, "ingest") as con:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _rtrec_staged AS " + staging_sql("_rtrec_in", kinds, json_rows=json_rows)
+            )
+            bad = con.execute(
+                "SELECT _idx, reason FROM _rtrec_staged WHERE reason IS NOT NULL ORDER BY _idx"
+            ).fetchall()
+            if bad:
+                self._store_rejected(table, bad, source=source, json_rows=json_rows, index_offset=index_offset)
+            accepted, new_ids = self._insert_staged(n, source=source, order_by_ts=order_by_ts)
+            con.execute("DROP TABLE _rtrec_staged")
+        ids.add(new_ids)
         summary.accepted = accepted
         summary.rejected = [Rejected(index_offset + int(i), str(r)) for i, r in bad]
         summary.duplicates = n - accepted - len(bad)
@@ -708,41 +718,28 @@ class EventLog:
         else:
             upd = NOW_UTC
         staged = table.append_column("_idx", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        with self._lock:
-            con = self._con
-            con.register("_rtrec_items", staged)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    con.execute(
-                        f"""CREATE OR REPLACE TEMP TABLE _rtrec_items_staged AS
-                        SELECT _idx, {id_expr} AS item_id, {text("title")} AS title,
-                               {text("description")} AS description, {text("category")} AS category,
-                               {tags} AS tags, {attrs} AS attrs, {upd} AS updated_at
-                        FROM _rtrec_items"""
-                    )
-                    bad = con.execute(
-                        "SELECT _idx, CASE WHEN item_id IS NULL THEN 'item_id: missing' "
-                        "ELSE 'attrs: malformed value (expected a JSON object)' END FROM _rtrec_items_staged "
-                        "WHERE item_id IS NULL OR (attrs IS NOT NULL AND (NOT json_valid(attrs) "
-                        "OR json_type(TRY_CAST(attrs AS JSON)) <> 'OBJECT')) ORDER BY _idx LIMIT 1"
-                    ).fetchall()
-                    if bad:
-                        raise InvalidInputError(f"items row {bad[0][0]}: {bad[0][1]}; no items were written")
-                    row = con.execute(
-                        "INSERT OR REPLACE INTO items SELECT item_id, title, description, category, tags, attrs, "
-                        "updated_at FROM _rtrec_items_staged QUALIFY row_number() OVER "
-                        "(PARTITION BY item_id ORDER BY _idx DESC) = 1"
-                    ).fetchall()
-                    con.execute("DROP TABLE _rtrec_items_staged")
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            except duckdb.Error as exc:
-                raise StorageError(f"item upsert into {self.path} failed: {_first_line(exc)}") from exc
-            finally:
-                con.unregister("_rtrec_items")
+        with self._lock, self._transaction("_rtrec_items", staged, "item upsert") as con:
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _rtrec_items_staged AS
+                    SELECT _idx, {id_expr} AS item_id, {text("title")} AS title,
+                           {text("description")} AS description, {text("category")} AS category,
+                           {tags} AS tags, {attrs} AS attrs, {upd} AS updated_at
+                    FROM _rtrec_items"""
+            )
+            bad = con.execute(
+                "SELECT _idx, CASE WHEN item_id IS NULL THEN 'item_id: missing' "
+                "ELSE 'attrs: malformed value (expected a JSON object)' END FROM _rtrec_items_staged "
+                "WHERE item_id IS NULL OR (attrs IS NOT NULL AND (NOT json_valid(attrs) "
+                "OR json_type(TRY_CAST(attrs AS JSON)) <> 'OBJECT')) ORDER BY _idx LIMIT 1"
+            ).fetchall()
+            if bad:
+                raise InvalidInputError(f"items row {bad[0][0]}: {bad[0][1]}; no items were written")
+            row = con.execute(
+                "INSERT OR REPLACE INTO items SELECT item_id, title, description, category, tags, attrs, "
+                "updated_at FROM _rtrec_items_staged QUALIFY row_number() OVER "
+                "(PARTITION BY item_id ORDER BY _idx DESC) = 1"
+            ).fetchall()
+            con.execute("DROP TABLE _rtrec_items_staged")
         return int(row[0][0]) if row else 0
 
     # -- reads ---------------------------------------------------------------------------------
