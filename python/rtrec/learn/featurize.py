@@ -83,11 +83,6 @@ class IdMap:
         codes = self.add_all(uniq.to_pylist())
         return codes[pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False)]
 
-    def lookup(self, keys: list[str]) -> np.ndarray:
-        """Indices of ``keys``, -1 where unknown."""
-        index = self.index
-        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
 
 def _grow(a: np.ndarray, n: int) -> np.ndarray:
     if len(a) >= n:

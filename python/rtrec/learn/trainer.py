@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,13 +13,16 @@ import torch.nn.functional as F
 
 from rtrec import _native
 from rtrec.config import Config
+from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, Batch, Featurizer, dense_names
 from rtrec.learn.metrics import EPS, PageHinkley
 from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 
-if TYPE_CHECKING:
-    from rtrec.learn.featurize import Batch, Featurizer
+# The drift detector sees one observation per this many examples, whatever the batch size.
+DRIFT_ROWS = 512
 
-from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, dense_names
+
+def _entropy(rate: float) -> float:
+    return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
 
 
 @dataclass(frozen=True)
@@ -321,15 +324,3 @@ class Trainer:
         for k, v in s["counters"].items():
             setattr(self, k, v)
         self.alarms = list(s["alarms"])
-
-
-DRIFT_ROWS = 512
-
-
-def _entropy(rate: float) -> float:
-    return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-
-
-def logit(p: float) -> float:
-    p = min(max(p, EPS), 1 - EPS)
-    return math.log(p / (1 - p))

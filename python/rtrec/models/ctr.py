@@ -57,11 +57,10 @@ class SparseTable(nn.Module):
     Column ``j`` learns with step size ``lr[j]``.
     """
 
-    def __init__(self, n: int, dim: int, *, init_std: float, seed_first_column_zero: bool = True) -> None:
+    def __init__(self, n: int, dim: int, *, init_std: float) -> None:
         super().__init__()
         weight = torch.randn(n, dim) * init_std
-        if seed_first_column_zero:
-            weight[:, 0] = 0.0
+        weight[:, 0] = 0.0  # first-order weights start at zero
         self.weight: torch.Tensor
         self.sq_sum: torch.Tensor
         self.norm2: torch.Tensor
