@@ -5,7 +5,8 @@ timestamp order with progressive validation, measures the learner's own throughp
 the default model alone, and runs Vowpal Wabbit's logistic regression on the same events
 with the same protocol (predict, then learn). Prints one JSON object as its last line.
 
-Usage: ``python bench/replay_movielens.py [--data ../shared/data/movielens-ml-latest-small] [--text]``
+Usage: ``python bench/replay_movielens.py [--data ../shared/data/movielens-ml-latest-small] [--text]
+[--text-model gpt2]``
 (``pip install vowpalwabbit`` for the comparison; it is skipped when absent).
 """
 
@@ -80,13 +81,18 @@ def main() -> None:
     default_data = os.environ.get("RTREC_MOVIELENS", "../shared/data/movielens-ml-latest-small")
     ap.add_argument("--data", type=Path, default=Path(default_data))
     ap.add_argument("--text", action="store_true", help="Also replay with the text model (MiniLM) and ablations.")
+    ap.add_argument("--text-model", default=None, help="[text] model for --text (default: the config's, MiniLM).")
     ap.add_argument("--out", type=Path, default=Path("bench/out/movielens"))
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     events, items = convert_movielens(args.data, args.out)
     result: dict[str, Any] = {"bench": "replay_movielens", "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
-    cfg = load_config(overrides={"text": {"enabled": args.text}})
+    text: dict[str, Any] = {"enabled": args.text}
+    if args.text_model:
+        text["model"] = args.text_model
+    cfg = load_config(overrides={"text": text})
+    result["text_model"] = cfg.text.model if args.text else None
     rep = run_replay(events, cfg, items_path=items, report_dir=args.out / ("report-text" if args.text else "report"))
     models = rep.data["models"]
     result["events"] = rep.data["events"]

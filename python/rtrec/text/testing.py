@@ -23,12 +23,16 @@ def build_tiny_gpt2(
     n_positions: int = 128,
     full_size: bool = False,
     seed: int = 0,
+    corpus: tuple[str, ...] | list[str] = CORPUS,
+    vocab_size: int = 400,
 ) -> Path:
     """Write a GPT-2 with random weights and a byte-level BPE tokenizer to ``folder``; return it.
 
     The folder loads like any saved GPT-2 (``AutoModel.from_pretrained(folder)``, or
     ``[text] model = "<folder>"``). ``full_size=True`` uses ``GPT2Config()`` defaults (124M
-    parameters), for speed measurements only.
+    parameters), for speed measurements only. The tokenizer is a byte-level BPE trained on
+    ``corpus`` up to ``vocab_size`` tokens; train it on the words a benchmark uses so they are
+    single tokens, as common English words are in the real GPT-2 vocabulary.
 
     >>> enc_dir = build_tiny_gpt2(tmp_path / "gpt2")  # doctest: +SKIP
     """
@@ -44,9 +48,12 @@ def build_tiny_gpt2(
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=[eos], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=[eos],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus, trainer)
     tokenizer = GPT2TokenizerFast(tokenizer_object=tok, bos_token=eos, eos_token=eos, unk_token=eos)
     tokenizer.save_pretrained(folder)
     eos_id = tokenizer.convert_tokens_to_ids(eos)
