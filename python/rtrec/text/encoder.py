@@ -158,6 +158,7 @@ class TextEncoder:
         words = 2 * self.max_length
         self._clip_re = re.compile(rf"(?:\s*+\S++){{{words}}}")
         self._clip_chars = 8 * words  # shorter texts cannot be worth clipping
+        self._backend = _truncating_backend(tokenizer, self.max_length)
 
     @property
     def device(self) -> str:
@@ -182,6 +183,10 @@ class TextEncoder:
         if not texts:
             return []
         clipped = [self._clip(t) for t in texts]
+        if self._backend is not None:
+            # The Rust tokenizer straight: same ids, without the wrapper's per-text Python work.
+            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+            return [e.ids or self._empty_ids for e in encode(clipped)]
         ids = self.tokenizer(clipped, truncation=True, max_length=self.max_length, padding=False)["input_ids"]
         return [list(x) if len(x) else self._empty_ids for x in ids]
 
@@ -274,6 +279,22 @@ class TextEncoder:
                     progress(len(idx))
             vectors = torch.nn.functional.normalize(torch.cat(pooled).float(), dim=-1)
         return order, vectors
+
+
+def _truncating_backend(tokenizer: Any, max_length: int) -> Any:
+    """A private copy of a fast tokenizer's Rust backend that truncates to ``max_length`` and never pads.
+
+    ``None`` for a slow (pure Python) tokenizer, which then runs through its own wrapper.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_padding()
+    copy.enable_truncation(max_length, direction=getattr(tokenizer, "truncation_side", "right"))
+    return copy
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
