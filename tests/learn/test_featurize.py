@@ -331,3 +331,26 @@ def test_text_neighbour_ctr_carries_feedback_to_items_with_similar_text() -> Non
     assert nbr[0] > logit(f.prior) + 1.0
     assert nbr[1] == pytest.approx(logit(f.prior), abs=1e-4)
     assert nbr[2] == pytest.approx(logit(f.prior), abs=1e-4)
+
+
+def test_text_similarity_is_a_cosine_on_centred_embeddings() -> None:
+    cfg = load_config(overrides={"text": {"enabled": True}})
+    f = Featurizer(cfg)
+    f.set_catalog(catalog())
+    # A large shared direction (every item is "a product") plus what sets each item apart.
+    common = np.array([3.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    vecs = common + np.array([[0, 1, 0, 0], [0, 0.9, 0.1, 0], [0, 0, 0, 1]], dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    f.set_item_embeddings(["i0", "i1", "i2"], vecs)
+    idx = np.array([f.items.get(i) for i in ("i0", "i1", "i2", "i3")])
+    centred = f.centred_text(idx)
+    np.testing.assert_allclose(np.linalg.norm(centred[:3], axis=1), 1.0, rtol=1e-5)
+    assert not centred[3].any()  # i3 has no text
+    assert vecs[0] @ vecs[2] > 0.8  # raw cosines are all high ...
+    assert centred[0] @ centred[2] < 0.0  # ... centred ones tell the items apart
+    f.update(f.transform(examples([("u0", "i0", T0, 1.0)])))
+    probe = f.transform(examples([("u0", i, T0 + 1, 0.0) for i in ("i0", "i1", "i2", "i3")]))
+    sim = probe.dense[:, TEXT_SIM]
+    assert sim[0] == pytest.approx(1.0, abs=1e-5)  # one click on i0: the interest vector is i0's direction
+    assert sim[0] > sim[1] > 0.5 > 0.0 > sim[2] >= -1.0
+    assert sim[3] == 0.0

@@ -279,6 +279,7 @@ class Featurizer:
         self.item_text = np.zeros((0, 0), dtype=np.float32)
         self.has_text = np.zeros(0, dtype=bool)
         self.user_vec = np.zeros((0, 0), dtype=np.float32)
+        self._text_mean: np.ndarray | None = None
         self.nbr_idx = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.int64)
         self.nbr_sim = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.float32)
         self.user_items: dict[int, set[int]] = {}
@@ -336,7 +337,24 @@ class Featurizer:
         self._ensure_items(len(self.items))
         self.item_text[idx] = matrix
         self.has_text[idx] = True
+        self._text_mean = None
         self._find_neighbours(idx)
+
+    def centred_text(self, idx: np.ndarray) -> np.ndarray:
+        """Item embeddings minus the catalog's mean embedding, rescaled to unit length.
+
+        Sentence embeddings of one catalog share a large common direction (every item is a
+        product, a film, an article), so raw cosines are all high and alike; centred ones
+        measure what sets items apart. Items without text stay zero.
+        """
+        if self._text_mean is None:
+            has = self.has_text[: len(self.items)]
+            if not has.any():
+                return np.zeros((len(idx), self.text_dim), dtype=np.float32)
+            self._text_mean = self.item_text[: len(self.items)][has].mean(axis=0)
+        v = self.item_text[idx] - self._text_mean
+        norm = np.linalg.norm(v, axis=-1, keepdims=True)
+        return np.where(self.has_text[idx][..., None], v / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
 
     def _find_neighbours(self, idx: np.ndarray) -> None:
         """Exact top-k text neighbours of ``idx`` among all items with text (cosine)."""
@@ -344,10 +362,10 @@ class Featurizer:
         if len(pool) < 2 or len(pool) > MAX_NEIGHBOUR_ITEMS:
             return
         k = min(TEXT_NEIGHBOURS, len(pool) - 1)
-        base = self.item_text[pool]
+        base = self.centred_text(pool)
         for start in range(0, len(idx), 1024):
             rows = idx[start : start + 1024]
-            sims = self.item_text[rows] @ base.T
+            sims = self.centred_text(rows) @ base.T
             sims[pool[None, :] == rows[:, None]] = -np.inf
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             self.nbr_idx[rows, :k] = pool[top]
@@ -413,7 +431,10 @@ class Featurizer:
         dense[:, 6] = _logit(self.user_recent.read(user_idx, ts, self.prior, labels)[1])
         if self.text_dim:
             dense[:, TEXT_NBR] = self._neighbour_ctr(item_idx)
-            dense[:, TEXT_SIM] = np.einsum("ij,ij->i", self.item_text[item_idx], self.user_vec[user_idx])
+            # Cosine between the centred item and the user's interest vector.
+            user = self.user_vec[user_idx]
+            norm = np.maximum(np.linalg.norm(user, axis=1), 1e-6)
+            dense[:, TEXT_SIM] = np.einsum("ij,ij->i", self.centred_text(item_idx), user) / norm
         return dense
 
     def transform(self, ex: pa.Table, *, stats: bool = False) -> Batch:
@@ -509,14 +530,15 @@ class Featurizer:
         alpha = 1.0 - math.exp2(-1.0 / max(self.cfg.text.user_half_life_events, 1e-9))
         has = self.has_text[b.item_idx]
         vec = self.user_vec
-        for u, i, y, ok in zip(b.user_idx.tolist(), b.item_idx.tolist(), b.labels.tolist(), has.tolist(), strict=True):
+        items = self.centred_text(b.item_idx)
+        for k, (u, y, ok) in enumerate(zip(b.user_idx.tolist(), b.labels.tolist(), has.tolist(), strict=True)):
             if not ok:
                 continue
             if y >= 0.5:
-                vec[u] += alpha * (self.item_text[i] - vec[u])
+                vec[u] += alpha * (items[k] - vec[u])
             else:
                 # A negative pushes the interest vector away from the item, a little.
-                vec[u] -= 0.5 * alpha * self.item_text[i]
+                vec[u] -= 0.5 * alpha * items[k]
 
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -549,6 +571,7 @@ class Featurizer:
         self.category, self.tags = list(s["category"]), list(s["tags"])
         self.text_dim = s["text_dim"]
         self.item_text, self.has_text, self.user_vec = s["item_text"], s["has_text"], s["user_vec"]
+        self._text_mean = None
         self.user_items = {int(u): set(v) for u, v in s["user_items"].items()}
         for enc, (n, npos) in zip(self.crosses, s["crosses"], strict=True):
             enc.n, enc.npos = n, npos

@@ -129,7 +129,7 @@ class Trainer:
         if self.scorer is None or not feat.text_dim:
             return None
         has = feat.has_text[b.item_idx]
-        item = torch.from_numpy(feat.item_text[b.item_idx])
+        item = torch.from_numpy(feat.centred_text(b.item_idx))
         user = torch.from_numpy(feat.user_vec[b.user_idx]) if self.variant.user_vector else torch.zeros_like(item)
         # The text scorer says how much more or less than usual this user likes this item's
         # text: it is anchored on the user's own base rate (all-time CTR, in logit space).
