@@ -31,6 +31,26 @@ def test_simulate_then_ingest(tmp_path: Path, rtrec_home: Path) -> None:
         assert log.items().num_rows == 30
 
 
+def test_simulate_styles_put_style_words_in_the_text(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from rtrec.sim.vocab import STYLES
+
+    words = {w for ws in STYLES.values() for w in ws}
+    texts = {}
+    for styles in (0, 3):
+        out = tmp_path / f"sim{styles}"
+        args = ["simulate", "--out", str(out), "--events", "500", "--items", "30", "--styles", str(styles)]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        items = pq.read_table(out / "items.parquet").to_pylist()
+        texts[styles] = [{w.lower().strip(".") for w in f"{i['title']} {i['description']}".split()} for i in items]
+    assert not any(t & words for t in texts[0])
+    assert all(len(t & words) >= 2 for t in texts[3])
+    r = runner.invoke(app, ["simulate", "--out", str(tmp_path / "x"), "--styles", "9"])
+    assert r.exit_code != 0 and "--styles" in r.output
+
+
 def test_ingest_reports_rejections(tmp_path: Path) -> None:
     f = tmp_path / "e.jsonl"
     f.write_bytes(

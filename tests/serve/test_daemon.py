@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import duckdb
@@ -243,3 +244,75 @@ def test_sigterm_checkpoints_and_restart_resumes(daemon_factory):
     assert stats["learn"]["learned_seq"] == out["last_seq"]
     assert stats["model_version"] >= version
     assert stats["model"]["events_seen"] == 300
+
+
+TEXT_CONFIG = """\
+[text]
+enabled = true
+model = "{model}"
+device = "cpu"
+batch_size = 16
+
+[learner]
+batch_size = 64
+
+[serve]
+inbox_poll_s = 0.2
+"""
+
+
+def wait_text(d: DaemonProcess, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = d.get("/v1/stats")["text"]
+        if text["status"] == "ready" and text.get("queue", 0) == 0 and text.get("encoded") is not None:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"text encoder not ready: {d.get('/v1/stats')['text']}\n{d.log()}")
+
+
+def test_text_features_in_the_daemon_encode_learn_and_survive_a_restart(daemon_factory, tmp_path):
+    from rtrec.text.testing import build_tiny_gpt2
+
+    model = build_tiny_gpt2(tmp_path / "tiny-gpt2")
+    d = daemon_factory(config=TEXT_CONFIG.format(model=model)).start()
+    odd = {"item_id": "travel-odd", "title": "Wireless headphones with a long battery life", "category": "travel"}
+    assert d.post("/v1/items", [*catalog(10), odd]) == {"upserted": 41}
+    text = wait_text(d)
+    assert (text["encoded"], text["model"], text["device"]) == (41, str(model), "cpu")
+    # A user who clicks sport items: the interest vector moves and the learner uses the text.
+    clicks = [event(f"c{i}", "fan", f"sport-{i % 10}", "click", T0 + i) for i in range(60)]
+    out = d.post("/v1/events", clicks)
+    stats = wait_learned(d, out["last_seq"])
+    assert stats["model"]["events_seen"] == 60
+    rec = d.get("/v1/recommend?user_id=fan&k=5&policy=none&exclude_seen=false")
+    assert len(rec["items"]) == 5
+    # A stranger whose request carries one item's own text gets that item first.
+    import pyarrow as pa
+
+    from rtrec.config import TextConfig
+    from rtrec.text import item_texts
+
+    row = pa.Table.from_pylist([{**odd, "tags": None, "description": None}])
+    wanted = item_texts(row, TextConfig().template)[0]
+    query = urllib.parse.quote(json.dumps({"text": wanted}))
+    cold = d.get(f"/v1/recommend?user_id=stranger&k=5&policy=none&context={query}")
+    assert cold["cold_start"] is True and len(cold["items"]) == 5
+    assert cold["items"][0]["item_id"] == "travel-odd"
+    plain = d.get("/v1/recommend?user_id=stranger&k=5&policy=none")
+    assert plain["items"][0]["item_id"] != "travel-odd"  # without the text, popular sport items lead
+    # A new item is encoded on arrival; an unchanged one is not encoded again.
+    d.post("/v1/items", [{"item_id": "sport-new", "title": "sport item new", "category": "sport"}])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and d.get("/v1/stats")["text"].get("encoded") != 1:
+        time.sleep(0.1)
+    assert wait_text(d)["encoded"] == 1
+    assert d.terminate() == 0
+    with duckdb.connect(str(d.home / "rtrec.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM item_embeddings").fetchone() == (42,)
+    # After a restart every vector comes from the cache, and the model resumes with text.
+    d2 = daemon_factory(d.home).start()
+    text = wait_text(d2)
+    assert (text["encoded"], text["cached"]) == (0, 42)
+    assert d2.get("/v1/stats")["learn"]["learned_seq"] == out["last_seq"]
+    assert len(d2.get("/v1/recommend?user_id=fan&k=5")["items"]) == 5

@@ -99,3 +99,41 @@ def test_write_ingest_and_label(tmp_path: Path) -> None:
         out.append(lab.drain())
     origins = Counter(o for t in out for o in t.column("origin").to_pylist())
     assert origins["impression"] > 0 and origins["late"] > 0
+
+
+def test_styles_show_only_in_the_text_and_move_the_click_probability() -> None:
+    from rtrec.sim.vocab import ADJECTIVES, FILLER, STYLES, TOPICS
+
+    every_style_word = {w for words in STYLES.values() for w in words}
+    assert not every_style_word & ({w for words in TOPICS.values() for w in words} | set(ADJECTIVES) | set(FILLER))
+    plain = Simulator(SMALL)
+    styled = Simulator(SimConfig(n_users=50, n_items=60, n_topics=4, n_events=5_000, seed=3, n_styles=4))
+    # Styles draw from their own random stream: the rest of the world is unchanged.
+    assert np.array_equal(plain.item_topic, styled.item_topic)
+    assert np.array_equal(plain.quality, styled.quality)
+    style_words = [set(words) for words in STYLES.values()]
+    for k, row in enumerate(styled.catalog().to_pylist()):
+        own = style_words[int(styled.item_style[k])]
+        text = {w.lower().strip(".") for w in f"{row['title']} {row['description']}".split()}
+        assert len(text & own) >= 2  # the title's adjective and two description words
+        assert not own & ({row["category"]} | set(row["tags"]))
+    assert set(styled.item_style.tolist()) == {0, 1, 2, 3}
+    # One user, two items of one topic: the logit differs by the style term plus the qualities.
+    from datetime import UTC, datetime
+
+    ts = datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
+    prefs = styled._style_prefs[0][0]
+    pairs = [
+        (i, j)
+        for i in range(60)
+        for j in range(60)
+        if styled.item_topic[i] == styled.item_topic[j] and styled.item_style[i] != styled.item_style[j]
+    ]
+    assert pairs
+    for i, j in pairs[:10]:
+        pi, pj = styled.click_prob("u0", f"i{i}", ts), styled.click_prob("u0", f"i{j}", ts)
+        lift = styled.cfg.style_scale * (prefs[styled.item_style[i]] - prefs[styled.item_style[j]])
+        got = np.log(pi / (1 - pi)) - np.log(pj / (1 - pj))
+        assert got == pytest.approx(lift + styled.quality[i] - styled.quality[j], abs=1e-9)
+    with pytest.raises(InvalidInputError, match="n_styles"):
+        SimConfig(n_styles=99)

@@ -22,12 +22,23 @@ def simulate(
     events: int = typer.Option(20_000, "--events", min=1, help="Number of events."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
     shift_at: list[float] = SHIFT_OPTION,
+    styles: int = typer.Option(
+        0, "--styles", min=0, max=8, help="Item styles that show only in the item text (0: none)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Generate events from a simulator with topic preferences, a known click model and preference shifts."""
     from rtrec.sim import SimConfig, Simulator
 
-    cfg = SimConfig(n_users=users, n_items=items, n_topics=topics, n_events=events, seed=seed, shift_at=tuple(shift_at))
+    cfg = SimConfig(
+        n_users=users,
+        n_items=items,
+        n_topics=topics,
+        n_events=events,
+        seed=seed,
+        shift_at=tuple(shift_at),
+        n_styles=styles,
+    )
     sim = Simulator(cfg)
     events_path, items_path = sim.write(out)
     shifts = [t.isoformat() for t in sim.shift_times]

@@ -176,7 +176,8 @@ class Daemon:
         self._catalog_version = 0
         self._view_key: tuple[int, int] | None = None
         self._view: tuple[np.ndarray, dict[str, int], np.ndarray] = (np.zeros(0, bool), {}, np.zeros(0))
-        self._embeddings: tuple[dict[str, int], np.ndarray] | None = None  # normalised, for cold start
+        # For cold start: the catalog's embeddings centred on their mean and normalised, and the mean.
+        self._embeddings: tuple[dict[str, int], np.ndarray, np.ndarray] | None = None
 
         # Per-user memory for exclusion and cold start; filled lazily from the log.
         self._seen: dict[str, set[str]] = {}
@@ -524,8 +525,10 @@ class Daemon:
             self._text.update({k: res.get(k) for k in ("encoded", "cached", "items_per_s")}, queue=0, status="ready")
             if len(ids):
                 mat = np.asarray(matrix, dtype=np.float32)
+                mean = mat.mean(axis=0)
+                mat = mat - mean
                 norms = np.linalg.norm(mat, axis=1, keepdims=True)
-                self._embeddings = ({str(i): j for j, i in enumerate(ids)}, mat / np.maximum(norms, 1e-12))
+                self._embeddings = ({str(i): j for j, i in enumerate(ids)}, mat / np.maximum(norms, 1e-12), mean)
                 self._pending_embeddings = (list(ids), matrix)
                 self._wake_learner.set()
 
@@ -822,7 +825,12 @@ class Daemon:
         return np.asarray(sum(w * v for w, v in parts) / total, dtype=np.float64)
 
     def _text_similarity(self, text: str, cand: Sequence[str]) -> np.ndarray | None:
-        index, mat = self._embeddings  # type: ignore[misc]
+        """Cosine of the request text with each candidate, on centred embeddings, clipped to [0, 1].
+
+        Centring takes out the direction every item of the catalog shares, so the items that
+        match the request stand out from the rest.
+        """
+        index, mat, mean = self._embeddings  # type: ignore[misc]
         try:
             q = np.asarray(self._encoder.encode([text]), dtype=np.float32).reshape(-1)
         except Exception as exc:
@@ -830,6 +838,7 @@ class Daemon:
             return None
         if q.shape[0] != mat.shape[1]:
             return None
+        q = q - mean
         q /= max(float(np.linalg.norm(q)), 1e-12)
         rows = np.array([index.get(c, -1) for c in cand])
         sim = np.zeros(len(cand))

@@ -1,9 +1,13 @@
 """The simulator: a synthetic catalog, users with latent topic tastes, a known click model and shifts.
 
 Ground truth: user ``u`` clicks item ``i`` shown at time ``t`` with probability
-``sigmoid(base_logit + affinity_scale * pref[u, topic(i)] * fashion[topic(i)] + quality[i])``,
-where ``pref`` (a user's topic mix) and ``fashion`` (per topic, 1 or ``fade_factor``) change
-at the configured shift times: some users switch to other topics, some topics go out of fashion.
+``sigmoid(base_logit + affinity_scale * pref[u, topic(i)] * fashion[topic(i)]
++ style_scale * style_pref[u, style(i)] + quality[i])``, where ``pref`` (a user's topic mix)
+and ``fashion`` (per topic, 1 or ``fade_factor``) change at the configured shift times: some
+users switch to other topics, some topics go out of fashion. With ``n_styles > 0`` every item
+also has a style that shows only in its title and description, users have a taste over
+styles, and the users who switch topic switch style too; the category and tags never name
+the style, so only a model that reads the text sees it.
 The logging policy that made the impression slates is stale on purpose (it uses the users'
 tastes before any shift) and records the propensity of every shown item.
 
@@ -27,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rtrec.errors import InvalidInputError
-from rtrec.sim.vocab import ADJECTIVES, FILLER, topic_vocab
+from rtrec.sim.vocab import ADJECTIVES, FILLER, STYLES, topic_vocab
 
 __all__ = ["SimConfig", "Simulator"]
 
@@ -62,6 +66,9 @@ class SimConfig:
     cart_prob: float = 0.2  # after a click
     purchase_prob: float = 0.3  # after an add_to_cart
     dismiss_prob: float = 0.02  # of shown, unclicked items
+    n_styles: int = 0  # text-only item styles (0: none; at most 8)
+    style_scale: float = 3.0
+    style_concentration: float = 0.3  # Dirichlet alpha of the users' style mixes
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "n_events", "slate_size"):
@@ -76,6 +83,8 @@ class SimConfig:
                 raise InvalidInputError(f"simulator {name}: must be in [0, 1], got {getattr(self, name)}")
         if self.request_interval_s <= 0:
             raise InvalidInputError("simulator request_interval_s: must be positive")
+        if not 0 <= self.n_styles <= len(STYLES):
+            raise InvalidInputError(f"simulator n_styles: must be in [0, {len(STYLES)}], got {self.n_styles}")
 
 
 class Simulator:
@@ -119,6 +128,17 @@ class Simulator:
             self.switched.append(movers)
             self.faded.append(np.sort(fade))
         self._topic_items = [np.flatnonzero(self.item_topic == t) for t in range(T)]
+        # Styles draw from their own stream, so a world without them is the same as before they existed.
+        S = max(cfg.n_styles, 1)
+        srng = np.random.default_rng([cfg.seed, 4])
+        self.item_style = srng.integers(0, S, n_items) if cfg.n_styles else np.zeros(n_items, np.int64)
+        spref = srng.dirichlet(np.full(S, cfg.style_concentration), U) if cfg.n_styles else np.zeros((U, 1))
+        self._style_prefs = [spref]
+        for movers in self.switched:
+            spref = spref.copy()
+            for u in movers:
+                spref[u] = np.roll(spref[u], int(srng.integers(1, S))) if S > 1 else spref[u]
+            self._style_prefs.append(spref)
         self._user_ids = [f"u{k}" for k in range(U)]
         self._item_ids = [f"i{k}" for k in range(n_items)]
         self._user_index = {u: k for k, u in enumerate(self._user_ids)}
@@ -162,6 +182,8 @@ class Simulator:
         t = self.item_topic[i]
         aff = prefs[epoch, u, t] * fashion[epoch, t]
         logit = self.cfg.base_logit + self.cfg.affinity_scale * aff + self.quality[i]
+        if self.cfg.n_styles:
+            logit = logit + self.cfg.style_scale * np.stack(self._style_prefs)[epoch, u, self.item_style[i]]
         return 1.0 / (1.0 + np.exp(-logit))
 
     def _epoch(self, ts_us: int) -> int:
@@ -182,16 +204,23 @@ class Simulator:
     # -- data --------------------------------------------------------------------------------------
 
     def catalog(self) -> pa.Table:
-        """The items: titles and descriptions are drawn from the item's topic vocabulary."""
+        """The items: titles and descriptions are drawn from the item's topic vocabulary (and style's)."""
         rng = np.random.default_rng([self.cfg.seed, 2])
+        srng = np.random.default_rng([self.cfg.seed, 5])
+        styles = list(STYLES.values())
         titles, descs, tags, attrs = [], [], [], []
         for k in range(self.cfg.n_items):
             t = int(self.item_topic[k])
             words = self._vocab[t]
             w = rng.choice(len(words), size=7, replace=False)
             adj = ADJECTIVES[int(rng.integers(len(ADJECTIVES)))]
+            if self.cfg.n_styles:
+                sw = styles[int(self.item_style[k])]
+                adj = sw[int(srng.integers(len(sw)))]
             titles.append(f"The {adj} {words[w[0]]} {words[w[1]]}".title())
             body = [words[j] for j in w[2:7]] + [FILLER[int(j)] for j in rng.integers(0, len(FILLER), 4)]
+            if self.cfg.n_styles:
+                body += [sw[int(j)] for j in srng.choice(len(sw), size=2, replace=False)]
             rng.shuffle(body)
             descs.append(("A " + " ".join(body) + ".").capitalize())
             tags.append([words[w[0]], words[w[2]], words[w[3]]])

@@ -187,6 +187,19 @@ ADJECTIVES: tuple[str, ...] = (
     "wild",
     "quiet",
 )
+# Styles cut across topics and show only in an item's words (never in its category or tags):
+# the part of a catalog that only a model reading the text can see.
+STYLES: dict[str, tuple[str, ...]] = {
+    "retro": ("retro", "antique", "nostalgic", "old-fashioned", "classic", "heirloom"),
+    "minimalist": ("minimalist", "clean", "understated", "sleek", "bare", "pared-back"),
+    "luxury": ("luxury", "premium", "lavish", "exclusive", "opulent", "deluxe"),
+    "playful": ("playful", "funny", "cheerful", "whimsical", "colourful", "silly"),
+    "eco": ("sustainable", "organic", "green", "recycled", "natural", "eco-friendly"),
+    "dark": ("dark", "gritty", "grim", "moody", "brooding", "sinister"),
+    "technical": ("technical", "advanced", "precise", "engineered", "scientific", "expert"),
+    "cosy": ("cosy", "warm", "gentle", "homely", "soft", "comforting"),
+}
+
 FILLER: tuple[str, ...] = ("a", "guide", "to", "the", "with", "and", "for", "everyday", "new", "of", "about", "how")
 
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tas", "vo", "zu", "pel", "dor", "fin", "gra", "shu")
