@@ -207,3 +207,22 @@ def test_importing_the_package_and_command_loads_no_torch() -> None:
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_wrapper_that_adds_tokens_keeps_its_own_tokenisation(tiny_gpt2_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
+
+    class AddsBos:  # a wrapper that adds a token its Rust backend knows nothing of
+        is_fast = True
+        truncation_side = "right"
+        backend_tokenizer = base.backend_tokenizer
+        pad_token_id, eos_token_id, bos_token_id, unk_token_id = None, 0, 0, 0
+
+        def __call__(self, texts: list[str], **kw: object) -> dict[str, list[list[int]]]:
+            return {"input_ids": [[0, *ids] for ids in base(texts, **kw)["input_ids"]]}
+
+    enc = TextEncoder(load_encoder(TextConfig(model=str(tiny_gpt2_dir), device="cpu")).model, AddsBos(), name="x")
+    assert enc._backend is None
+    assert enc.tokenize([SHORT]) == [[0, *base(SHORT)["input_ids"]]]

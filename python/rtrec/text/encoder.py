@@ -284,7 +284,9 @@ class TextEncoder:
 def _truncating_backend(tokenizer: Any, max_length: int) -> Any:
     """A private copy of a fast tokenizer's Rust backend that truncates to ``max_length`` and never pads.
 
-    ``None`` for a slow (pure Python) tokenizer, which then runs through its own wrapper.
+    ``None`` for a slow (pure Python) tokenizer, and for any tokenizer whose wrapper adds
+    something the backend does not (the two are compared on probe texts): those run
+    through their own wrapper.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is None:
@@ -294,7 +296,18 @@ def _truncating_backend(tokenizer: Any, max_length: int) -> Any:
     copy = Tokenizer.from_str(backend.to_str())
     copy.no_padding()
     copy.enable_truncation(max_length, direction=getattr(tokenizer, "truncation_side", "right"))
+    wrapped = tokenizer(list(_PROBES), truncation=True, max_length=max_length, padding=False)["input_ids"]
+    if [e.ids for e in copy.encode_batch(list(_PROBES))] != [list(x) for x in wrapped]:
+        return None
     return copy
+
+
+# Texts on which the fast backend must tokenise exactly as the wrapper does.
+_PROBES = (
+    "A red leather shoe, size 42: waterproof & light!",
+    "  Café au lait -- 2 cups\n\tNaïve résumé 東京 🎉 " + "word " * 300,
+    "",
+)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
