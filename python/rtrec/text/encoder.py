@@ -208,8 +208,9 @@ class TextEncoder:
 
         Texts are tokenised a chunk ahead on a second thread (fast tokenizers release the
         GIL) while the model runs the current chunk, sorted longest first within it. On CUDA
-        each chunk's vectors are copied back asynchronously, so the device never waits for
-        the host. ``progress`` is called after each batch with the number of texts just finished.
+        each chunk's vectors are copied back asynchronously, so waiting for a copy does not
+        hold up the next chunk. ``progress`` is called after each batch with the number of
+        texts just finished.
         """
         import torch
 
