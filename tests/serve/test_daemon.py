@@ -117,8 +117,19 @@ def test_bad_input_gets_clear_4xx_and_daemon_stays_up(daemon: DaemonProcess):
     assert status == 400 and "not valid JSON" in body["error"]
     status, body = d.request("POST", "/v1/events", b'"a string"')
     assert status == 400 and "array" in body["error"]
-    status, body = d.request("POST", "/v1/events", b"x" * 2_100_000)
+    # Ten times the limit: the client sends it all before reading, and still gets the answer.
+    status, body = d.request("POST", "/v1/events", b"x" * 20_000_000)
     assert status == 413 and "limit" in body["error"]
+    # The same without Content-Length (chunked).
+    import http.client
+
+    url = urllib.parse.urlsplit(d.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    chunks = iter([b"x" * 500_000] * 5)
+    conn.request("POST", "/v1/events", body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and "limit" in json.loads(resp.read())["error"]
+    conn.close()
     status, body = d.request("POST", "/v1/events", [event(f"big{i}", "u", "i") for i in range(5001)])
     assert status == 413 and "5000" in body["error"]
     status, body = d.request("GET", "/v1/recommend?user_id=u1&k=0")

@@ -119,6 +119,12 @@ class BearerAuth:
         await resp(scope, receive, send)
 
 
+# An oversized body is still read (and thrown away) up to this many bytes before the 413
+# goes out: a client that sends its whole body before reading the answer would otherwise
+# find the connection closed under it and never see why.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
@@ -127,6 +133,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise BadBody(f"invalid Content-Length header {length!r}") from None
         if n > limit:
+            if n <= DRAIN_BYTES:
+                await _drain(request)
             raise PayloadTooLarge(
                 f"request body is {n} bytes, over the limit of {limit} bytes",
                 hint="split the batch, or raise serve.max_body_bytes",
@@ -135,13 +143,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body is over the limit of {limit} bytes",
-                hint="split the batch, or raise serve.max_body_bytes",
-            )
-        chunks.append(chunk)
+        if size > DRAIN_BYTES:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"request body is over the limit of {limit} bytes",
+            hint="split the batch, or raise serve.max_body_bytes",
+        )
     return b"".join(chunks)
+
+
+async def _drain(request: Request) -> None:
+    """Read and discard the body, up to ``DRAIN_BYTES``."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > DRAIN_BYTES:
+            return
 
 
 def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> list[Any]:
