@@ -148,3 +148,22 @@ def test_finished_chunks_survive_an_interrupted_refresh(db_path: Path, tiny_gpt2
     stats = EmbeddingCache(reopened.cursor, tiny_gpt2, TEMPLATE).refresh(make_items(6))
     assert (stats["encoded"], stats["cached"]) == (3, 3)
     reopened.close()
+
+
+def test_a_failed_write_stops_the_refresh_and_keeps_earlier_chunks(db_path: Path, tiny_gpt2: TextEncoder) -> None:
+    con = duckdb.connect(str(db_path))
+    cache = EmbeddingCache(con.cursor, tiny_gpt2, TEMPLATE, chunk_size=2)
+    real_write, calls = cache._write, []
+
+    def write(*args: object) -> None:
+        calls.append(len(args[0]))  # type: ignore[arg-type]
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(*args)  # type: ignore[arg-type]
+
+    cache._write = write  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk full"):
+        cache.refresh(make_items(6))
+    assert calls == [2, 2]  # the third chunk was encoded, but its write never started
+    assert con.execute("SELECT count(*) FROM item_embeddings").fetchone() == (2,)
+    con.close()

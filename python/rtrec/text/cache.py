@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from rtrec.errors import InvalidInputError
+from rtrec.text.encoder import CHUNK_BATCHES
 from rtrec.text.template import item_texts
 
 _UPSERT = (
@@ -47,11 +49,16 @@ class EmbeddingCache:
     {'encoded': 1000, 'cached': 0, 'items_per_s': 812.5, ...}
     """
 
-    def __init__(self, con_factory: Callable[[], Any], encoder: Any, template: str, *, chunk_size: int = 4096) -> None:
+    def __init__(
+        self, con_factory: Callable[[], Any], encoder: Any, template: str, *, chunk_size: int | None = None
+    ) -> None:
         self.con_factory = con_factory
         self.encoder = encoder
         self.template = template
-        self.chunk_size = max(1, chunk_size)
+        # Default: 4,096 items, or a tokenizer step's worth of the encoder's batches if more,
+        # so the encoder keeps its tokenizing thread busy.
+        batches = int(getattr(encoder, "batch_size", 0) or 0) * CHUNK_BATCHES
+        self.chunk_size = max(1, chunk_size) if chunk_size is not None else max(4096, batches)
         self.model_key: str = getattr(encoder, "cache_key", None) or encoder.name
 
     @contextmanager
@@ -66,8 +73,9 @@ class EmbeddingCache:
         """Encode the items whose text is new or changed and store them; return counts and speed.
 
         Rows are written and committed every ``chunk_size`` items, so an interrupted refresh
-        keeps what it finished. ``progress(done, total)`` is called with the items encoded so
-        far out of those that need it (first with ``done=0``). Items missing from ``items``
+        keeps what it finished.
+        ``progress(done, total)`` is called with the items encoded so far out of those that
+        need it (first with ``done=0``). Items missing from ``items``
         keep their stored rows. Returns ``{"encoded", "cached", "items_per_s", "seconds",
         "model", "device"}``.
         """
@@ -100,18 +108,27 @@ class EmbeddingCache:
             progress(0, total)
         start = time.perf_counter()
         done = 0
-        for lo in range(0, total, self.chunk_size):
-            chunk = todo[lo : lo + self.chunk_size]
+        # The previous chunk is written on a second thread while the next one is encoded
+        # (one write in flight at most).
+        size = self.chunk_size
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtrec-embed-write") as writer:
+            pending: Future[None] | None = None
+            for lo in range(0, total, size):
+                chunk = todo[lo : lo + size]
 
-            def step(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress is not None:
-                    progress(done, total)
+                def step(n: int) -> None:
+                    nonlocal done
+                    done += n
+                    if progress is not None:
+                        progress(done, total)
 
-            vectors = self.encoder.encode([texts[i] for i in chunk], progress=step)
-            done = lo + len(chunk)
-            self._write([ids[i] for i in chunk], [hashes[i] for i in chunk], vectors)
+                vectors = self.encoder.encode([texts[i] for i in chunk], progress=step)
+                done = lo + len(chunk)
+                if pending is not None:
+                    pending.result()  # a failed write stops the refresh here
+                pending = writer.submit(self._write, [ids[i] for i in chunk], [hashes[i] for i in chunk], vectors)
+            if pending is not None:
+                pending.result()
         seconds = time.perf_counter() - start
         return {
             "encoded": total,
