@@ -10,6 +10,7 @@ stdout is one JSON object.
 
     python bench/encode.py                                   # this CPU
     python bench/encode.py --device cuda --dtype bf16 --batch-size 1024 --n 100000 --models gpt2
+    python bench/encode.py --cache      # also through the DuckDB embedding cache, as rtrec encode
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def texts(n: int, words: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words_list) for _ in range(words)).capitalize() + "." for _ in range(n)]
 
 
+def through_cache(enc: object, batch: list[str], folder: Path) -> float:
+    """Items/s of ``EmbeddingCache.refresh`` (render, hash, encode, write to DuckDB), as ``rtrec encode`` runs it."""
+    import pyarrow as pa
+
+    from rtrec.events import EventLog
+    from rtrec.text import EmbeddingCache
+
+    folder.mkdir(parents=True, exist_ok=True)
+    items = pa.table({"item_id": [f"i{k}" for k in range(len(batch))], "title": batch})
+    with EventLog.open(folder / "rtrec.duckdb") as log:
+        stats = EmbeddingCache(log.cursor, enc, "{title}").refresh(items)
+    return float(stats["items_per_s"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="minilm,gpt2-tiny,gpt2", help="comma list of minilm, gpt2-tiny, gpt2")
@@ -51,6 +66,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpt2-model", default=None, help="bench these GPT-2 weights (a folder, or gpt2 from the HF cache)")
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="also time the production path: EmbeddingCache.refresh into a fresh DuckDB event log (rtrec encode)",
+    )
     args = p.parse_args()
 
     import torch
@@ -110,10 +130,14 @@ def main() -> None:
                     "device": enc.device,
                     "dtype": enc.dtype,
                 }
+                if args.cache:
+                    row["cache_items_per_s"] = round(through_cache(enc, batch, Path(tmp) / f"{key}-{length}"), 1)
                 results.append(row)
                 print(
                     f"{key:10s} len={length:3d} n={n:6d} {row['items_per_s']:10.1f} items/s "
-                    f"(tokenizing alone {row['tokenize_items_per_s']:.0f}/s) "
+                    f"(tokenizing alone {row['tokenize_items_per_s']:.0f}/s"
+                    + (f", through the cache {row['cache_items_per_s']:.0f}/s" if args.cache else "")
+                    + ") "
                     f"({enc.device}, {enc.dtype}, batch {args.batch_size})",
                     file=sys.stderr,
                     flush=True,
