@@ -37,15 +37,10 @@ import pyarrow.parquet as pq
 from rtrec.config import load_config
 from rtrec.convert import convert_movielens
 from rtrec.learn.metrics import auc
-from rtrec.text import item_texts, load_encoder
+from rtrec.text import centre, item_texts, load_encoder
 
 NEIGHBOURS = 20
 CLUSTERS = 64
-
-
-def centred(m: np.ndarray) -> np.ndarray:
-    c = m - m.mean(axis=0)
-    return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
 def spherical_kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
@@ -81,7 +76,8 @@ def main() -> None:
         for a in items.column("attrs").to_pylist()
     ]
     print(f"encoding {len(item_ids)} items with {cfg.text.model}", file=sys.stderr, flush=True)
-    vectors = centred(load_encoder(cfg.text, device="cpu").encode(item_texts(items, cfg.text.template)))
+    raw = load_encoder(cfg.text, device="cpu").encode(item_texts(items, cfg.text.template))
+    vectors = centre(raw, raw.mean(axis=0))
 
     users = ev.column("user_id").to_pylist()
     it = np.array([row_of[i] for i in ev.column("item_id").to_pylist()])

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from rtrec import _native
 from rtrec.config import Config
 from rtrec.features import Hasher
+from rtrec.text import centre
 
 # Dense columns, in order: counters, one target encoding per configured cross, and the
 # text similarity last (0 when text is off or unknown).
@@ -279,7 +280,7 @@ class Featurizer:
         self.item_text = np.zeros((0, 0), dtype=np.float32)
         self.has_text = np.zeros(0, dtype=bool)
         self.user_vec = np.zeros((0, 0), dtype=np.float32)
-        self._text_mean: np.ndarray | None = None
+        self._centred: np.ndarray | None = None  # centred_text of every row, built on first use
         self.nbr_idx = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.int64)
         self.nbr_sim = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.float32)
         self.user_items: dict[int, set[int]] = {}
@@ -337,24 +338,24 @@ class Featurizer:
         self._ensure_items(len(self.items))
         self.item_text[idx] = matrix
         self.has_text[idx] = True
-        self._text_mean = None
+        self._centred = None
         self._find_neighbours(idx)
 
     def centred_text(self, idx: np.ndarray) -> np.ndarray:
-        """Item embeddings minus the catalog's mean embedding, rescaled to unit length.
+        """Item embeddings centred on the catalog's mean embedding (:func:`rtrec.text.centre`).
 
-        Sentence embeddings of one catalog share a large common direction (every item is a
-        product, a film, an article), so raw cosines are all high and alike; centred ones
-        measure what sets items apart. Items without text stay zero.
+        Items without text stay zero. The centred matrix is built once per change of the
+        embeddings, not per call: scoring a whole catalog only gathers rows.
         """
-        if self._text_mean is None:
-            has = self.has_text[: len(self.items)]
-            if not has.any():
-                return np.zeros((len(idx), self.text_dim), dtype=np.float32)
-            self._text_mean = self.item_text[: len(self.items)][has].mean(axis=0)
-        v = self.item_text[idx] - self._text_mean
-        norm = np.linalg.norm(v, axis=-1, keepdims=True)
-        return np.where(self.has_text[idx][..., None], v / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+        if self._centred is None:
+            self._centred = np.zeros_like(self.item_text)
+            rows = np.flatnonzero(self.has_text[: len(self.items)])
+            if len(rows):
+                vectors = self.item_text[rows]
+                self._centred[rows] = centre(vectors, vectors.mean(axis=0))
+        elif len(self._centred) < len(self.item_text):
+            self._centred = _grow(self._centred, len(self.item_text))  # rows added since have no text
+        return self._centred[idx]
 
     def _find_neighbours(self, idx: np.ndarray) -> None:
         """Exact top-k text neighbours of ``idx`` among all items with text (cosine)."""
@@ -571,7 +572,7 @@ class Featurizer:
         self.category, self.tags = list(s["category"]), list(s["tags"])
         self.text_dim = s["text_dim"]
         self.item_text, self.has_text, self.user_vec = s["item_text"], s["has_text"], s["user_vec"]
-        self._text_mean = None
+        self._centred = None
         self.user_items = {int(u): set(v) for u, v in s["user_items"].items()}
         for enc, (n, npos) in zip(self.crosses, s["crosses"], strict=True):
             enc.n, enc.npos = n, npos

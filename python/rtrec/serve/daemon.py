@@ -45,6 +45,7 @@ from rtrec.errors import CorruptDataError, InvalidInputError, RtrecError, Storag
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
 from rtrec.serve.policy import select_slate
+from rtrec.text import centre
 
 log = logging.getLogger("rtrec.serve")
 
@@ -524,11 +525,8 @@ class Daemon:
                 continue
             self._text.update({k: res.get(k) for k in ("encoded", "cached", "items_per_s")}, queue=0, status="ready")
             if len(ids):
-                mat = np.asarray(matrix, dtype=np.float32)
-                mean = mat.mean(axis=0)
-                mat = mat - mean
-                norms = np.linalg.norm(mat, axis=1, keepdims=True)
-                self._embeddings = ({str(i): j for j, i in enumerate(ids)}, mat / np.maximum(norms, 1e-12), mean)
+                mean = np.asarray(matrix, dtype=np.float32).mean(axis=0)
+                self._embeddings = ({str(i): j for j, i in enumerate(ids)}, centre(matrix, mean), mean)
                 self._pending_embeddings = (list(ids), matrix)
                 self._wake_learner.set()
 
@@ -838,8 +836,7 @@ class Daemon:
             return None
         if q.shape[0] != mat.shape[1]:
             return None
-        q = q - mean
-        q /= max(float(np.linalg.norm(q)), 1e-12)
+        q = centre(q, mean)
         rows = np.array([index.get(c, -1) for c in cand])
         sim = np.zeros(len(cand))
         ok = rows >= 0

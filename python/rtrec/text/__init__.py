@@ -11,7 +11,16 @@ Importing this package is cheap: torch and transformers load when an encoder doe
 from __future__ import annotations
 
 from rtrec.text.cache import EmbeddingCache, text_hash
-from rtrec.text.encoder import TextEncoder, load_encoder, resolve_model
+from rtrec.text.encoder import TextEncoder, centre, load_encoder, resolve_model
 from rtrec.text.template import item_texts, render
 
-__all__ = ["EmbeddingCache", "TextEncoder", "item_texts", "load_encoder", "render", "resolve_model", "text_hash"]
+__all__ = [
+    "EmbeddingCache",
+    "TextEncoder",
+    "centre",
+    "item_texts",
+    "load_encoder",
+    "render",
+    "resolve_model",
+    "text_hash",
+]

@@ -80,6 +80,17 @@ def _not_found(model: str, exc: BaseException) -> ModelNotFoundError:
     )
 
 
+def centre(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Rows of ``vectors`` minus ``mean`` (usually the catalog's mean embedding), rescaled to unit length.
+
+    Sentence embeddings of one catalog share a large common direction (every item is a
+    product, a film, an article), so raw cosines are all high and alike; centred ones measure
+    what sets items apart. A row equal to the mean stays zero.
+    """
+    v = np.asarray(vectors, dtype=np.float32) - mean
+    return (v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def pick_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when CUDA is available, else ``cpu``; anything else is checked."""
     import torch
