@@ -126,19 +126,15 @@ DRAIN_BYTES = 64 * 1024 * 1024
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    declared = None
     length = request.headers.get("content-length")
     if length is not None:
         try:
-            n = int(length)
+            declared = int(length)
         except ValueError:
             raise BadBody(f"invalid Content-Length header {length!r}") from None
-        if n > limit:
-            if n <= DRAIN_BYTES:
-                await _drain(request)
-            raise PayloadTooLarge(
-                f"request body is {n} bytes, over the limit of {limit} bytes",
-                hint="split the batch, or raise serve.max_body_bytes",
-            )
+        if declared > DRAIN_BYTES:
+            raise _too_large(limit, declared)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -147,21 +143,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
             break
         if size <= limit:
             chunks.append(chunk)
-    if size > limit:
-        raise PayloadTooLarge(
-            f"request body is over the limit of {limit} bytes",
-            hint="split the batch, or raise serve.max_body_bytes",
-        )
+    if size > limit or (declared is not None and declared > limit):
+        raise _too_large(limit, declared)
     return b"".join(chunks)
 
 
-async def _drain(request: Request) -> None:
-    """Read and discard the body, up to ``DRAIN_BYTES``."""
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > DRAIN_BYTES:
-            return
+def _too_large(limit: int, declared: int | None) -> PayloadTooLarge:
+    size = f"{declared} bytes, " if declared is not None else ""
+    return PayloadTooLarge(
+        f"request body is {size}over the limit of {limit} bytes",
+        hint="split the batch, or raise serve.max_body_bytes",
+    )
 
 
 def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> list[Any]:
