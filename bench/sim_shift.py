@@ -130,8 +130,7 @@ def true_click_auc(sim: Simulator) -> dict[str, float]:
     ts = ev.column("ts").cast("int64").to_numpy()[imp]
     out = {"true_p_auc": auc(y, sim._click_p(users, items, ts))}
     if sim.cfg.n_styles:
-        no_styles = Simulator(replace(sim.cfg, n_styles=0))
-        no_styles.item_topic, no_styles.quality = sim.item_topic, sim.quality
+        no_styles = Simulator(replace(sim.cfg, n_styles=0))  # the same world: styles have their own stream
         out["true_p_auc_without_styles"] = auc(y, no_styles._click_p(users, items, ts))
     return out
 
