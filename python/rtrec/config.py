@@ -49,6 +49,8 @@ class LabelsConfig:
     rating_threshold: float = 4.0
     rating_weight: float = 1.0
     impression_window_s: float = 1800.0
+    # After its window an impression's features are kept this long for a late positive.
+    late_window_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,8 @@ def validate(cfg: Config) -> None:
     overlap = set(cfg.labels.positive) & set(cfg.labels.negative)
     if overlap:
         raise ConfigError(f"event type {sorted(overlap)[0]!r} is both positive and negative in [labels]")
+    if not cfg.labels.impression_window_s >= 0.0 or not cfg.labels.late_window_s >= 0.0:
+        raise ConfigError("config keys labels.impression_window_s and labels.late_window_s must be 0 or more seconds")
     if cfg.learner.batch_size < 1:
         raise ConfigError("config key learner.batch_size must be at least 1")
     if cfg.learner.replay_strategy not in ("uniform", "recency", "balanced"):

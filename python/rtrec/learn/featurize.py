@@ -1,9 +1,15 @@
-"""Turns labelled examples into model inputs: hashed features, counters and text features.
+"""Turns rows into model inputs: hashed features, counters and text features.
 
 The :class:`Featurizer` owns the per-user and per-item state the models read: id maps,
-time-decayed popularity and CTR counters, the catalog's side information, item text
-embeddings and user interest vectors. Features of a row are computed from the state
-*before* that row is learned, so progressive validation never sees its own label.
+time-decayed popularity and CTR counters, target encodings of crosses, the catalog's side
+information, item text embeddings and user interest vectors. Reading features never
+changes that state; :meth:`Featurizer.update` folds learned examples into it.
+
+A row is read at one point of the stream (an impression when it is shown, a rating when it
+arrives) and its label resolves later. Within a chunk, :func:`resolved_before` gives each
+read the counts of exactly the examples that resolved before it in stream order, so that
+the features equal those of one-row-at-a-time processing however the stream is chunked,
+and never depend on labels that resolve after the read.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rtrec import _native
 from rtrec.config import Config
 from rtrec.features import Hasher
 from rtrec.text import centre
@@ -98,19 +103,55 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _earlier_in_group(idx: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row: how many earlier rows share its index, and how many of those were positive."""
-    order = np.argsort(idx, kind="stable")
-    sorted_idx = idx[order]
-    y = labels[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+def resolved_before(
+    read_idx: np.ndarray, read_key: np.ndarray, res_idx: np.ndarray, res_key: np.ndarray, res_label: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each read: how many resolved examples share its index with a smaller order key, and their label sum.
+
+    Order keys place reads and resolutions on one stream line (see :mod:`rtrec.labels`);
+    a read and a resolution never share a key.
+
+    >>> cnt, pos = resolved_before(np.array([7, 7]), np.array([1, 5]), np.array([7, 7]), np.array([2, 6]),
+    ...                            np.array([1.0, 0.0]))
+    >>> cnt.tolist(), pos.tolist()
+    ([0.0, 1.0], [0.0, 1.0])
+    """
+    n_read = len(read_idx)
+    if n_read == 0 or len(res_idx) == 0:
+        return np.zeros(n_read), np.zeros(n_read)
+    idx = np.concatenate([res_idx, read_idx])
+    key = np.concatenate([res_key, read_key])
+    c = np.concatenate([np.ones(len(res_idx)), np.zeros(n_read)])
+    y = np.concatenate([np.asarray(res_label, np.float64), np.zeros(n_read)])
+    order = np.lexsort((key, idx))
+    sidx = idx[order]
+    cs_c, cs_y = np.cumsum(c[order]), np.cumsum(y[order])
+    starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
     group_start = np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
-    pos_cum = np.cumsum(y) - y
-    cnt = np.arange(len(idx)) - group_start
-    pos = pos_cum - pos_cum[group_start]
+    base_c = cs_c[group_start] - c[order][group_start]
+    base_y = cs_y[group_start] - y[order][group_start]
+    cnt_sorted, pos_sorted = cs_c - base_c, cs_y - base_y
     out_cnt, out_pos = np.empty(len(idx)), np.empty(len(idx))
-    out_cnt[order], out_pos[order] = cnt, pos
-    return out_cnt, out_pos
+    out_cnt[order], out_pos[order] = cnt_sorted, pos_sorted
+    return out_cnt[len(res_idx) :], out_pos[len(res_idx) :]
+
+
+def in_stream_order(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order keys of ``n`` rows each read and then resolved at once, in order (ratings)."""
+    r = np.arange(n, dtype=np.int64)
+    return 2 * r + 1, 2 * r + 2
+
+
+@dataclass
+class Resolved:
+    """Examples that resolve within the chunk being read, for :func:`resolved_before`."""
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    labels: np.ndarray
+    keys: np.ndarray
+    xindices: np.ndarray  # cross-encoder buckets (tagged), CSR
+    xoffsets: np.ndarray
 
 
 @dataclass
@@ -129,18 +170,19 @@ class Counters:
         self.n, self.npos = _grow(self.n, size), _grow(self.npos, size)
 
     def read(
-        self, idx: np.ndarray, ts: np.ndarray, prior: float, labels: np.ndarray | None = None
+        self, idx: np.ndarray, ts: np.ndarray, prior: float, earlier: tuple[np.ndarray, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decayed count, smoothed decayed CTR and smoothed all-time CTR of ``idx`` as of ``ts``.
 
-        With ``labels`` (rows in stream order), each row also sees the rows before it in the
-        same batch: what sequential learning would have seen, without a Python loop.
+        ``earlier`` (counts and positives per row, from :func:`resolved_before`) adds the
+        examples of the same chunk that resolved before each row: what sequential learning
+        would have seen, without a Python loop.
         """
         decay = np.exp2(-np.maximum(ts - self.last[idx], 0.0) / self.half_life_s)
         cnt, pos = self.cnt[idx] * decay, self.pos[idx] * decay
         n, npos = self.n[idx].astype(np.float64), self.npos[idx]
-        if labels is not None and len(idx) > 1:
-            earlier_cnt, earlier_pos = _earlier_in_group(idx, labels)
+        if earlier is not None:
+            earlier_cnt, earlier_pos = earlier
             cnt, pos = cnt + earlier_cnt, pos + earlier_pos
             n, npos = n + earlier_cnt, npos + earlier_pos
         return cnt, (pos + _PRIOR * prior) / (cnt + _PRIOR), (npos + _PRIOR * prior) / (n + _PRIOR)
@@ -168,49 +210,72 @@ class Counters:
 class CrossEncoder:
     """All-time smoothed CTR of each value of a cross (e.g. user x genre): a target encoding.
 
-    Counts live in a hashed table of ``2**bits`` buckets. Within a batch each row sees the
-    rows before it, as sequential learning would.
+    Counts live in a hashed table of ``2**bits`` buckets (``bits`` at most 24). A row's
+    buckets are tagged with the encoder's number in the top byte, so that one CSR holds the
+    buckets of every encoder; a row counts once per bucket (a repeated tag, or two values
+    hashing alike), otherwise its second pair would see the first pair's label, i.e. its own.
     """
 
-    def __init__(self, a: str, b: str, bits: int, seed: int) -> None:
+    def __init__(self, a: str, b: str, bits: int, seed: int, tag: int) -> None:
         self.name = (a, b)
         self.hasher = Hasher([a, b], bits=bits, seed=seed, crosses=[(a, b)], emit=[])
         self.n = np.zeros(1 << bits, dtype=np.float32)
         self.npos = np.zeros(1 << bits, dtype=np.float32)
+        self.tag = tag
 
-    def encode(
-        self, cols: dict[str, Any], prior: float, labels: np.ndarray | None
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def buckets(self, cols: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct tagged buckets of each row: (buckets, row of each bucket)."""
         h = self.hasher.hash({k: cols[k] for k in self.name})
         rows = len(h.offsets) - 1
         row_of = np.repeat(np.arange(rows), np.diff(h.offsets))
         bucket = h.indices.astype(np.int64)
         if len(bucket) > 1:
-            # A row counts once per bucket (a repeated tag, or two values hashing alike):
-            # otherwise its second pair would see the first pair's label, i.e. its own.
             _, first = np.unique(row_of * len(self.n) + bucket, return_index=True)
             keep = np.sort(first)
             bucket, row_of = bucket[keep], row_of[keep]
+        return bucket | (self.tag << 24), row_of
+
+    def encode(
+        self, xindices: np.ndarray, xoffsets: np.ndarray, prior: float, earlier: Resolved | None, read_keys: Any
+    ) -> np.ndarray:
+        """Logit of the smoothed CTR, averaged over each row's buckets of this encoder."""
+        rows = len(xoffsets) - 1
+        bucket, row_of = _own(xindices, xoffsets, self.tag)
         n = self.n[bucket].astype(np.float64)
         pos = self.npos[bucket].astype(np.float64)
-        if labels is not None and len(bucket) > 1:
-            earlier_n, earlier_pos = _earlier_in_group(bucket, labels[row_of])
-            n, pos = n + earlier_n, pos + earlier_pos
+        if earlier is not None and len(bucket):
+            res_bucket, res_row = _own(earlier.xindices, earlier.xoffsets, self.tag)
+            e_n, e_pos = resolved_before(
+                bucket, read_keys[row_of], res_bucket, earlier.keys[res_row], earlier.labels[res_row]
+            )
+            n, pos = n + e_n, pos + e_pos
         ctr = (pos + _PRIOR * prior) / (n + _PRIOR)
         sums = np.bincount(row_of, weights=ctr, minlength=rows)
         counts = np.bincount(row_of, minlength=rows)
-        out = np.where(counts > 0, sums / np.maximum(counts, 1), prior)
-        return _logit(out), (bucket, row_of)
+        return _logit(np.where(counts > 0, sums / np.maximum(counts, 1), prior))
 
-    def update(self, pairs: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> None:
-        bucket, row_of = pairs
+    def update(self, xindices: np.ndarray, xoffsets: np.ndarray, labels: np.ndarray) -> None:
+        bucket, row_of = _own(xindices, xoffsets, self.tag)
         np.add.at(self.n, bucket, 1.0)
         np.add.at(self.npos, bucket, labels[row_of])
 
 
+def _own(xindices: np.ndarray, xoffsets: np.ndarray, tag: int) -> tuple[np.ndarray, np.ndarray]:
+    """The untagged buckets of encoder ``tag`` in a tagged CSR, with the row of each."""
+    row_of = np.repeat(np.arange(len(xoffsets) - 1), np.diff(xoffsets))
+    mine = (xindices >> 24) == tag
+    return xindices[mine] & ((1 << 24) - 1), row_of[mine]
+
+
 @dataclass
 class Batch:
-    """Model-ready rows: CSR hashed features, dense features and bookkeeping."""
+    """Model-ready rows: CSR hashed features, dense features and bookkeeping.
+
+    ``xindices``/``xoffsets`` hold each row's cross-encoder buckets (tagged, see
+    :class:`CrossEncoder`); ``request`` the 64-bit hash of the row's request id (0: none);
+    ``preds`` the progressive prediction each model made when the row was read (one column
+    per model, NaN where the model predicts when it learns the row).
+    """
 
     indices: np.ndarray
     offsets: np.ndarray
@@ -223,19 +288,29 @@ class Batch:
     item_n: np.ndarray
     user_n: np.ndarray
     seq: np.ndarray
+    xindices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    xoffsets: np.ndarray | None = None
+    request: np.ndarray | None = None
+    preds: np.ndarray | None = None
+    origin: np.ndarray | None = None
     collision_rate: float | None = None
-    cross_pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __post_init__(self) -> None:
+        if self.xoffsets is None:
+            self.xoffsets = np.zeros(len(self.labels) + 1, np.int64)
+
     def take(self, rows: np.ndarray) -> Batch:
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        counts = ends - starts
-        gather = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        from rtrec.labels import csr_gather
+
+        assert self.xoffsets is not None
+        indices, offsets = csr_gather(self.indices, self.offsets[rows], np.diff(self.offsets)[rows])
+        xind, xoff = csr_gather(self.xindices, self.xoffsets[rows], np.diff(self.xoffsets)[rows])
         return Batch(
-            indices=self.indices[gather],
-            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            indices=indices,
+            offsets=offsets,
             dense=self.dense[rows],
             item_idx=self.item_idx[rows],
             user_idx=self.user_idx[rows],
@@ -245,6 +320,11 @@ class Batch:
             item_n=self.item_n[rows],
             user_n=self.user_n[rows],
             seq=self.seq[rows],
+            xindices=xind,
+            xoffsets=xoff,
+            request=None if self.request is None else self.request[rows],
+            preds=None if self.preds is None else self.preds[rows],
+            origin=None if self.origin is None else self.origin[rows],
         )
 
 
@@ -267,9 +347,6 @@ class Featurizer:
         self.item_counts = Counters(half)
         self.user_counts = Counters(half)
         self.user_recent = Counters(cfg.learner.recent_half_life_s)
-        # A per-example logistic regression on the hashed features: its logit before each row
-        # is learned is a feature, so per-event adaptation reaches the mini-batch model at once.
-        self.wide = _native.OnlineLinear(min(cfg.features.bits, 30), cfg.learner.wide_lr)
         self.prior = 0.5
         self._prior_n = 0.0
         self.category: list[str | None] = []
@@ -289,7 +366,8 @@ class Featurizer:
         self.dense_names = dense_names(cfg)
         self._item_arr: pa.Array = pa.array([], pa.string())
         self.crosses = [
-            CrossEncoder(a, b, min(cfg.features.bits, 20), cfg.features.seed) for a, b in cfg.features.crosses
+            CrossEncoder(a, b, min(cfg.features.bits, 20), cfg.features.seed, tag)
+            for tag, (a, b) in enumerate(cfg.features.crosses)
         ]
 
     # -- catalog and text -------------------------------------------------------------
@@ -405,23 +483,66 @@ class Featurizer:
             cols[ns] = _context_column(context, ns, len(item_idx))
         return cols
 
-    def _dense(
+    def ids(self, user_col: pa.Array, item_col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the users and items of a chunk of events; new ones are registered."""
+        user_idx = self.users.add_column(user_col)
+        item_idx = self.items.add_column(item_col)
+        self._ensure_users(len(self.users))
+        self._ensure_items(len(self.items))
+        return user_idx, item_idx
+
+    def hash(
+        self,
+        user_col: pa.Array,
+        item_col: pa.Array,
+        item_idx: np.ndarray,
+        ts: np.ndarray,
+        context: Any = None,
+        *,
+        stats: bool = False,
+    ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Hashed features and tagged cross-encoder buckets of rows (pure: reads only the catalog)."""
+        cols = self._columns(user_col, item_col, item_idx, ts, context)
+        hashed = self.hasher.hash(cols, stats=stats)
+        if stats:
+            self.collision_rate = hashed.collision_rate
+        parts = [enc.buckets(cols) for enc in self.crosses]
+        if parts:
+            bucket = np.concatenate([p[0] for p in parts])
+            row_of = np.concatenate([p[1] for p in parts])
+            order = np.argsort(row_of, kind="stable")
+            xindices = bucket[order]
+            xoffsets = np.zeros(len(item_idx) + 1, np.int64)
+            np.cumsum(np.bincount(row_of, minlength=len(item_idx)), out=xoffsets[1:])
+        else:
+            xindices, xoffsets = np.zeros(0, np.int64), np.zeros(len(item_idx) + 1, np.int64)
+        return hashed, xindices, xoffsets
+
+    def dense(
         self,
         user_idx: np.ndarray,
         item_idx: np.ndarray,
         ts: np.ndarray,
-        labels: np.ndarray | None = None,
-        cols: dict[str, Any] | None = None,
-        pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
+        xindices: np.ndarray,
+        xoffsets: np.ndarray,
+        *,
+        read_keys: np.ndarray | None = None,
+        earlier: Resolved | None = None,
     ) -> np.ndarray:
+        """Dense features of rows as of ``ts``; the ``wide_logit`` column is left 0 for the caller.
+
+        With ``earlier`` and ``read_keys`` each row also counts the chunk's examples that
+        resolved before it (:func:`resolved_before`).
+        """
         dense = np.zeros((len(item_idx), len(self.dense_names)), dtype=np.float32)
-        if cols is not None:
-            for j, enc in enumerate(self.crosses):
-                dense[:, len(BASE_DENSE) + j], p = enc.encode(cols, self.prior, labels)
-                if pairs is not None:
-                    pairs.append(p)
-        icnt, ictr, ictr_all = self.item_counts.read(item_idx, ts, self.prior, labels)
-        ucnt, uctr, uctr_all = self.user_counts.read(user_idx, ts, self.prior, labels)
+        e_item = e_user = None
+        if earlier is not None and read_keys is not None:
+            e_item = resolved_before(item_idx, read_keys, earlier.item_idx, earlier.keys, earlier.labels)
+            e_user = resolved_before(user_idx, read_keys, earlier.user_idx, earlier.keys, earlier.labels)
+        for j, enc in enumerate(self.crosses):
+            dense[:, len(BASE_DENSE) + j] = enc.encode(xindices, xoffsets, self.prior, earlier, read_keys)
+        icnt, ictr, ictr_all = self.item_counts.read(item_idx, ts, self.prior, e_item)
+        ucnt, uctr, uctr_all = self.user_counts.read(user_idx, ts, self.prior, e_user)
         # CTRs enter in logit space, where a weight of 1 reproduces them.
         dense[:, 0] = np.log1p(icnt)
         dense[:, 1] = _logit(ictr)
@@ -429,7 +550,7 @@ class Featurizer:
         dense[:, 3] = _logit(uctr)
         dense[:, 4] = _logit(ictr_all)
         dense[:, 5] = _logit(uctr_all)
-        dense[:, 6] = _logit(self.user_recent.read(user_idx, ts, self.prior, labels)[1])
+        dense[:, 6] = _logit(self.user_recent.read(user_idx, ts, self.prior, e_user)[1])
         if self.text_dim:
             dense[:, TEXT_NBR] = self._neighbour_ctr(item_idx)
             # Cosine between the centred item and the user's interest vector.
@@ -439,26 +560,22 @@ class Featurizer:
         return dense
 
     def transform(self, ex: pa.Table, *, stats: bool = False) -> Batch:
-        """Features of labelled examples (columns of the event log plus label and weight)."""
+        """Features of labelled rows that are each read, then resolved, in order (as ratings are).
+
+        Registers new users and items but learns nothing: ``wide_logit`` stays 0.
+        """
         user_col = pc.cast(ex.column("user_id"), pa.string()).combine_chunks()
         item_col = pc.cast(ex.column("item_id"), pa.string()).combine_chunks()
-        user_idx = self.users.add_column(user_col)
-        item_idx = self.items.add_column(item_col)
-        self._ensure_users(len(self.users))
-        self._ensure_items(len(self.items))
+        user_idx, item_idx = self.ids(user_col, item_col)
         ts = epoch_seconds(ex.column("ts"))
         ctx = ex.column("context") if "context" in ex.column_names else None
-        cols = self._columns(user_col, item_col, item_idx, ts, ctx)
-        hashed = self.hasher.hash(cols, stats=stats)
-        if stats:
-            self.collision_rate = hashed.collision_rate
+        hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts, ctx, stats=stats)
         labels = ex.column("label").to_numpy().astype(np.float32)
         weights = ex.column("weight").to_numpy().astype(np.float32)
-        pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        dense = self._dense(user_idx, item_idx, ts, labels, cols, pairs)
-        dense[:, WIDE] = self.wide.predict_learn(hashed.indices, hashed.offsets, labels, weights)
+        read_keys, res_keys = in_stream_order(len(labels))
+        earlier = Resolved(user_idx, item_idx, labels, res_keys, xind, xoff)
+        dense = self.dense(user_idx, item_idx, ts, xind, xoff, read_keys=read_keys, earlier=earlier)
         return Batch(
-            cross_pairs=pairs,
             indices=hashed.indices,
             offsets=hashed.offsets,
             dense=dense,
@@ -467,32 +584,35 @@ class Featurizer:
             labels=labels,
             weights=weights,
             ts=ts,
-            item_n=self.item_counts.n[item_idx].copy(),
-            user_n=self.user_counts.n[user_idx].copy(),
+            item_n=self.item_counts.n[item_idx].astype(np.float32),
+            user_n=self.user_counts.n[user_idx].astype(np.float32),
             seq=ex.column("seq").to_numpy().astype(np.int64)
             if "seq" in ex.column_names
             else np.zeros(len(ts), np.int64),
+            xindices=xind,
+            xoffsets=xoff,
             collision_rate=hashed.collision_rate,
         )
 
     def candidates(self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None) -> Batch:
-        """Rows pairing one user with many items, for ranking. Unknown users get no index state."""
+        """Rows pairing one user with many items, for ranking; ``wide_logit`` is left 0 for the caller.
+
+        Reads only: an unknown user gets no index and no state (its rows read user row 0,
+        and the user features are overwritten with the prior).
+        """
         n = len(item_idx)
         u = self.users.get(user_id)
-        user_idx = np.full(n, u if u is not None else -1, dtype=np.int64)
         ts_arr = np.full(n, ts, dtype=np.float64)
         if len(self._item_arr) != len(self.items):
             self._item_arr = pa.array(self.items.ids, pa.string())
         item_col = self._item_arr.take(pa.array(item_idx))
         user_col = pa.repeat(pa.scalar(user_id, pa.string()), n)
         ctx = pa.array([json.dumps(context)] * n) if context else None
-        cols = self._columns(user_col, item_col, item_idx, ts_arr, ctx)
-        hashed = self.hasher.hash(cols)
-        safe_u = np.where(user_idx >= 0, user_idx, 0)
-        if u is None:
-            self._ensure_users(1)
-        dense = self._dense(safe_u, item_idx, ts_arr, None, cols)
-        dense[:, WIDE] = self.wide.predict(hashed.indices, hashed.offsets)
+        hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts_arr, ctx)
+        safe_u = np.full(n, u if u is not None else 0, dtype=np.int64)
+        if u is None and len(self.users) == 0:
+            self._ensure_users(1)  # row 0 exists to be read (and overwritten below)
+        dense = self.dense(safe_u, item_idx, ts_arr, xind, xoff)
         if u is None:
             dense[:, 2] = 0.0
             dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.array(self.prior))
@@ -506,18 +626,22 @@ class Featurizer:
             labels=np.zeros(n, np.float32),
             weights=np.ones(n, np.float32),
             ts=ts_arr,
-            item_n=self.item_counts.n[item_idx].copy(),
-            user_n=np.full(n, self.user_counts.n[u] if u is not None else 0),
+            item_n=self.item_counts.n[item_idx].astype(np.float32),
+            user_n=np.full(n, self.user_counts.n[u] if u is not None else 0, np.float32),
             seq=np.zeros(n, np.int64),
+            xindices=xind,
+            xoffsets=xoff,
         )
 
     # -- state update after learning -------------------------------------------------------
-    def update(self, b: Batch, event_types: list[str] | None = None) -> None:
+    def update(self, b: Batch) -> None:
+        """Fold learned examples into the counters, target encodings and user state."""
         self.item_counts.update(b.item_idx, b.ts, b.labels)
         self.user_counts.update(b.user_idx, b.ts, b.labels)
         self.user_recent.update(b.user_idx, b.ts, b.labels)
-        for enc, pairs in zip(self.crosses, b.cross_pairs, strict=False):
-            enc.update(pairs, b.labels)
+        assert b.xoffsets is not None
+        for enc in self.crosses:
+            enc.update(b.xindices, b.xoffsets, b.labels)
         n = float(len(b))
         if n:
             self._prior_n = min(self._prior_n + n, 10_000.0)
@@ -550,7 +674,6 @@ class Featurizer:
             "user_counts": vars(self.user_counts).copy(),
             "user_recent": vars(self.user_recent).copy(),
             "neighbours": (self.nbr_idx, self.nbr_sim),
-            "wide": self.wide.state(),
             "prior": (self.prior, self._prior_n),
             "category": self.category,
             "tags": self.tags,
@@ -567,7 +690,6 @@ class Featurizer:
         self.item_counts, self.user_counts = Counters(**s["item_counts"]), Counters(**s["user_counts"])
         self.user_recent = Counters(**s["user_recent"])
         self.nbr_idx, self.nbr_sim = s["neighbours"]
-        self.wide = _native.OnlineLinear.from_state(*s["wide"])
         self.prior, self._prior_n = s["prior"]
         self.category, self.tags = list(s["category"]), list(s["tags"])
         self.text_dim = s["text_dim"]

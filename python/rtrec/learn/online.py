@@ -1,8 +1,11 @@
-"""The online learner: labels events, featurizes them and updates every trainer.
+"""The online learner: labels events, featurizes them as of when they are shown, updates every model.
 
 The daemon and ``rtrec replay`` both drive this class. Events arrive in sequence order
-(from :meth:`rtrec.events.EventLog.tail`); each chunk is first scored (progressive
-validation), then learned, then folded into the per-user and per-item state.
+(from :meth:`rtrec.events.EventLog.tail`) and are learned in chunks of
+``learner.batch_size`` (:mod:`rtrec.learn.step`): an impression's features and every
+model's prediction are taken when it is shown and kept until its label resolves; each
+example is learned with them (progressive validation), then folded into the per-user and
+per-item state.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from rtrec import _native
 from rtrec.config import Config
 from rtrec.errors import CorruptDataError, InvalidInputError
-from rtrec.events.labels import Labeler
-from rtrec.learn.featurize import Batch, Featurizer
+from rtrec.labels import Labeler, conform
+from rtrec.learn import step
+from rtrec.learn.featurize import WIDE, Batch, Featurizer
 from rtrec.learn.metrics import auc, logloss
+from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 
 CHECKPOINT_MAGIC = "rtrec-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 MAIN = "rtrec"
 
 
@@ -44,6 +50,7 @@ class LearnResult:
     logloss: float | None = None
     last_seq: int = 0
     seconds: float = 0.0
+    loss_sum: float = 0.0
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
@@ -59,19 +66,23 @@ class OnlineLearner:
         if cfg.learner.threads > 0:
             torch.set_num_threads(cfg.learner.threads)
         self.text_dim = text_dim if cfg.text.enabled else 0
-        self.labeler = Labeler(cfg.labels)
         self.featurizer = Featurizer(cfg)
+        # The per-example logistic regression on the hashed features: its logit as each row is
+        # read is a feature, so per-event adaptation reaches the mini-batch model at once.
+        self.wide = _native.OnlineLinear(min(cfg.features.bits, 30), cfg.learner.wide_lr)
         vs = list(variants) if variants else [default_variant(cfg)]
         self.trainers: dict[str, Trainer] = {v.name: Trainer(v, cfg, self.text_dim) for v in vs}
         self.main = next(iter(self.trainers))
+        self.labeler = Labeler(cfg.labels, dense_dim=len(self.featurizer.dense_names), n_preds=len(self.trainers))
+        self.served = ServedCache()
         self.last_seq = 0
         self.model_version = 0
         self.events_seen = 0
         self.examples_seen = 0
-        # Hooks for evaluation: ``before_chunk`` sees each chunk of labelled examples before any
-        # state learns from it; ``on_chunk`` sees its features before the models learn it.
-        self.before_chunk: Callable[[pa.Table], None] | None = None
-        self.on_chunk: Callable[[Batch, pa.Table], None] | None = None
+        # Hooks for evaluation: ``before_chunk`` sees each mini-batch of resolved examples before
+        # any state learns from it; ``on_chunk`` sees it (with its recorded predictions) after.
+        self.before_chunk: Callable[[Batch], None] | None = None
+        self.on_chunk: Callable[[Batch], None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._stats_at = 0.0
         self._lock = threading.RLock()
@@ -107,8 +118,10 @@ class OnlineLearner:
                     table = table.filter(pa.array(fresh))
             res = LearnResult(events=table.num_rows)
             if table.num_rows:
-                examples = self.labeler.process(table)
-                self._learn_examples(examples, res, keep_predictions)
+                t = conform(table)
+                bs = self.cfg.learner.batch_size
+                for start in range(0, t.num_rows, bs):
+                    step.learn_events(self, t.slice(start, bs), res, keep_predictions, self._collision_stats())
                 self.last_seq = int(table.column("seq").to_numpy().max())
                 self.events_seen += table.num_rows
             res.last_seq = self.last_seq
@@ -119,51 +132,61 @@ class OnlineLearner:
         """Learn impressions whose window has passed as negatives (``now``: epoch seconds)."""
         with self._lock:
             res = LearnResult(last_seq=self.last_seq)
-            self._learn_examples(self.labeler.expire(now), res, False)
+            step.learn_resolved(self, self.labeler.expire(now), res, False)
             return res
 
     def drain(self, *, keep_predictions: bool = False) -> LearnResult:
         """Learn every pending impression as a negative (the end of a finite stream)."""
         with self._lock:
             res = LearnResult(last_seq=self.last_seq)
-            self._learn_examples(self.labeler.drain(), res, keep_predictions)
+            step.learn_resolved(self, self.labeler.drain(), res, keep_predictions)
             return res
 
-    def _learn_examples(self, examples: pa.Table, res: LearnResult, keep: bool) -> None:
-        n = examples.num_rows
-        if n == 0:
-            return
+    def _collision_stats(self) -> bool:
+        # Collision statistics (for the dashboard) cost a second hash pass: once a second is enough.
+        now = time.time()
+        if now - self._stats_at >= 1.0:
+            self._stats_at = now
+            return True
+        return False
+
+    def learn_examples(self, ex: Batch, res: LearnResult, keep: bool) -> None:
+        """Learn resolved examples in mini-batches; each model's progressive prediction is the one
+        recorded when the example was read, or (for rows read and resolved at once) made just before."""
+        n = len(ex)
         bs = self.cfg.learner.batch_size
         losses: list[float] = []
         now = time.time()
+        names = list(self.trainers)
         for start in range(0, n, bs):
-            chunk = examples.slice(start, bs)
+            b = ex if n <= bs else ex.take(np.arange(start, min(start + bs, n)))
             if self.before_chunk is not None:
-                self.before_chunk(chunk)
-            # Collision statistics (for the dashboard) cost a second hash pass: once a second is enough.
-            stats = now - self._stats_at >= 1.0
-            if stats:
-                self._stats_at = now
-            b = self.featurizer.transform(chunk, stats=stats)
-            if self.on_chunk is not None:
-                self.on_chunk(b, chunk)
-            for name, tr in self.trainers.items():
+                self.before_chunk(b)
+            preds = b.preds if b.preds is not None else np.full((len(b), len(names)), np.nan, np.float32)
+            for j, name in enumerate(names):
+                tr = self.trainers[name]
                 alarms = len(tr.alarms)
-                probs = tr.predict_learn(b, self.featurizer, now)
+                probs = tr.predict_learn(b, self.featurizer, now, recorded=preds[:, j])
+                preds[:, j] = probs
                 if name == self.main:
                     ll = logloss(b.labels, probs)
                     if ll is not None:
                         losses.append(ll * len(b))
                     self._record(b, probs, now)
                 if keep:
-                    res.predictions.setdefault(name, []).append(probs)
+                    res.predictions.setdefault(name, []).append(np.asarray(probs, np.float64))
                 if name == self.main and len(tr.alarms) > alarms:
-                    self.featurizer.wide.forget(self.cfg.learner.drift_forget)
+                    self.wide.forget(self.cfg.learner.drift_forget)
+            b.preds = preds
+            if self.on_chunk is not None:
+                self.on_chunk(b)
             self.featurizer.update(b)
             self.model_version += 1
+            res.positives += int((b.labels >= 0.5).sum())
         res.examples += n
-        res.positives += int((examples.column("label").to_numpy() >= 0.5).sum())
-        res.logloss = sum(losses) / n if losses else None
+        if losses:
+            res.loss_sum += sum(losses)
+            res.logloss = res.loss_sum / res.examples
         self.examples_seen += n
 
     def _record(self, b: Batch, probs: np.ndarray, now: float) -> None:
@@ -193,6 +216,19 @@ class OnlineLearner:
 
         Returns the item ids actually scored (unknown ids are scored as new items) and the scores.
         """
+        ids, scores, _ = self.score_batch(user_id, item_ids, context, now=now, variant=variant)
+        return ids, scores
+
+    def score_batch(
+        self,
+        user_id: str,
+        item_ids: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        now: float | None = None,
+        variant: str | None = None,
+    ) -> tuple[list[str], np.ndarray, Batch | None]:
+        """:meth:`score`, plus the features scored (for :meth:`remember_served`)."""
         with self._lock:
             f = self.featurizer
             if item_ids is None:
@@ -203,10 +239,37 @@ class OnlineLearner:
                 idx = f.items.add_all(ids)
                 f._ensure_items(len(f.items))
             if len(idx) == 0:
-                return ids, np.zeros(0)
+                return ids, np.zeros(0), None
             ts = now if now is not None else self._clock()
-            b = f.candidates(str(user_id), idx, ts, context)
-            return ids, self.trainers[variant or self.main].predict(b, f)
+            b = self.candidates(str(user_id), idx, ts, context)
+            return ids, self.trainers[variant or self.main].predict(b, f), b
+
+    def candidates(self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None) -> Batch:
+        """Rows pairing one user with many items, with every feature the models read (no state changes)."""
+        b = self.featurizer.candidates(user_id, item_idx, ts, context)
+        b.dense[:, WIDE] = self.wide.predict(b.indices, b.offsets)
+        return b
+
+    def remember_served(self, request_id: str, batch: Batch, rows: Sequence[int], probs: Sequence[float]) -> None:
+        """Keep the features of the served ``rows`` of ``batch`` until their impressions are logged."""
+        from rtrec.labels import csr_gather
+
+        r = np.asarray(rows, np.int64)
+        ind, off = csr_gather(batch.indices, batch.offsets[r], np.diff(batch.offsets)[r])
+        assert batch.xoffsets is not None
+        xind, xoff = csr_gather(batch.xindices, batch.xoffsets[r], np.diff(batch.xoffsets)[r])
+        snaps = [
+            ServedRow(
+                indices=ind[off[k] : off[k + 1]].copy(),
+                xindices=xind[xoff[k] : xoff[k + 1]].copy(),
+                dense=batch.dense[row].copy(),
+                prob=float(p),
+                item_n=float(batch.item_n[row]),
+                user_n=float(batch.user_n[row]),
+            )
+            for k, (row, p) in enumerate(zip(r.tolist(), probs, strict=True))
+        ]
+        self.served.put(request_id, batch.item_idx[r].tolist(), snaps)
 
     def _clock(self) -> float:
         last = self.history[-1]["ts"] if self.history else None
@@ -268,6 +331,8 @@ class OnlineLearner:
                 "events_seen": self.events_seen,
                 "examples_seen": self.examples_seen,
                 "pending_impressions": self.labeler.pending,
+                "pending_bytes": self.labeler.store.nbytes,
+                "served_snapshots": {"held": len(self.served), "used": self.served.used},
                 "users": len(self.featurizer.users),
                 "items": len(self.featurizer.items),
                 "progressive": {
@@ -311,6 +376,7 @@ class OnlineLearner:
                 "examples_seen": self.examples_seen,
                 "labeler": self.labeler.state_dict(),
                 "featurizer": self.featurizer.state_dict(),
+                "wide": self.wide.state(),
                 "trainers": {k: t.state_dict() for k, t in self.trainers.items()},
                 "history": list(self.history),
             }
@@ -371,6 +437,7 @@ class OnlineLearner:
         self.examples_seen = state["examples_seen"]
         self.labeler.load_state_dict(state["labeler"])
         self.featurizer.load_state_dict(state["featurizer"])
+        self.wide = _native.OnlineLinear.from_state(*state["wide"])
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)
         self.history.extend(state["history"])

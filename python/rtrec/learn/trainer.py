@@ -151,13 +151,25 @@ class Trainer:
         assert self.model is not None
         return self._served(b, self.model(self._input(b, feat)))
 
-    def predict_learn(self, b: Batch, feat: Featurizer, now: float | None = None) -> np.ndarray:
-        """:meth:`predict`, then :meth:`learn`, sharing one forward pass where the model learns."""
+    def predict_learn(
+        self, b: Batch, feat: Featurizer, now: float | None = None, *, recorded: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Learn ``b``; return its progressive predictions.
+
+        ``recorded`` holds the prediction made when each row was read (an impression, when
+        shown); NaN rows (read and resolved at once) are predicted here, before learning,
+        sharing the update's forward pass where the model learns.
+        """
+        need = np.ones(len(b), bool) if recorded is None else np.isnan(recorded)
         if self.model is None or len(b) == 0 or self.frozen:
-            probs = self.predict(b, feat)
+            probs = np.asarray(recorded, np.float64).copy() if recorded is not None else np.zeros(len(b))
+            if need.any():
+                probs[need] = self.predict(b, feat)[need]
             self.learn(b, feat, probs if self.variant.kind != "popularity" else None, now)
             return probs
-        return self.learn(b, feat, None, now, served=True)
+        if not need.any():
+            return self.learn(b, feat, np.asarray(recorded, np.float64), now)
+        return self.learn(b, feat, recorded, now, served=True)
 
     def _served(self, b: Batch, logits: torch.Tensor) -> np.ndarray:
         if self.variant.kind == "ctr":
@@ -174,14 +186,14 @@ class Trainer:
         """One update on the fresh rows ``b`` plus rows drawn from replay; then store ``b``.
 
         ``probs`` (the progressive predictions of ``b``) feed the drift detector. With
-        ``served``, they are computed here from this update's own forward pass, before the
-        step, and returned.
+        ``served``, the rows where ``probs`` is None or NaN are predicted here from this
+        update's own forward pass, before the step, and the whole is returned.
         """
         if self.model is None or len(b) == 0 or self.frozen:
             self.examples += len(b)
             return np.zeros(0) if probs is None else probs
         lc = self.cfg.learner
-        if probs is not None:
+        if probs is not None and not served:
             self._watch_drift(b, probs, now)
         assert self.opt is not None
         x = self._input(b, feat)
@@ -210,7 +222,8 @@ class Trainer:
         logits = self.model(x)
         if served:
             with torch.no_grad():
-                probs = self._served(b, logits[:n_fresh].detach())
+                fresh = self._served(b, logits[:n_fresh].detach())
+            probs = fresh if probs is None else np.where(np.isnan(probs), fresh, probs)
             self._watch_drift(b, probs, now)
         loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
         text = self._text_logits(b, feat)

@@ -24,7 +24,7 @@ from rtrec.config import Config
 from rtrec.errors import InvalidInputError
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch, epoch_seconds
-from rtrec.learn.metrics import auc, calibration, logloss, rank_metrics
+from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
 
 BASELINES = ("popularity", "static", "online_lr")
 # The language-model pieces (see README): 1 item text features, 2 user interest vector,
@@ -63,6 +63,7 @@ def replay_variants(cfg: Config, total_events: int, *, text: bool, with_ablation
 class _Collected:
     labels: list[np.ndarray] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
+    request: list[np.ndarray] = field(default_factory=list)
     cold_item: list[np.ndarray] = field(default_factory=list)
     cold_user: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -186,25 +187,21 @@ def _run(
     n_catalog = items.num_rows
     threshold = cfg.replay.cold_threshold
 
-    def before_chunk(chunk: pa.Table) -> None:
+    def before_chunk(b: Batch) -> None:
         # Ranking is measured before any state (counters, the per-example model) sees the chunk.
         if not n_catalog or cfg.replay.ranking_sample <= 0:
             return
         t0 = time.perf_counter()
-        labels = chunk.column("label").to_numpy()
-        pick = np.flatnonzero((labels >= 0.5) & (rng.random(len(labels)) < cfg.replay.ranking_sample))
-        if len(pick):
-            rows = chunk.take(pa.array(pick)).select(["user_id", "item_id", "ts"])
-            secs = epoch_seconds(rows.column("ts"))
-            for user, item, ts in zip(
-                rows.column("user_id").to_pylist(), rows.column("item_id").to_pylist(), secs, strict=True
-            ):
-                _rank_one(learner, str(user), str(item), float(ts), n_catalog, col)
+        pick = np.flatnonzero((b.labels >= 0.5) & (rng.random(len(b)) < cfg.replay.ranking_sample))
+        users, items = learner.featurizer.users.ids, learner.featurizer.items.ids
+        for r in pick.tolist():
+            _rank_one(learner, users[b.user_idx[r]], items[b.item_idx[r]], float(b.ts[r]), n_catalog, col)
         col.rank_seconds += time.perf_counter() - t0
 
-    def on_chunk(b: Batch, chunk: pa.Table) -> None:
+    def on_chunk(b: Batch) -> None:
         col.labels.append(b.labels.copy())
         col.ts.append(b.ts.copy())
+        col.request.append(b.request.copy() if b.request is not None else np.zeros(len(b), np.int64))
         col.cold_item.append(b.item_n < threshold)
         col.cold_user.append(b.user_n < threshold)
 
@@ -255,7 +252,7 @@ def _rank_one(learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_c
     cand = np.flatnonzero(keep).astype(np.int64)
     if target >= n_catalog or not keep[target]:
         cand = np.append(cand, target)
-    cb = f.candidates(user_id, cand, ts)
+    cb = learner.candidates(user_id, cand, ts)
     where = int(np.flatnonzero(cand == target)[0])
     for name, tr in learner.trainers.items():
         s = tr.predict(cb, f)
@@ -278,6 +275,8 @@ def _report(
     ts = np.concatenate(col.ts) if col.ts else np.zeros(0)
     cold_i = np.concatenate(col.cold_item) if col.cold_item else np.zeros(0, bool)
     cold_u = np.concatenate(col.cold_user) if col.cold_user else np.zeros(0, bool)
+    req = np.concatenate(col.request) if col.request else np.zeros(0, np.int64)
+    grouped = bool((req != 0).any())
     models: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []
     n_win = max(1, min(cfg.replay.windows, len(y) // 200 or 1))
@@ -298,6 +297,7 @@ def _report(
         probabilistic = tr.variant.kind != "popularity"
         hr, ndcg = rank_metrics(col.ranks.get(name, []))
         row: dict[str, Any] = _metrics(y, p, probabilistic)
+        row["group_auc"] = group_auc(y[req != 0], p[req != 0], req[req != 0]) if grouped else None
         row.update(
             {
                 "cold_auc": auc(y[cold_i], p[cold_i]),
@@ -319,6 +319,7 @@ def _report(
     return {
         "events": int(total),
         "examples": len(y),
+        "requests": int(len(np.unique(req[req != 0]))) if grouped else 0,
         "positive_rate": float(y.mean()) if len(y) else None,
         "cold_item_examples": int(cold_i.sum()),
         "cold_user_examples": int(cold_u.sum()),

@@ -1,0 +1,530 @@
+"""The label policy: which events are examples, and how impressions wait for their label.
+
+Rules (driven by :class:`rtrec.config.LabelsConfig`):
+
+* event types in ``positive`` / ``negative`` are labelled 1 / 0 with their configured weight;
+  a ``rating`` is positive when ``value >= rating_threshold`` and negative below it, with
+  ``rating_weight``; other event types make no example.
+* an ``impression`` is an example whose features are taken **when it is shown** (its
+  *read*) and whose label comes later. It waits ``impression_window_s`` of event time for a
+  labelled event on the same user and item (and the same ``request_id`` when both carry
+  one). Such an event resolves it: one example with the impression's features and the
+  resolving event's label and weight (origin ``impression``); the resolving event makes no
+  example of its own.
+* once the event-time watermark (the largest ``ts`` seen) passes an impression's deadline
+  (``ts + window``) it becomes a negative with weight 1 (origin ``impression``).
+* **Late labels.** After its window (or after its label) an impression's snapshot is kept
+  until ``late_window_s`` past its deadline. A positive that arrives for an impression that
+  went out as a negative is learned as a positive from the impression's features (origin
+  ``late``): the model has seen the negative and now sees the correction. Further feedback
+  on an impression that already has its label (an add-to-cart after the click, a purchase
+  after that) is learned from the impression's features too, with its own label and
+  weight (origin ``followup``): it is the outcome of the same showing.
+* any other labelled event (a rating, a click with no impression logged) is read and
+  resolved at once: its features are taken as it arrives, before its label is learned
+  (origin ``event``).
+
+The labeller does not compute features. :meth:`Labeler.plan` turns a chunk of events into a
+:class:`Plan`: which rows are *read* (featurized now), which store slot keeps each new
+impression's snapshot, and the examples that resolve in this chunk, in stream order, each
+with an *order key* that places it among the reads: ``2 * row`` for impressions that expire
+just before ``row``, ``2 * row + 1`` for the read of ``row`` and ``2 * row + 2`` for labels
+that resolve at ``row``. A feature of a read may count an example only when the example's
+key is smaller, so nothing a row reads depends on labels that resolve after it, and the
+features do not depend on how the stream is cut into chunks.
+
+>>> import pyarrow as pa
+>>> lab = Labeler()
+>>> ev = pa.table({"seq": [1, 2], "event_id": ["a", "b"], "ts": pa.array([0, 60_000_000], pa.timestamp("us")),
+...     "user_id": ["u", "u"], "item_id": ["i", "i"], "event_type": ["impression", "click"],
+...     "value": [None, None], "request_id": ["r", "r"], "propensity": [0.5, None], "context": [None, None]})
+>>> p = lab.plan(ev, np.array([0, 0]), np.array([0, 0]))
+>>> p.reads.tolist(), p.ex_slot.tolist(), p.ex_label.tolist(), p.ex_order.tolist()
+([0], [0], [1.0], [4])
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rtrec import _native
+from rtrec.config import LabelsConfig
+from rtrec.errors import CorruptDataError, InvalidInputError
+from rtrec.events.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES
+from rtrec.labels.store import ANSWERED, EXPIRED, PENDING, RELEASING, SnapshotStore
+
+__all__ = ["EVENT", "FOLLOWUP", "IMPRESSION", "LATE", "ORIGINS", "Labeler", "Plan"]
+
+EVENT, IMPRESSION, LATE, FOLLOWUP = 0, 1, 2, 3
+ORIGINS = ("event", "impression", "late", "followup")
+_TS = EVENT_COLUMNS.index("ts")
+_STATE_VERSION = 2
+_LOW = (1 << 32) - 1
+_SEQ = (1 << 64) - 1
+_RID_SEEDS = (0x5EED_0001, 0x5EED_0002)
+
+
+@dataclass
+class Plan:
+    """What one chunk of events does (see the module docstring).
+
+    ``reads``: chunk rows to featurize now (ascending); ``read_slot``: the store slot of each
+    read that is an impression (-1 for a labelled event, read and resolved at once).
+    Examples, in the order they resolve: ``ex_row`` (the chunk row of an ``event`` example,
+    else -1), ``ex_slot`` (the store slot of an impression's example, else -1), ``ex_label``,
+    ``ex_weight``, ``ex_origin`` (index into :data:`ORIGINS`), ``ex_order`` (the order key).
+    ``release``: slots to free once the examples have been learned.
+    """
+
+    reads: np.ndarray
+    read_slot: np.ndarray
+    ex_row: np.ndarray
+    ex_slot: np.ndarray
+    ex_label: np.ndarray
+    ex_weight: np.ndarray
+    ex_origin: np.ndarray
+    ex_order: np.ndarray
+    release: np.ndarray
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.ex_label)
+
+    @classmethod
+    def empty(cls) -> Plan:
+        i, f = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return cls(i, i, i, i, f, f, np.zeros(0, np.int8), i, i)
+
+
+def request_hashes(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each request id, stable across processes; 0 for a missing one."""
+    from rtrec.features import Hasher
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n = len(col)
+    if col.null_count == n:
+        return np.zeros(n, dtype=np.int64)
+    parts = []
+    for seed in _RID_SEEDS:
+        h = Hasher(["request_id"], bits=32, seed=seed).hash({"request_id": col})
+        full = np.zeros(n, dtype=np.int64)
+        has = np.diff(h.offsets) > 0
+        full[has] = h.indices
+        parts.append(full)
+    out = (parts[0] << 32) | parts[1]
+    out[out == 0] = 1  # 0 means "no request id"
+    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    out[~valid] = 0
+    return out
+
+
+def keys_of(user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    return (np.asarray(user_idx, np.int64) << 32) | np.asarray(item_idx, np.int64)
+
+
+class Labeler:
+    """Label rules plus the pending impressions and their snapshots (:class:`SnapshotStore`)."""
+
+    def __init__(
+        self, cfg: LabelsConfig | None = None, *, dense_dim: int = 0, n_preds: int = 1
+    ) -> None:
+        self.cfg = cfg if cfg is not None else LabelsConfig()
+        self._window = round(self.cfg.impression_window_s * 1e6)
+        self._retention = round(self.cfg.late_window_s * 1e6)
+        pos = np.full(len(EVENT_TYPES), np.nan)
+        neg = np.full(len(EVENT_TYPES), np.nan)
+        for i, t in enumerate(EVENT_TYPES):
+            if t in self.cfg.positive:
+                pos[i] = self.cfg.positive[t]
+            if t in self.cfg.negative:
+                neg[i] = self.cfg.negative[t]
+        self._pos_w = pos
+        self._neg_w = neg
+        self._imp_code = EVENT_TYPES.index("impression")
+        self._rating_code = EVENT_TYPES.index("rating")
+        self._types = pa.array(EVENT_TYPES, pa.string())
+        self.store = SnapshotStore(dense_dim, n_preds)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pending: dict[int, int] = {}  # key -> newest pending slot (older ones chain via store.next)
+        self._retained: dict[int, int] = {}  # the same, for impressions kept after their label
+        # Deadline queues: one int per impression, deadline << 96 | seq << 32 | slot, so that
+        # ties in deadline go in stream order. Entries of impressions resolved since stay until
+        # popped and are skipped then (the slot's state or seq no longer matches).
+        self._heap: list[int] = []
+        self._retained_q: list[int] = []
+        self._n_pending = 0
+        self._watermark: int | None = None
+
+    # -- public API ----------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Impressions waiting for a label."""
+        return self._n_pending
+
+    @property
+    def retained(self) -> int:
+        """Impressions already learned as negatives, kept for a late positive."""
+        return self.store.live - self._n_pending
+
+    @property
+    def watermark(self) -> float | None:
+        """The largest event time seen, in epoch seconds (None before the first event)."""
+        return None if self._watermark is None else self._watermark / 1e6
+
+    def labels(self, t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: is it an impression, has it a label, the label and the weight."""
+        codes = pc.fill_null(pc.index_in(t.column("event_type"), value_set=self._types), -1).to_numpy()
+        codes = np.asarray(codes, dtype=np.int64)
+        if (codes < 0).any():
+            bad = t.column("event_type")[int(np.flatnonzero(codes < 0)[0])].as_py()
+            raise InvalidInputError(f"event_type: unknown value {bad!r} (expected one of {', '.join(EVENT_TYPES)})")
+        value = t.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
+        pos_w = self._pos_w[codes]
+        neg_w = self._neg_w[codes]
+        is_rating = codes == self._rating_code
+        if is_rating.any():
+            good = value >= self.cfg.rating_threshold
+            pos_w = np.where(is_rating & good, self.cfg.rating_weight, pos_w)
+            neg_w = np.where(is_rating & ~good, self.cfg.rating_weight, neg_w)
+        is_pos = ~np.isnan(pos_w)
+        has_label = is_pos | ~np.isnan(neg_w)
+        label = is_pos.astype(np.float32)
+        weight = np.where(is_pos, pos_w, neg_w).astype(np.float32)
+        return codes == self._imp_code, has_label, label, weight
+
+    def plan(self, batch: pa.RecordBatch | pa.Table, user_idx: np.ndarray, item_idx: np.ndarray) -> Plan:
+        """Label a chunk of events (``EVENT_COLUMNS``, in stream order) whose user and item indices are given."""
+        t = conform(batch)
+        n = t.num_rows
+        if n == 0:
+            return Plan.empty()
+        is_imp, has_label, label, weight = self.labels(t)
+        ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+        wm = np.maximum.accumulate(ts)
+        if self._watermark is not None:
+            wm = np.maximum(wm, self._watermark)
+        out = _PlanBuilder()
+
+        if not is_imp.any() and not self._pending and not self._retained:
+            # The common path (e.g. ratings only): every labelled row is read and resolved at once.
+            self._watermark = int(wm[-1])
+            rows = np.flatnonzero(has_label)
+            return out.events_only(rows, label[rows], weight[rows])
+
+        keys = keys_of(user_idx, item_idx)
+        rids = request_hashes(t.column("request_id"))
+        seqs = t.column("seq").to_numpy().astype(np.int64)
+        key_list = keys.tolist()
+        pending, retained = self._pending, self._retained
+        batch_imps = {k for k, imp in zip(key_list, is_imp.tolist(), strict=True) if imp}
+        in_play = np.fromiter(
+            (k in pending or k in retained or k in batch_imps for k in key_list), dtype=bool, count=n
+        )
+        cand = np.flatnonzero(is_imp | (has_label & in_play))
+        fast = np.flatnonzero(has_label & ~in_play)
+        out.add_events(fast, label[fast], weight[fast])
+
+        imp_rows = cand[is_imp[cand]]
+        slots = self.store.alloc(len(imp_rows))
+        st = self.store
+        st.key[slots], st.rid[slots], st.ts[slots], st.seq[slots] = (
+            keys[imp_rows],
+            rids[imp_rows],
+            ts[imp_rows],
+            seqs[imp_rows],
+        )
+        st.deadline[slots] = ts[imp_rows] + self._window
+        out.add_reads(imp_rows, slots)
+        slot_of_row = dict(zip(imp_rows.tolist(), slots.tolist(), strict=True))
+        for r in cand.tolist():
+            self._expire_before(int(wm[r]), 2 * r, out)
+            key = key_list[r]
+            slot = slot_of_row.get(r)
+            if slot is not None:
+                self._add_pending(key, slot)
+                continue
+            lab, w, rid = float(label[r]), float(weight[r]), int(rids[r])
+            s = self._take(self._pending, key, rid)
+            if s >= 0:
+                self._n_pending -= 1
+                out.example(-1, s, lab, w, IMPRESSION, 2 * r + 2)
+                self._retain(key, s, ANSWERED, out)
+                continue
+            s = self._find(self._retained, key, rid)
+            if s >= 0:
+                late = lab > 0 and st.state[s] == EXPIRED
+                if late:
+                    st.state[s] = ANSWERED
+                out.example(-1, s, lab, w, LATE if late else FOLLOWUP, 2 * r + 2)
+                continue
+            out.add_events(np.array([r]), label[r : r + 1], weight[r : r + 1])
+        self._expire_before(int(wm[-1]), 2 * n, out)
+        self._watermark = int(wm[-1])
+        self._prune_retained(out)
+        return out.build()
+
+    def expire(self, now: float | None = None) -> Plan:
+        """Impressions whose deadline is before ``now`` (epoch seconds; default the watermark), as negatives.
+
+        It does not move the watermark: a positive that arrives afterwards for an impression
+        expired here is learned as ``late``.
+        """
+        if now is None:
+            if self._watermark is None:
+                return Plan.empty()
+            limit = self._watermark
+        else:
+            limit = round(float(now) * 1e6)
+        out = _PlanBuilder()
+        self._expire_before(limit, 0, out)
+        self._prune_retained(out, horizon=max(limit, self._watermark or limit))
+        return out.build()
+
+    def drain(self) -> Plan:
+        """Every pending impression as a negative (the end of a replay)."""
+        out = _PlanBuilder()
+        self._expire_before(None, 0, out)
+        return out.build()
+
+    def release(self, plan: Plan) -> None:
+        """Free the slots a plan is done with (call after its examples were learned)."""
+        if len(plan.release):
+            self.store.release(plan.release)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Picklable state (numpy arrays and plain types) for checkpoints."""
+        return {
+            "version": _STATE_VERSION,
+            "window_us": self._window,
+            "watermark": self._watermark,
+            "n_pending": self._n_pending,
+            "store": self.store.state_dict(),
+            "pending": _dict_arrays(self._pending),
+            "retained": _dict_arrays(self._retained),
+            "heap": list(self._heap),
+            "retained_q": list(self._retained_q),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            if state.get("version") != _STATE_VERSION:
+                raise CorruptDataError(f"labeler state has version {state.get('version')!r}, expected {_STATE_VERSION}")
+            self._reset()
+            self.store = SnapshotStore.from_state(state["store"])
+            self._watermark = None if state["watermark"] is None else int(state["watermark"])
+            self._n_pending = int(state["n_pending"])
+            self._pending = _arrays_dict(state["pending"])
+            self._retained = _arrays_dict(state["retained"])
+            self._heap = [int(x) for x in state["heap"]]
+            heapq.heapify(self._heap)
+            self._retained_q = [int(x) for x in state["retained_q"]]
+            heapq.heapify(self._retained_q)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptDataError(f"labeler state is damaged: {exc}") from exc
+
+    # -- internals -----------------------------------------------------------------------------
+    def _add_pending(self, key: int, slot: int) -> None:
+        st = self.store
+        st.next[slot] = self._pending.get(key, -1)
+        self._pending[key] = slot
+        heapq.heappush(self._heap, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
+        self._n_pending += 1
+
+    def _take(self, index: dict[int, int], key: int, rid: int) -> int:
+        """Unlink and return the newest slot under ``key`` that ``rid`` can resolve (-1 if none)."""
+        st = self.store
+        prev, s = -1, index.get(key, -1)
+        while s >= 0:
+            other = int(st.rid[s])
+            if rid == 0 or other == 0 or other == rid:
+                nxt = int(st.next[s])
+                if prev < 0:
+                    if nxt < 0:
+                        del index[key]
+                    else:
+                        index[key] = nxt
+                else:
+                    st.next[prev] = nxt
+                st.next[s] = -1
+                return s
+            prev, s = s, int(st.next[s])
+        return -1
+
+    def _find(self, index: dict[int, int], key: int, rid: int) -> int:
+        """The newest slot under ``key`` that ``rid`` can resolve, left in place (-1 if none)."""
+        st = self.store
+        s = index.get(key, -1)
+        while s >= 0:
+            other = int(st.rid[s])
+            if rid == 0 or other == 0 or other == rid:
+                return s
+            s = int(st.next[s])
+        return -1
+
+    def _retain(self, key: int, slot: int, state: int, out: _PlanBuilder) -> None:
+        """Keep a labelled impression's snapshot for later feedback, or free it without retention."""
+        st = self.store
+        if self._retention <= 0:
+            st.state[slot] = RELEASING
+            out.free(slot)
+            return
+        st.state[slot] = state
+        st.next[slot] = self._retained.get(key, -1)
+        self._retained[key] = slot
+        heapq.heappush(self._retained_q, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
+
+    def _expire_before(self, limit: int | None, order: int, out: _PlanBuilder) -> None:
+        """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline."""
+        heap, st = self._heap, self.store
+        while heap and (limit is None or (heap[0] >> 96) < limit):
+            entry = heapq.heappop(heap)
+            slot = entry & _LOW
+            if st.state[slot] != PENDING or int(st.seq[slot]) != (entry >> 32) & _SEQ:
+                continue  # resolved since (and the slot perhaps reused)
+            key = int(st.key[slot])
+            self._unlink(self._pending, key, slot)
+            self._n_pending -= 1
+            out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
+            self._retain(key, slot, EXPIRED, out)
+
+    def _unlink(self, index: dict[int, int], key: int, slot: int) -> None:
+        st = self.store
+        prev, s = -1, index.get(key, -1)
+        while s >= 0 and s != slot:
+            prev, s = s, int(st.next[s])
+        if s < 0:
+            return
+        nxt = int(st.next[s])
+        if prev < 0:
+            if nxt < 0:
+                del index[key]
+            else:
+                index[key] = nxt
+        else:
+            st.next[prev] = nxt
+        st.next[s] = -1
+
+    def _prune_retained(self, out: _PlanBuilder, horizon: int | None = None) -> None:
+        """Free the snapshots kept past ``late_window_s`` after their deadline."""
+        if self._watermark is None and horizon is None:
+            return
+        limit = (horizon if horizon is not None else self._watermark) - self._retention  # type: ignore[operator]
+        q, st = self._retained_q, self.store
+        while q and (q[0] >> 96) < limit:
+            entry = heapq.heappop(q)
+            slot = entry & _LOW
+            if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
+                self._unlink(self._retained, int(st.key[slot]), slot)
+                st.state[slot] = RELEASING
+                out.free(slot)
+
+
+class _PlanBuilder:
+    def __init__(self) -> None:
+        self.read_rows: list[np.ndarray] = []
+        self.read_slots: list[np.ndarray] = []
+        self.ev_rows: list[np.ndarray] = []
+        self.ev_label: list[np.ndarray] = []
+        self.ev_weight: list[np.ndarray] = []
+        self.rows: list[int] = []
+        self.slots: list[int] = []
+        self.label: list[float] = []
+        self.weight: list[float] = []
+        self.origin: list[int] = []
+        self.order: list[int] = []
+        self.freed: list[int] = []
+
+    def events_only(self, rows: np.ndarray, label: np.ndarray, weight: np.ndarray) -> Plan:
+        none = np.full(len(rows), -1, dtype=np.int64)
+        return Plan(
+            reads=rows.astype(np.int64),
+            read_slot=none,
+            ex_row=rows.astype(np.int64),
+            ex_slot=none,
+            ex_label=label.astype(np.float32),
+            ex_weight=weight.astype(np.float32),
+            ex_origin=np.zeros(len(rows), np.int8),
+            ex_order=2 * rows.astype(np.int64) + 2,
+            release=np.zeros(0, np.int64),
+        )
+
+    def add_events(self, rows: np.ndarray, label: np.ndarray, weight: np.ndarray) -> None:
+        self.ev_rows.append(rows.astype(np.int64))
+        self.ev_label.append(label)
+        self.ev_weight.append(weight)
+
+    def add_reads(self, rows: np.ndarray, slots: np.ndarray) -> None:
+        self.read_rows.append(rows.astype(np.int64))
+        self.read_slots.append(slots.astype(np.int64))
+
+    def example(self, row: int, slot: int, label: float, weight: float, origin: int, order: int) -> None:
+        self.rows.append(row)
+        self.slots.append(slot)
+        self.label.append(label)
+        self.weight.append(weight)
+        self.origin.append(origin)
+        self.order.append(order)
+
+    def free(self, slot: int) -> None:
+        self.freed.append(slot)
+
+    def build(self) -> Plan:
+        ev = np.concatenate(self.ev_rows) if self.ev_rows else np.zeros(0, np.int64)
+        reads = np.concatenate([*self.read_rows, ev])
+        read_slot = np.concatenate([*self.read_slots, np.full(len(ev), -1, np.int64)])
+        order = np.argsort(reads, kind="stable")
+        ex_row = np.concatenate([ev, np.asarray(self.rows, np.int64)])
+        ex_slot = np.concatenate([np.full(len(ev), -1, np.int64), np.asarray(self.slots, np.int64)])
+        ex_label = np.concatenate([*self.ev_label, np.asarray(self.label, np.float32)]).astype(np.float32)
+        ex_weight = np.concatenate([*self.ev_weight, np.asarray(self.weight, np.float32)]).astype(np.float32)
+        ex_origin = np.concatenate([np.zeros(len(ev), np.int8), np.asarray(self.origin, np.int8)])
+        ex_order = np.concatenate([2 * ev + 2, np.asarray(self.order, np.int64)])
+        # Stable: examples that share an order key keep the order they were emitted in.
+        by = np.argsort(ex_order, kind="stable")
+        return Plan(
+            reads=reads[order],
+            read_slot=read_slot[order],
+            ex_row=ex_row[by],
+            ex_slot=ex_slot[by],
+            ex_label=ex_label[by],
+            ex_weight=ex_weight[by],
+            ex_origin=ex_origin[by],
+            ex_order=ex_order[by],
+            release=np.asarray(self.freed, np.int64),
+        )
+
+
+def conform(batch: pa.RecordBatch | pa.Table) -> pa.Table:
+    """The event columns in the log's schema (``ts`` as naive microseconds), or a clear error."""
+    t = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    missing = [c for c in EVENT_COLUMNS if c not in t.column_names]
+    if missing:
+        raise InvalidInputError(f"events batch: {missing[0]}: missing column (expected {', '.join(EVENT_COLUMNS)})")
+    t = t.select(list(EVENT_COLUMNS))
+    if not t.schema.equals(EVENT_SCHEMA, check_metadata=False):
+        ts = t.column("ts")
+        if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
+            t = t.set_column(_TS, "ts", ts.cast(pa.timestamp(ts.type.unit)))
+        t = pa.Table.from_arrays([t.column(i).cast(f.type) for i, f in enumerate(EVENT_SCHEMA)], schema=EVENT_SCHEMA)
+    if t.column("ts").null_count:
+        raise InvalidInputError("events batch: ts: missing value")
+    return t
+
+
+def _dict_arrays(d: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.fromiter(d.keys(), np.int64, len(d)), np.fromiter(d.values(), np.int64, len(d))
+
+
+def _arrays_dict(a: tuple[np.ndarray, np.ndarray]) -> dict[int, int]:
+    keys, values = a
+    return dict(zip(np.asarray(keys).tolist(), np.asarray(values).tolist(), strict=True))

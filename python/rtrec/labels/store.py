@@ -1,0 +1,272 @@
+"""Columnar storage for the feature snapshots of pending impressions.
+
+Each impression keeps, in one slot, what the ranker could see when it was shown: its hashed
+feature indices (CSR, in a shared arena), its dense features, the predictions each model
+made then, and the cold-start counts used for evaluation. Slots are reused after release;
+the arena is compacted when more than half of it is garbage. Everything is numpy, so the
+store costs a few hundred bytes per impression (``bench/leakage.py`` prints the figure)
+and pickles compactly into checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SnapshotStore", "Snapshot"]
+
+_FREE, _PENDING, _EXPIRED, _ANSWERED, _RELEASING = 0, 1, 2, 3, 4
+_MIN_CAPACITY = 1024
+
+
+def _grow(a: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    new = np.full((max(n, 2 * len(a), _MIN_CAPACITY), *a.shape[1:]), fill, dtype=a.dtype)
+    new[: len(a)] = a
+    return new
+
+
+class Snapshot:
+    """Features of some slots, gathered: CSR hashed ``indices``/``offsets``, CSR cross-encoder
+    buckets ``xindices``/``xoffsets`` and per-row arrays."""
+
+    __slots__ = ("dense", "indices", "item_n", "offsets", "preds", "user_n", "xindices", "xoffsets")
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        offsets: np.ndarray,
+        xindices: np.ndarray,
+        xoffsets: np.ndarray,
+        dense: np.ndarray,
+        preds: np.ndarray,
+        item_n: np.ndarray,
+        user_n: np.ndarray,
+    ) -> None:
+        self.indices, self.offsets, self.xindices, self.xoffsets = indices, offsets, xindices, xoffsets
+        self.dense, self.preds, self.item_n, self.user_n = dense, preds, item_n, user_n
+
+
+def csr_join(a: np.ndarray, a_off: np.ndarray, b: np.ndarray, b_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` of the result is row ``r`` of ``a`` followed by row ``r`` of ``b`` (CSR)."""
+    la, lb = np.diff(a_off), np.diff(b_off)
+    offsets = np.zeros(len(la) + 1, dtype=np.int64)
+    np.cumsum(la + lb, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.int64)
+    pos_a = np.repeat(offsets[:-1] - a_off[:-1], la) + np.arange(int(a_off[-1] - a_off[0])) + a_off[0]
+    pos_b = np.repeat(offsets[:-1] + la - b_off[:-1], lb) + np.arange(int(b_off[-1] - b_off[0])) + b_off[0]
+    out[pos_a] = a[a_off[0] : a_off[-1]]
+    out[pos_b] = b[b_off[0] : b_off[-1]]
+    return out, offsets
+
+
+def csr_gather(indices: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``indices[starts[j] : starts[j] + lengths[j]]`` for each ``j``; return (values, offsets)."""
+    lengths = lengths.astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    if total == 0:
+        return np.zeros(0, dtype=indices.dtype), offsets
+    pos = np.repeat(starts.astype(np.int64) - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
+    return indices[pos], offsets
+
+
+class SnapshotStore:
+    """Slots of impression metadata and feature snapshots.
+
+    Metadata per slot: ``key`` (user index << 32 | item index), ``rid`` (64-bit hash of the
+    request id, 0 for none), ``ts`` and ``deadline`` (epoch microseconds), ``seq`` (the
+    impression's sequence number) and ``state``. Features: see :class:`Snapshot`.
+    """
+
+    def __init__(self, dense_dim: int, n_preds: int) -> None:
+        self.dense_dim = dense_dim
+        self.n_preds = n_preds
+        self.key = np.zeros(0, np.int64)
+        self.rid = np.zeros(0, np.int64)
+        self.ts = np.zeros(0, np.int64)
+        self.deadline = np.zeros(0, np.int64)
+        self.seq = np.zeros(0, np.int64)
+        self.next = np.zeros(0, np.int64)  # chain of slots that share a key (newest first)
+        self.state = np.zeros(0, np.int8)
+        self.start = np.zeros(0, np.int64)
+        self.length = np.zeros(0, np.int32)  # hashed indices, then xlength cross buckets, in the arena
+        self.xlength = np.zeros(0, np.int32)
+        self.dense = np.zeros((0, dense_dim), np.float32)
+        self.preds = np.zeros((0, n_preds), np.float32)
+        self.item_n = np.zeros(0, np.float32)
+        self.user_n = np.zeros(0, np.float32)
+        self.arena = np.zeros(0, np.uint32)
+        self.arena_used = 0
+        self.arena_live = 0
+        self.high = 0  # slots ever used: [0, high)
+        self.free: list[int] = []
+        self.live = 0
+
+    # -- slots ----------------------------------------------------------------------------------
+    def alloc(self, n: int) -> np.ndarray:
+        """``n`` free slots (reused ones first), marked pending and empty."""
+        k = min(n, len(self.free))
+        reused = [self.free.pop() for _ in range(k)]
+        fresh = list(range(self.high, self.high + n - k))
+        self.high += n - k
+        self._ensure(self.high)
+        slots = np.array(reused + fresh, dtype=np.int64)
+        self.state[slots] = _PENDING
+        self.length[slots] = 0
+        self.xlength[slots] = 0
+        self.live += n
+        return slots
+
+    def release(self, slots: np.ndarray | list[int]) -> None:
+        s = np.unique(np.asarray(slots, dtype=np.int64))
+        s = s[self.state[s] != _FREE]
+        if not len(s):
+            return
+        self.state[s] = _FREE
+        self.arena_live -= int(self.length[s].sum() + self.xlength[s].sum())
+        self.length[s] = 0
+        self.xlength[s] = 0
+        self.free.extend(s.tolist())
+        self.live -= len(s)
+
+    def _ensure(self, n: int) -> None:
+        for name in ("key", "rid", "ts", "deadline", "seq", "state", "start", "length", "xlength", "item_n", "user_n"):
+            setattr(self, name, _grow(getattr(self, name), n))
+        self.next = _grow(self.next, n, -1)
+        self.dense = _grow(self.dense, n)
+        self.preds = _grow(self.preds, n, np.nan)
+
+    # -- features ----------------------------------------------------------------------------
+    def put_indices(
+        self, slots: np.ndarray, indices: np.ndarray, offsets: np.ndarray, xindices: np.ndarray, xoffsets: np.ndarray
+    ) -> None:
+        """Store hashed and cross-bucket CSR rows (one row per slot), replacing what the slots held."""
+        values, joined = csr_join(indices, offsets, xindices, xoffsets)
+        self.arena_live -= int(self.length[slots].sum() + self.xlength[slots].sum())
+        total = len(values)
+        if self.arena_used + total > len(self.arena):
+            self._compact(total)
+        base = self.arena_used
+        self.arena[base : base + total] = values
+        self.start[slots] = base + joined[:-1]
+        self.length[slots] = np.diff(offsets)
+        self.xlength[slots] = np.diff(xoffsets)
+        self.arena_used += total
+        self.arena_live += total
+
+    def put(
+        self,
+        slots: np.ndarray,
+        *,
+        dense: np.ndarray | None = None,
+        preds: np.ndarray | None = None,
+        item_n: np.ndarray | None = None,
+        user_n: np.ndarray | None = None,
+    ) -> None:
+        if dense is not None:
+            self.dense[slots] = dense
+        if preds is not None:
+            self.preds[slots] = preds
+        if item_n is not None:
+            self.item_n[slots] = item_n
+        if user_n is not None:
+            self.user_n[slots] = user_n
+
+    def gather(self, slots: np.ndarray) -> Snapshot:
+        indices, offsets, xindices, xoffsets = self.indices(slots)
+        return Snapshot(
+            indices,
+            offsets,
+            xindices,
+            xoffsets,
+            self.dense[slots],
+            self.preds[slots],
+            self.item_n[slots],
+            self.user_n[slots],
+        )
+
+    def indices(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Hashed indices and cross buckets of ``slots``, as two CSRs (int64)."""
+        start, length = self.start[slots], self.length[slots]
+        indices, offsets = csr_gather(self.arena, start, length)
+        xindices, xoffsets = csr_gather(self.arena, start + length, self.xlength[slots])
+        return indices.astype(np.int64), offsets, xindices.astype(np.int64), xoffsets
+
+    def _compact(self, extra: int) -> None:
+        """Make room for ``extra`` more indices: drop garbage, and grow when still short."""
+        live = np.flatnonzero(self.length[: self.high] + self.xlength[: self.high] > 0)
+        values, offsets = csr_gather(self.arena, self.start[live], self.length[live] + self.xlength[live])
+        need = len(values) + extra
+        size = len(self.arena)
+        if need > size // 2:
+            size = max(2 * need, 1 << 16)
+        arena = np.zeros(size, dtype=np.uint32)
+        arena[: len(values)] = values
+        self.arena = arena
+        self.start[live] = offsets[:-1]
+        self.arena_used = self.arena_live = len(values)
+
+    # -- accounting and persistence ------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the store's arrays (the key index and deadline queue live in the labeller)."""
+        arrays = (self.key, self.rid, self.ts, self.deadline, self.seq, self.next, self.state, self.start)
+        arrays += (self.length, self.xlength)
+        extra = (self.dense, self.preds, self.item_n, self.user_n, self.arena)
+        return sum(a.nbytes for a in arrays + extra) + 8 * len(self.free)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Live slots only, with the arena compacted: a checkpoint holds no garbage."""
+        live = np.flatnonzero(self.state[: self.high] != _FREE)
+        values, offsets = csr_gather(self.arena, self.start[live], self.length[live] + self.xlength[live])
+        return {
+            "dense_dim": self.dense_dim,
+            "n_preds": self.n_preds,
+            "slots": live,
+            "high": self.high,
+            "key": self.key[live],
+            "rid": self.rid[live],
+            "ts": self.ts[live],
+            "deadline": self.deadline[live],
+            "seq": self.seq[live],
+            "next": self.next[live],
+            "state": self.state[live],
+            "length": self.length[live],
+            "dense": self.dense[live],
+            "preds": self.preds[live],
+            "item_n": self.item_n[live],
+            "user_n": self.user_n[live],
+            "values": values,
+            "offsets": offsets,
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> SnapshotStore:
+        self = cls(int(s["dense_dim"]), int(s["n_preds"]))
+        live = np.asarray(s["slots"], dtype=np.int64)
+        self.high = int(s["high"])
+        self._ensure(self.high)
+        for name in ("key", "rid", "ts", "deadline", "seq", "next", "state", "dense", "preds", "item_n", "user_n"):
+            getattr(self, name)[live] = s[name]
+        offsets = np.asarray(s["offsets"], dtype=np.int64)
+        values = np.asarray(s["values"], dtype=np.uint32)
+        self.arena = np.zeros(max(2 * len(values), 1 << 16), dtype=np.uint32)
+        self.arena[: len(values)] = values
+        self.start[live] = offsets[:-1]
+        self.length[live] = s["length"]
+        self.xlength[live] = np.diff(offsets) - np.asarray(s["length"])
+        self.arena_used = self.arena_live = len(values)
+        used = np.zeros(self.high, dtype=bool)
+        used[live] = True
+        self.free = np.flatnonzero(~used)[::-1].tolist()
+        self.live = len(live)
+        return self
+
+
+# Slot states: waiting for a label; kept after going out as a negative; kept after its label;
+# done, to be freed once the examples that use it are learned.
+PENDING, EXPIRED, ANSWERED, RELEASING, FREE = _PENDING, _EXPIRED, _ANSWERED, _RELEASING, _FREE

@@ -1,0 +1,66 @@
+"""The features the ranker served, kept until the impression that shows them is logged.
+
+When the daemon serves a slate, the features it scored for each item (and the model's
+probability) are kept under ``(request id, item)``. When the client logs the impression
+with that ``request_id``, the learner takes this snapshot instead of featurizing the
+impression again, so the example learned for a clicked recommendation is exactly what the
+ranker saw. Bounded: the oldest entries go first. Not checkpointed: after a restart an
+impression of an earlier slate is featurized when it arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtrec.labels import request_hashes
+
+__all__ = ["ServedCache", "ServedRow"]
+
+
+@dataclass(frozen=True)
+class ServedRow:
+    indices: np.ndarray
+    xindices: np.ndarray
+    dense: np.ndarray
+    prob: float
+    item_n: float
+    user_n: float
+
+
+class ServedCache:
+    """``(request hash, item index) -> ServedRow``, at most ``capacity`` rows, thread-safe."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._rows: OrderedDict[tuple[int, int], ServedRow] = OrderedDict()
+        self._lock = threading.Lock()
+        self.used = 0  # impressions that took a served snapshot
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def put(self, request_id: str, item_idx: list[int], rows: list[ServedRow]) -> None:
+        import pyarrow as pa
+
+        rid = int(request_hashes(pa.array([request_id], pa.string()))[0])
+        with self._lock:
+            for i, row in zip(item_idx, rows, strict=True):
+                self._rows[(rid, int(i))] = row
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+
+    def take(self, rids: np.ndarray, item_idx: np.ndarray) -> list[ServedRow | None]:
+        """Remove and return the snapshot of each (request, item), None where there is none."""
+        if not self._rows:
+            return [None] * len(rids)
+        with self._lock:
+            out = [
+                self._rows.pop((r, i), None) if r else None
+                for r, i in zip(rids.tolist(), item_idx.tolist(), strict=True)
+            ]
+        self.used += sum(r is not None for r in out)
+        return out
