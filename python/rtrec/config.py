@@ -48,9 +48,10 @@ class LabelsConfig:
     negative: dict[str, float] = field(default_factory=lambda: {"dismiss": 1.0, "skip": 0.5})
     rating_threshold: float = 4.0
     rating_weight: float = 1.0
-    impression_window_s: float = 1800.0
-    # After its window an impression's features are kept this long for a late positive.
-    late_window_s: float = 600.0
+    # How long an impression waits for feedback before it is learned as a negative, and how
+    # much longer its features are kept for a late positive (bench/delayed_feedback.py).
+    impression_window_s: float = 300.0
+    late_window_s: float = 1500.0
 
 
 @dataclass(frozen=True)

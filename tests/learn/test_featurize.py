@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rtrec.config import Config, load_config
 from rtrec.events import EXAMPLE_SCHEMA
-from rtrec.learn.featurize import BASE_DENSE, TEXT_SIM, Featurizer, _earlier_in_group, dense_names, epoch_seconds
+from rtrec.learn.featurize import BASE_DENSE, TEXT_SIM, Featurizer, dense_names, epoch_seconds, resolved_before
 
 HALF_LIFE = 3600.0
 RECENT_HALF_LIFE = 600.0
@@ -185,15 +185,24 @@ def test_counters_and_cross_encodings_match_a_sequential_reference(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=40))
-def test_earlier_in_group_against_brute_force(rows: list[tuple[int, bool]]) -> None:
-    idx = np.array([i for i, _ in rows], dtype=np.int64)
-    y = np.array([float(v) for _, v in rows])
-    cnt, pos = _earlier_in_group(idx, y)
-    for r in range(len(rows)):
-        before = [k for k in range(r) if idx[k] == idx[r]]
-        assert cnt[r] == len(before)
-        assert pos[r] == sum(y[k] for k in before)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), max_size=30),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30), st.booleans()), max_size=30),
+)
+def test_resolved_before_against_brute_force(
+    reads: list[tuple[int, int]], resolved: list[tuple[int, int, bool]]
+) -> None:
+    # Reads sit on odd order keys and resolutions on even ones, as the labeller places them.
+    r_idx = np.array([i for i, _ in reads], dtype=np.int64)
+    r_key = np.array([2 * k + 1 for _, k in reads], dtype=np.int64)
+    s_idx = np.array([i for i, _, _ in resolved], dtype=np.int64)
+    s_key = np.array([2 * k for _, k, _ in resolved], dtype=np.int64)
+    s_y = np.array([float(y) for *_, y in resolved])
+    cnt, pos = resolved_before(r_idx, r_key, s_idx, s_key, s_y)
+    for j in range(len(reads)):
+        before = [k for k in range(len(resolved)) if s_idx[k] == r_idx[j] and s_key[k] < r_key[j]]
+        assert cnt[j] == len(before)
+        assert pos[j] == sum(s_y[k] for k in before)
 
 
 def test_a_row_never_sees_its_own_label_or_later_rows() -> None:

@@ -90,7 +90,25 @@ def assert_same_learner(a: OnlineLearner, b: OnlineLearner) -> None:
     np.testing.assert_array_equal(fa.item_counts.cnt, fb.item_counts.cnt)
     np.testing.assert_array_equal(fa.user_counts.npos, fb.user_counts.npos)
     assert fa.prior == fb.prior
-    assert a.labeler.state_dict() == b.labeler.state_dict()
+    assert_same_state(a.labeler.state_dict(), b.labeler.state_dict())
+    assert a.wide.state()[2:] == b.wide.state()[2:]
+    np.testing.assert_array_equal(a.wide.state()[0], b.wide.state()[0])
+
+
+def assert_same_state(a: Any, b: Any, where: str = "labeler") -> None:
+    """Deep equality of plain state (dicts, lists, numpy arrays)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, np.ndarray | tuple | list) and any(isinstance(x, np.ndarray) for x in (a, b)):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{k}]")
+    else:
+        assert a == b, where
 
 
 def end_time(batches: list[pa.RecordBatch]) -> float:
@@ -375,7 +393,7 @@ def test_recovers_from_an_abrupt_preference_shift(tmp_path: Path, cfg: Config) -
     variants = [default_variant(cfg), static]
     learner = make_learner(cfg, items, variants)
     ts_chunks: list[np.ndarray] = []
-    learner.on_chunk = lambda b, _chunk: ts_chunks.append(b.ts.copy())
+    learner.on_chunk = lambda b: ts_chunks.append(b.ts.copy())
     preds: dict[str, list[np.ndarray]] = {}
     for b in batches:
         for name, ps in learner.learn(b, keep_predictions=True).predictions.items():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
+from rtrec import _native
 from rtrec.config import Config, load_config
 from rtrec.learn import OnlineLearner, Trainer, Variant, default_variant
-from rtrec.learn.featurize import Batch, Featurizer
+from rtrec.learn.featurize import WIDE, Batch, Featurizer
 from tests.learn.streams import T0, events
 
 SMALL = {
@@ -40,10 +42,27 @@ def pattern(steps: int, start: int = 0, flip: bool = False, xor: bool = False) -
 
 
 def batch(feat: Featurizer, rows: list[tuple[int, str, str, str]], start_seq: int = 1) -> Batch:
-    from rtrec.events import Labeler
+    from rtrec.labels import Labeler
 
-    ex = Labeler().process(events(rows, start_seq))
-    return feat.transform(ex)
+    t = events(rows, start_seq)
+    _, has, label, weight = Labeler().labels(t)
+    ex = (
+        t.filter(pa.array(has))
+        .append_column("label", pa.array(label[has]))
+        .append_column("weight", pa.array(weight[has]))
+    )
+    b = feat.transform(ex)
+    # The per-example model's logit, as the learner fills it in: each row predicted, then learned.
+    wide = WIDE_MODELS.setdefault(id(feat), _native.OnlineLinear(cfg_bits(feat), feat.cfg.learner.wide_lr))
+    b.dense[:, WIDE] = wide.predict_learn(b.indices, b.offsets, b.labels, b.weights)
+    return b
+
+
+WIDE_MODELS: dict[int, _native.OnlineLinear] = {}
+
+
+def cfg_bits(feat: Featurizer) -> int:
+    return min(feat.cfg.features.bits, 30)
 
 
 def params(tr: Trainer) -> dict[str, torch.Tensor]:

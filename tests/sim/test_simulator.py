@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from rtrec.errors import InvalidInputError
-from rtrec.events import EventLog, Labeler
+from rtrec.events import EventLog
 from rtrec.sim import SimConfig, Simulator
+from tests.labels.helpers import Reader
 
 SMALL = SimConfig(n_users=50, n_items=60, n_topics=4, n_events=5_000, seed=3)
 
@@ -94,10 +95,9 @@ def test_write_ingest_and_label(tmp_path: Path) -> None:
         s = log.ingest_file(events_path)
         assert (s.accepted, len(s.rejected)) == (SMALL.n_events, 0)
         assert log.ingest_file(items_path, items=True).accepted == SMALL.n_items
-        lab = Labeler()
-        out = [lab.process(b) for b in log.tail(0, batch_size=1000)]
-        out.append(lab.drain())
-    origins = Counter(o for t in out for o in t.column("origin").to_pylist())
+        r = Reader()
+        out = [row for b in log.tail(0, batch_size=1000) for row in r.process(b)] + r.drain()
+    origins = Counter(o for *_, o in out)
     assert origins["impression"] > 0 and origins["late"] > 0
 
 

@@ -1,6 +1,5 @@
-"""The event log (DuckDB), its schema and migrations, and the label policy."""
+"""The event log (DuckDB), its schema and migrations."""
 
-from rtrec.events.labels import Labeler
 from rtrec.events.log import EventLog, IngestSummary, Rejected
 from rtrec.events.schema import (
     EVENT_COLUMNS,
@@ -20,6 +19,5 @@ __all__ = [
     "ITEM_SCHEMA",
     "EventLog",
     "IngestSummary",
-    "Labeler",
     "Rejected",
 ]

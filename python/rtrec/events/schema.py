@@ -51,7 +51,7 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 
-#: What :meth:`rtrec.events.Labeler.process` returns: the source event plus the label.
+#: Labelled rows: the source event plus the label (what :meth:`rtrec.learn.Featurizer.transform` takes).
 EXAMPLE_SCHEMA = pa.schema(
     [
         *[pa.field(f.name, f.type) for f in EVENT_SCHEMA],

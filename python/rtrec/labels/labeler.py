@@ -26,12 +26,13 @@ Rules (driven by :class:`rtrec.config.LabelsConfig`):
 
 The labeller does not compute features. :meth:`Labeler.plan` turns a chunk of events into a
 :class:`Plan`: which rows are *read* (featurized now), which store slot keeps each new
-impression's snapshot, and the examples that resolve in this chunk, in stream order, each
-with an *order key* that places it among the reads: ``2 * row`` for impressions that expire
-just before ``row``, ``2 * row + 1`` for the read of ``row`` and ``2 * row + 2`` for labels
-that resolve at ``row``. A feature of a read may count an example only when the example's
-key is smaller, so nothing a row reads depends on labels that resolve after it, and the
-features do not depend on how the stream is cut into chunks.
+impression's snapshot, and the examples that resolve in this chunk, in stream order. Each
+example has an *order key* that places it among the reads: ``2 * row`` for impressions
+whose window ends just before ``row`` (the first row whose time passes their deadline),
+``2 * row + 1`` for the read of ``row`` and ``2 * row + 2`` for labels that resolve at
+``row``. A feature of a read may count an example only when the example's key is smaller,
+so nothing a row reads depends on labels that resolve after it, and the features do not
+depend on how the stream is cut into chunks.
 
 >>> import pyarrow as pa
 >>> lab = Labeler()
@@ -53,7 +54,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rtrec import _native
 from rtrec.config import LabelsConfig
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES
@@ -132,9 +132,7 @@ def keys_of(user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
 class Labeler:
     """Label rules plus the pending impressions and their snapshots (:class:`SnapshotStore`)."""
 
-    def __init__(
-        self, cfg: LabelsConfig | None = None, *, dense_dim: int = 0, n_preds: int = 1
-    ) -> None:
+    def __init__(self, cfg: LabelsConfig | None = None, *, dense_dim: int = 0, n_preds: int = 1) -> None:
         self.cfg = cfg if cfg is not None else LabelsConfig()
         self._window = round(self.cfg.impression_window_s * 1e6)
         self._retention = round(self.cfg.late_window_s * 1e6)
@@ -226,9 +224,7 @@ class Labeler:
         key_list = keys.tolist()
         pending, retained = self._pending, self._retained
         batch_imps = {k for k, imp in zip(key_list, is_imp.tolist(), strict=True) if imp}
-        in_play = np.fromiter(
-            (k in pending or k in retained or k in batch_imps for k in key_list), dtype=bool, count=n
-        )
+        in_play = np.fromiter((k in pending or k in retained or k in batch_imps for k in key_list), dtype=bool, count=n)
         cand = np.flatnonzero(is_imp | (has_label & in_play))
         fast = np.flatnonzero(has_label & ~in_play)
         out.add_events(fast, label[fast], weight[fast])
@@ -246,7 +242,8 @@ class Labeler:
         out.add_reads(imp_rows, slots)
         slot_of_row = dict(zip(imp_rows.tolist(), slots.tolist(), strict=True))
         for r in cand.tolist():
-            self._expire_before(int(wm[r]), 2 * r, out)
+            self._expire_before(int(wm[r]), wm, out)
+            self._prune_retained(out, horizon=int(wm[r]))
             key = key_list[r]
             slot = slot_of_row.get(r)
             if slot is not None:
@@ -267,7 +264,7 @@ class Labeler:
                 out.example(-1, s, lab, w, LATE if late else FOLLOWUP, 2 * r + 2)
                 continue
             out.add_events(np.array([r]), label[r : r + 1], weight[r : r + 1])
-        self._expire_before(int(wm[-1]), 2 * n, out)
+        self._expire_before(int(wm[-1]), wm, out)
         self._watermark = int(wm[-1])
         self._prune_retained(out)
         return out.build()
@@ -285,14 +282,14 @@ class Labeler:
         else:
             limit = round(float(now) * 1e6)
         out = _PlanBuilder()
-        self._expire_before(limit, 0, out)
+        self._expire_before(limit, None, out)
         self._prune_retained(out, horizon=max(limit, self._watermark or limit))
         return out.build()
 
     def drain(self) -> Plan:
         """Every pending impression as a negative (the end of a replay)."""
         out = _PlanBuilder()
-        self._expire_before(None, 0, out)
+        self._expire_before(None, None, out)
         return out.build()
 
     def release(self, plan: Plan) -> None:
@@ -383,8 +380,12 @@ class Labeler:
         self._retained[key] = slot
         heapq.heappush(self._retained_q, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
 
-    def _expire_before(self, limit: int | None, order: int, out: _PlanBuilder) -> None:
-        """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline."""
+    def _expire_before(self, limit: int | None, wm: np.ndarray | None, out: _PlanBuilder) -> None:
+        """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline.
+
+        Each is placed just before the chunk row whose time moved the watermark ``wm`` past its
+        deadline (order key ``2 * row``); outside a chunk, at key 0.
+        """
         heap, st = self._heap, self.store
         while heap and (limit is None or (heap[0] >> 96) < limit):
             entry = heapq.heappop(heap)
@@ -394,6 +395,7 @@ class Labeler:
             key = int(st.key[slot])
             self._unlink(self._pending, key, slot)
             self._n_pending -= 1
+            order = 0 if wm is None else 2 * int(np.searchsorted(wm, st.deadline[slot], side="right"))
             out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
             self._retain(key, slot, EXPIRED, out)
 

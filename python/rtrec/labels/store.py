@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SnapshotStore", "Snapshot"]
+__all__ = ["Snapshot", "SnapshotStore"]
 
 _FREE, _PENDING, _EXPIRED, _ANSWERED, _RELEASING = 0, 1, 2, 3, 4
 _MIN_CAPACITY = 1024
@@ -214,10 +214,19 @@ class SnapshotStore:
     @property
     def nbytes(self) -> int:
         """Bytes held by the store's arrays (the key index and deadline queue live in the labeller)."""
-        arrays = (self.key, self.rid, self.ts, self.deadline, self.seq, self.next, self.state, self.start)
-        arrays += (self.length, self.xlength)
-        extra = (self.dense, self.preds, self.item_n, self.user_n, self.arena)
-        return sum(a.nbytes for a in arrays + extra) + 8 * len(self.free)
+        arrays: list[np.ndarray] = [
+            self.key,
+            self.rid,
+            self.ts,
+            self.deadline,
+            self.seq,
+            self.next,
+            self.state,
+            self.start,
+        ]
+        arrays += [self.length, self.xlength]
+        arrays += [self.dense, self.preds, self.item_n, self.user_n, self.arena]
+        return sum(a.nbytes for a in arrays) + 8 * len(self.free)
 
     def state_dict(self) -> dict[str, Any]:
         """Live slots only, with the arena compacted: a checkpoint holds no garbage."""
@@ -242,6 +251,8 @@ class SnapshotStore:
             "user_n": self.user_n[live],
             "values": values,
             "offsets": offsets,
+            # The free list in its order, so that a restored store hands out the same slots.
+            "free": np.asarray(self.free, np.int64),
         }
 
     @classmethod
@@ -260,9 +271,7 @@ class SnapshotStore:
         self.length[live] = s["length"]
         self.xlength[live] = np.diff(offsets) - np.asarray(s["length"])
         self.arena_used = self.arena_live = len(values)
-        used = np.zeros(self.high, dtype=bool)
-        used[live] = True
-        self.free = np.flatnonzero(~used)[::-1].tolist()
+        self.free = np.asarray(s["free"], np.int64).tolist()
         self.live = len(live)
         return self
 

@@ -87,7 +87,9 @@ def _read(
     take = pa.array(r)
     ts = epoch_seconds(t.column("ts").take(take))
     u, i = user_idx[r], item_idx[r]
-    hashed, xind, xoff = f.hash(user_col.take(take), item_col.take(take), i, ts, t.column("context").take(take), stats=stats)
+    hashed, xind, xoff = f.hash(
+        user_col.take(take), item_col.take(take), i, ts, t.column("context").take(take), stats=stats
+    )
     ind, off = hashed.indices, hashed.offsets
     rid = request_hashes(t.column("request_id").take(take))
     imp = np.flatnonzero(plan.read_slot >= 0)
@@ -180,7 +182,10 @@ def _wide_ops(learner: OnlineLearner, reads: Batch | None, plan: Plan) -> np.nda
     starts, lengths = off[:-1], np.diff(off)
     op_ind, op_off = csr_gather(ind, starts[order], lengths[order])
     logits = learner.wide.predict_learn(
-        op_ind, op_off, np.ascontiguousarray(labels[order], np.float32), np.ascontiguousarray(weights[order], np.float32)
+        op_ind,
+        op_off,
+        np.ascontiguousarray(labels[order], np.float32),
+        np.ascontiguousarray(weights[order], np.float32),
     )
     out = np.empty(len(keys), np.float32)
     out[order] = logits

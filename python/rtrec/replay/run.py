@@ -22,8 +22,9 @@ import pyarrow as pa
 
 from rtrec.config import Config
 from rtrec.errors import InvalidInputError
+from rtrec.labels import EVENT
 from rtrec.learn import OnlineLearner, Variant, default_variant
-from rtrec.learn.featurize import Batch, epoch_seconds
+from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
 
 BASELINES = ("popularity", "static", "online_lr")
@@ -64,6 +65,8 @@ class _Collected:
     labels: list[np.ndarray] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
     request: list[np.ndarray] = field(default_factory=list)
+    seq: list[np.ndarray] = field(default_factory=list)
+    shown: list[np.ndarray] = field(default_factory=list)
     cold_item: list[np.ndarray] = field(default_factory=list)
     cold_user: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -202,6 +205,8 @@ def _run(
         col.labels.append(b.labels.copy())
         col.ts.append(b.ts.copy())
         col.request.append(b.request.copy() if b.request is not None else np.zeros(len(b), np.int64))
+        col.seq.append(b.seq.copy())
+        col.shown.append(b.origin != EVENT if b.origin is not None else np.zeros(len(b), bool))
         col.cold_item.append(b.item_n < threshold)
         col.cold_user.append(b.user_n < threshold)
 
@@ -261,6 +266,28 @@ def _rank_one(learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_c
         col.ranks.setdefault(name, []).append(rank)
 
 
+def _one_row_per_showing(col: _Collected, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to evaluate: each impression once, with its eventual label, and every other example.
+
+    An impression can be learned more than once (a negative when its window passes, then a
+    late positive; a click, then an add-to-cart): all those rows carry the prediction made
+    when it was shown. Evaluation counts the showing once, positive if any of its labels is.
+    """
+    if not col.seq:
+        return np.arange(len(y)), y
+    seq, shown = np.concatenate(col.seq), np.concatenate(col.shown)
+    rows = np.flatnonzero(shown)
+    if not len(rows):
+        return np.arange(len(y)), y
+    uniq, first, inverse = np.unique(seq[rows], return_index=True, return_inverse=True)
+    label = np.zeros(len(uniq), y.dtype)
+    np.maximum.at(label, inverse, y[rows])
+    y = y.copy()
+    y[rows[first]] = label
+    keep = np.sort(np.concatenate([np.flatnonzero(~shown), rows[first]]))
+    return keep, y[keep]
+
+
 def _report(
     cfg: Config,
     learner: OnlineLearner,
@@ -276,6 +303,8 @@ def _report(
     cold_i = np.concatenate(col.cold_item) if col.cold_item else np.zeros(0, bool)
     cold_u = np.concatenate(col.cold_user) if col.cold_user else np.zeros(0, bool)
     req = np.concatenate(col.request) if col.request else np.zeros(0, np.int64)
+    keep, y = _one_row_per_showing(col, y)
+    ts, cold_i, cold_u, req = ts[keep], cold_i[keep], cold_u[keep], req[keep]
     grouped = bool((req != 0).any())
     models: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []
@@ -293,7 +322,7 @@ def _report(
             }
         )
     for name, tr in learner.trainers.items():
-        p = np.concatenate(col.preds.get(name, [])) if col.preds.get(name) else np.zeros(0)
+        p = np.concatenate(col.preds[name])[keep] if col.preds.get(name) else np.zeros(0)
         probabilistic = tr.variant.kind != "popularity"
         hr, ndcg = rank_metrics(col.ranks.get(name, []))
         row: dict[str, Any] = _metrics(y, p, probabilistic)
@@ -318,8 +347,9 @@ def _report(
     learn_only = max(learn_s - col.rank_seconds, 1e-9)
     return {
         "events": int(total),
-        "examples": len(y),
-        "requests": int(len(np.unique(req[req != 0]))) if grouped else 0,
+        "examples": int(sum(len(a) for a in col.labels)),
+        "evaluated": len(y),
+        "requests": len(np.unique(req[req != 0])) if grouped else 0,
         "positive_rate": float(y.mean()) if len(y) else None,
         "cold_item_examples": int(cold_i.sum()),
         "cold_user_examples": int(cold_u.sum()),

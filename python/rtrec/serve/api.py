@@ -39,6 +39,7 @@ class Service(Protocol):
         candidates: list[str] | None,
         context: dict[str, Any] | None,
         policy: str | None,
+        explain: bool = False,
     ) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
     def metrics_text(self) -> str: ...
@@ -276,6 +277,11 @@ def create_app(service: Service) -> FastAPI:
             None, description='JSON object of request context, e.g. {"device": "mobile", "text": "running shoes"}.'
         ),
         policy: str | None = Query(None, description="Override the exploration policy: none, epsilon or softmax."),
+        explain: bool = Query(
+            False,
+            description="Also return, per item, the features the model scored (hashed indices, dense values by "
+            "name) and its probability: what is learned when the impression is logged with this request_id.",
+        ),
     ) -> Response:
         """A slate with scores and the propensity with which each item was shown."""
         ctx: dict[str, Any] | None = None
@@ -291,7 +297,9 @@ def create_app(service: Service) -> FastAPI:
             raise PayloadTooLarge(f"candidates lists {len(cands)} items, over the limit of {service.max_batch}")
         # Scoring is a few milliseconds of numpy and torch that release the GIL; a threadpool
         # hop would cost more than it saves, so it runs on the event loop.
-        out = service.recommend(user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy)
+        out = service.recommend(
+            user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy, explain=explain
+        )
         return JSONResponse(out)
 
     @app.get("/v1/stats", tags=["ops"])

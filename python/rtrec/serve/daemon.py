@@ -679,9 +679,10 @@ class Daemon:
         candidates: list[str] | None = None,
         context: dict[str, Any] | None = None,
         policy: str | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         with self._recommending:
-            return self._recommend(user_id, k, exclude_seen, candidates, context, policy)
+            return self._recommend(user_id, k, exclude_seen, candidates, context, policy, explain)
 
     def _recommend(
         self,
@@ -691,6 +692,7 @@ class Daemon:
         candidates: list[str] | None,
         context: dict[str, Any] | None,
         policy: str | None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
         sc = self.cfg.serve
@@ -700,7 +702,7 @@ class Daemon:
         version = int(self.learner.model_version)
         if candidates is None:
             # Score everything the model knows in one call (its fast path), then keep the catalog.
-            ids, raw = self._score(user_id, None, context)
+            ids, raw, batch = self._score(user_id, None, context)
             in_catalog, index, fresh_all = self._catalog_view(ids)
             keep = in_catalog.copy()
             if exclude_seen and seen:
@@ -711,7 +713,7 @@ class Daemon:
             pos = np.flatnonzero(keep)
             # Ids are looked up for the slate only: a list of every candidate id cost ~0.5 ms.
             cand: Sequence[str] = _Picked(ids, pos)
-            scores, fresh = raw[pos], fresh_all[pos]
+            scores, fresh, model_p = raw[pos], fresh_all[pos], raw[pos]
 
             def position(item: str) -> int | None:
                 j = index.get(item)
@@ -722,12 +724,15 @@ class Daemon:
             cand = [c for c in dict.fromkeys(candidates) if not (exclude_seen and c in seen)]
             cat, bonus = self._catalog_index, self._fresh_bonus
             fresh = np.array([bonus[j] if (j := cat.get(c)) is not None else 0.0 for c in cand])
-            scores = self._score(user_id, cand, context)[1] if cand else np.zeros(0)
+            _, scores, batch = self._score(user_id, cand, context) if cand else ([], np.zeros(0), None)
+            pos = np.arange(len(cand))
+            model_p = scores
             where = {c: j for j, c in enumerate(cand)}
 
             def position(item: str) -> int | None:
                 return where.get(item)
 
+        request_id = uuid.uuid4().hex
         if len(cand):
             if not known:
                 scores = self._cold_scores(cand, position, scores, fresh, context)
@@ -740,9 +745,20 @@ class Daemon:
                 for j, p in zip(slate.indices.tolist(), slate.propensities.tolist(), strict=True)
             ]
             explored = int(slate.explored.sum())
+            if batch is not None and len(slate.indices):
+                # The features scored for each shown item: learned as they are when the impression comes.
+                rows, probs = pos[slate.indices], model_p[slate.indices]
+                self.learner.remember_served(request_id, batch, rows, probs)
+                if explain:
+                    names = self.learner.featurizer.dense_names
+                    for it, r, p in zip(items, rows.tolist(), probs.tolist(), strict=True):
+                        it["features"] = {
+                            "hashed": batch.indices[batch.offsets[r] : batch.offsets[r + 1]].tolist(),
+                            "dense": dict(zip(names, batch.dense[r].tolist(), strict=True)),
+                            "model_probability": p,
+                        }
         else:
             items, explored = [], 0
-        request_id = uuid.uuid4().hex
         self._remember(request_id, items)
         now = time.monotonic()
         with self._ack_lock:
@@ -764,13 +780,9 @@ class Daemon:
 
     def _score(
         self, user_id: str, items: list[str] | None, context: dict[str, Any] | None
-    ) -> tuple[list[str], np.ndarray]:
-        out = self.learner.score(user_id, items, context)
-        if isinstance(out, tuple):
-            ids, scores = out
-        else:  # a bare array, in the order asked
-            ids, scores = (items if items is not None else self.learner.known_items()), out
-        return ids if isinstance(ids, list) else list(ids), np.asarray(scores, dtype=np.float64).reshape(-1)
+    ) -> tuple[list[str], np.ndarray, Any]:
+        ids, scores, batch = self.learner.score_batch(user_id, items, context)
+        return list(ids), np.asarray(scores, dtype=np.float64).reshape(-1), batch
 
     def _catalog_view(self, ids: list[str]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
         """For the model's item list: which are in the catalog, an id → position map, freshness bonus.
