@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--windows", default="0,60,300,1800")
-    ap.add_argument("--late-window", type=float, default=600.0)
+    ap.add_argument("--late-window", type=float, default=None, help="seconds (default: the config's)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     windows = [float(w) for w in args.windows.split(",")]
@@ -46,7 +46,8 @@ def main() -> None:
             pq.write_table(sim.catalog(), items)
             for w in windows:
                 cfg = load_config(overrides={"text": {"enabled": False}})
-                cfg = replace(cfg, labels=replace(cfg.labels, impression_window_s=w, late_window_s=args.late_window))
+                late = cfg.labels.late_window_s if args.late_window is None else args.late_window
+                cfg = replace(cfg, labels=replace(cfg.labels, impression_window_s=w, late_window_s=late))
                 t0 = time.perf_counter()
                 rep = run_replay(ev, cfg, items_path=items, report_dir=Path(tmp) / f"r{seed}-{w}", ablations=False)
                 row = {

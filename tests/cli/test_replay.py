@@ -40,11 +40,12 @@ def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
     r = runner.invoke(app, [*args, "--config", str(config)])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert set(data) == {"events", "examples", "events_per_s", "models"}
-    assert data["events"] == 1_500 and data["events_per_s"] > 0
+    assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models"}
+    assert data["events"] == 1_500 and data["events_per_s"] > 0 and data["requests"] > 100
     assert set(data["models"]) == {"rtrec", "popularity", "static", "online_lr"}
     for row in data["models"].values():
-        assert {"auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
+        assert {"auc", "group_auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
+        assert row["group_auc"] is not None
     assert data["models"]["popularity"]["logloss"] is None
     assert (out / "report.json").exists() and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list(out.glob("learner-*.ckpt"))) == 1
@@ -59,6 +60,7 @@ def test_replay_table_output(sim_files: tuple[Path, Path], tmp_path: Path) -> No
     r = runner.invoke(app, [*args, "--config", str(config), "--home", str(home)])
     assert r.exit_code == 0, r.output
     assert "rtrec replay: 1,500 events" in r.stdout and "report:" in r.stdout and "checkpoint:" in r.stdout
+    assert "group_auc" in r.stdout  # an impression log: the per-request AUC is in the table
     assert len(list((home / "checkpoints").glob("learner-*.ckpt"))) == 1
 
 

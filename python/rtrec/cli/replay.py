@@ -64,12 +64,16 @@ def replay(
         )
     data = result.data
     if as_json:
-        typer.echo(json.dumps({k: data[k] for k in ("events", "examples", "events_per_s", "models")}))
+        keys = ("events", "examples", "evaluated", "requests", "events_per_s", "models")
+        typer.echo(json.dumps({k: data[k] for k in keys}))
         return
     from rich.table import Table
 
     table = Table(title=f"rtrec replay: {data['events']:,} events, {data['events_per_s']:,.0f} events/s")
-    cols = ("auc", "logloss", "calibration", "cold_auc", "cold_user_auc", "hr_at_10", "ndcg_at_10")
+    cols: tuple[str, ...] = ("auc", "logloss", "calibration", "cold_auc", "cold_user_auc", "hr_at_10", "ndcg_at_10")
+    if data.get("requests"):
+        # Impression logs: the per-request AUC (as in the MIND benchmark) next to the global one.
+        cols = ("auc", "group_auc", *cols[1:])
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")

@@ -62,7 +62,7 @@ class SimConfig:
     explore: float = 0.3  # share of uniformly random items in the logging policy's slates
     click_delay_s: float = 30.0
     late_click_prob: float = 0.02  # clicks that come after the impression window
-    impression_window_s: float = 1800.0
+    impression_window_s: float = 300.0  # rtrec's default window: late clicks come after it
     cart_prob: float = 0.2  # after a click
     purchase_prob: float = 0.3  # after an add_to_cart
     dismiss_prob: float = 0.02  # of shown, unclicked items
