@@ -558,3 +558,29 @@ def test_save_is_atomic(cfg: Config, checkpoint: Path, monkeypatch: pytest.Monke
     learner.save(checkpoint)
     assert OnlineLearner.load(checkpoint, cfg).last_seq == learner.last_seq
     assert sorted(p.name for p in folder.iterdir()) == ["learner.ckpt"]
+
+
+def test_before_chunk_sees_each_chunk_before_anything_learns_it(cfg: Config, stream: Any) -> None:
+    # The ranking evaluation of `rtrec replay` runs in this hook: the per-example model, the
+    # counters and the CTR model must not have seen the chunk's labels yet.
+    _, batches, items = stream
+    learner = make_learner(cfg, items)
+    seen: list[bool] = []
+    before: dict[str, Any] = {}
+
+    def hook(r: Any) -> None:
+        seen.append(
+            np.array_equal(learner.wide.state()[0], before["wide"])
+            and np.array_equal(learner.featurizer.item_counts.n, before["n"])
+            and learner.model_version == before["version"]
+        )
+
+    learner.before_chunk = hook
+    bs = cfg.learner.batch_size
+    for b in batches:
+        for start in range(0, b.num_rows, bs):
+            before["wide"] = learner.wide.state()[0].copy()
+            before["n"] = learner.featurizer.item_counts.n.copy()
+            before["version"] = learner.model_version
+            learner.learn(b.slice(start, bs))
+    assert len(seen) > 10 and all(seen)

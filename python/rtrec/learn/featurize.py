@@ -136,6 +136,26 @@ def resolved_before(
     return out_cnt[len(res_idx) :], out_pos[len(res_idx) :]
 
 
+def earlier_in_group(idx: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resolved_before` where row ``j`` is read and then resolved, in order (ratings): for
+    each row, how many earlier rows share its index, and their label sum. One sort instead of two.
+
+    >>> cnt, pos = earlier_in_group(np.array([3, 3, 5, 3]), np.array([1.0, 0.0, 1.0, 1.0]))
+    >>> cnt.tolist(), pos.tolist()
+    ([0.0, 1.0, 0.0, 2.0], [0.0, 1.0, 0.0, 1.0])
+    """
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    y = np.asarray(labels, np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
+    pos_cum = np.cumsum(y) - y
+    out_cnt, out_pos = np.empty(len(idx)), np.empty(len(idx))
+    out_cnt[order] = np.arange(len(idx)) - group_start
+    out_pos[order] = pos_cum - pos_cum[group_start]
+    return out_cnt, out_pos
+
+
 def in_stream_order(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Order keys of ``n`` rows each read and then resolved at once, in order (ratings)."""
     r = np.arange(n, dtype=np.int64)
@@ -152,6 +172,19 @@ class Resolved:
     keys: np.ndarray
     xindices: np.ndarray  # cross-encoder buckets (tagged), CSR
     xoffsets: np.ndarray
+    # Example j is read j, resolved right after its read (a chunk of ratings): the counts
+    # reduce to "earlier rows of the chunk", computed with one sort (earlier_in_group).
+    aligned: bool = False
+
+    def before(
+        self, read_idx: np.ndarray, read_keys: np.ndarray, res_idx: np.ndarray, res_rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`resolved_before` for reads at ``read_idx`` against resolutions at ``res_idx``."""
+        labels = self.labels if res_rows is None else self.labels[res_rows]
+        if self.aligned:
+            return earlier_in_group(read_idx, labels)
+        keys = self.keys if res_rows is None else self.keys[res_rows]
+        return resolved_before(read_idx, read_keys, res_idx, keys, labels)
 
 
 @dataclass
@@ -244,10 +277,11 @@ class CrossEncoder:
         n = self.n[bucket].astype(np.float64)
         pos = self.npos[bucket].astype(np.float64)
         if earlier is not None and len(bucket):
-            res_bucket, res_row = _own(earlier.xindices, earlier.xoffsets, self.tag)
-            e_n, e_pos = resolved_before(
-                bucket, read_keys[row_of], res_bucket, earlier.keys[res_row], earlier.labels[res_row]
-            )
+            if earlier.aligned:
+                e_n, e_pos = earlier_in_group(bucket, earlier.labels[row_of])
+            else:
+                res_bucket, res_row = _own(earlier.xindices, earlier.xoffsets, self.tag)
+                e_n, e_pos = earlier.before(bucket, read_keys[row_of], res_bucket, res_row)
             n, pos = n + e_n, pos + e_pos
         ctr = (pos + _PRIOR * prior) / (n + _PRIOR)
         sums = np.bincount(row_of, weights=ctr, minlength=rows)
@@ -537,8 +571,8 @@ class Featurizer:
         dense = np.zeros((len(item_idx), len(self.dense_names)), dtype=np.float32)
         e_item = e_user = None
         if earlier is not None and read_keys is not None:
-            e_item = resolved_before(item_idx, read_keys, earlier.item_idx, earlier.keys, earlier.labels)
-            e_user = resolved_before(user_idx, read_keys, earlier.user_idx, earlier.keys, earlier.labels)
+            e_item = earlier.before(item_idx, read_keys, earlier.item_idx)
+            e_user = earlier.before(user_idx, read_keys, earlier.user_idx)
         for j, enc in enumerate(self.crosses):
             dense[:, len(BASE_DENSE) + j] = enc.encode(xindices, xoffsets, self.prior, earlier, read_keys)
         icnt, ictr, ictr_all = self.item_counts.read(item_idx, ts, self.prior, e_item)
@@ -573,7 +607,7 @@ class Featurizer:
         labels = ex.column("label").to_numpy().astype(np.float32)
         weights = ex.column("weight").to_numpy().astype(np.float32)
         read_keys, res_keys = in_stream_order(len(labels))
-        earlier = Resolved(user_idx, item_idx, labels, res_keys, xind, xoff)
+        earlier = Resolved(user_idx, item_idx, labels, res_keys, xind, xoff, aligned=True)
         dense = self.dense(user_idx, item_idx, ts, xind, xoff, read_keys=read_keys, earlier=earlier)
         return Batch(
             indices=hashed.indices,

@@ -79,9 +79,10 @@ class OnlineLearner:
         self.model_version = 0
         self.events_seen = 0
         self.examples_seen = 0
-        # Hooks for evaluation: ``before_chunk`` sees each mini-batch of resolved examples before
-        # any state learns from it; ``on_chunk`` sees it (with its recorded predictions) after.
-        self.before_chunk: Callable[[Batch], None] | None = None
+        # Hooks for evaluation: ``before_chunk`` sees the examples a chunk resolves before any
+        # state (the per-example model included) learns from the chunk; ``on_chunk`` sees each
+        # mini-batch of examples, with its recorded predictions, once the models learned it.
+        self.before_chunk: Callable[[step.Resolving], None] | None = None
         self.on_chunk: Callable[[Batch], None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._stats_at = 0.0
@@ -160,8 +161,6 @@ class OnlineLearner:
         names = list(self.trainers)
         for start in range(0, n, bs):
             b = ex if n <= bs else ex.take(np.arange(start, min(start + bs, n)))
-            if self.before_chunk is not None:
-                self.before_chunk(b)
             preds = b.preds if b.preds is not None else np.full((len(b), len(names)), np.nan, np.float32)
             for j, name in enumerate(names):
                 tr = self.trainers[name]

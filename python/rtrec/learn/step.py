@@ -37,6 +37,20 @@ _LOW = (1 << 32) - 1
 
 
 @dataclass
+class Resolving:
+    """Who and what the examples of a chunk are, before anything learns them (for evaluation hooks)."""
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    ts: np.ndarray  # epoch seconds of each example's read
+    labels: np.ndarray
+    origin: np.ndarray  # index into rtrec.labels.ORIGINS
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
 class Reads:
     batch: Batch  # every read of the chunk, features complete; labels/weights set for event reads
     rows: np.ndarray  # chunk row of each read
@@ -49,6 +63,8 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
     item_col = pc.cast(t.column("item_id"), pa.string()).combine_chunks()
     user_idx, item_idx = f.ids(user_col, item_col)
     plan = learner.labeler.plan(t, user_idx, item_idx)
+    if learner.before_chunk is not None and plan.n_examples:
+        learner.before_chunk(_resolving(learner, plan, user_idx, item_idx, t))
     if len(plan.reads):
         reads = _read(learner, t, plan, user_col, item_col, user_idx, item_idx, stats)
         _resolve(learner, plan, reads, res, keep)
@@ -58,6 +74,8 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
 
 def learn_resolved(learner: OnlineLearner, plan: Plan, res: LearnResult, keep: bool) -> None:
     """Learn a plan that reads nothing (impressions expired or drained)."""
+    if learner.before_chunk is not None and plan.n_examples:
+        learner.before_chunk(_resolving(learner, plan, None, None, None))
     _wide_ops(learner, None, plan)
     _resolve(learner, plan, None, res, keep)
 
@@ -67,6 +85,27 @@ def _resolve(learner: OnlineLearner, plan: Plan, reads: Reads | None, res: Learn
         ex = _examples(learner, plan, reads)
         learner.learn_examples(ex, res, keep)
     learner.labeler.release(plan)
+
+
+def _resolving(
+    learner: OnlineLearner,
+    plan: Plan,
+    user_idx: np.ndarray | None,
+    item_idx: np.ndarray | None,
+    t: pa.Table | None,
+) -> Resolving:
+    store = learner.labeler.store
+    n = plan.n_examples
+    sl, ev = np.flatnonzero(plan.ex_slot >= 0), np.flatnonzero(plan.ex_slot < 0)
+    user, item, ts = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
+    keys = store.key[plan.ex_slot[sl]]
+    user[sl], item[sl], ts[sl] = keys >> 32, keys & _LOW, store.ts[plan.ex_slot[sl]] / 1e6
+    if len(ev):
+        assert user_idx is not None and item_idx is not None and t is not None
+        rows = plan.ex_row[ev]
+        user[ev], item[ev] = user_idx[rows], item_idx[rows]
+        ts[ev] = epoch_seconds(t.column("ts").take(pa.array(rows)))
+    return Resolving(user, item, ts, plan.ex_label, plan.ex_origin)
 
 
 # -- reads -------------------------------------------------------------------------------------
@@ -84,14 +123,15 @@ def _read(
 ) -> Reads:
     f, store = learner.featurizer, learner.labeler.store
     r = plan.reads
-    take = pa.array(r)
-    ts = epoch_seconds(t.column("ts").take(take))
+    if len(r) < t.num_rows:
+        take = pa.array(r)
+        t, user_col, item_col = t.take(take), user_col.take(take), item_col.take(take)
+    # else every row is read, in order (a chunk of ratings): no copies
+    ts = epoch_seconds(t.column("ts"))
     u, i = user_idx[r], item_idx[r]
-    hashed, xind, xoff = f.hash(
-        user_col.take(take), item_col.take(take), i, ts, t.column("context").take(take), stats=stats
-    )
+    hashed, xind, xoff = f.hash(user_col, item_col, i, ts, t.column("context"), stats=stats)
     ind, off = hashed.indices, hashed.offsets
-    rid = request_hashes(t.column("request_id").take(take))
+    rid = request_hashes(t.column("request_id"))
     imp = np.flatnonzero(plan.read_slot >= 0)
     served = learner.served.take(rid[imp], i[imp]) if len(imp) else []
     hit = [k for k, s in enumerate(served) if s is not None]
@@ -122,14 +162,17 @@ def _read(
         ts=ts,
         item_n=f.item_counts.n[i].astype(np.float32),
         user_n=f.user_counts.n[u].astype(np.float32),
-        seq=t.column("seq").to_numpy()[r].astype(np.int64),
+        seq=t.column("seq").to_numpy().astype(np.int64),
         xindices=xind,
         xoffsets=xoff,
         request=rid,
         collision_rate=hashed.collision_rate,
     )
     logits = _wide_ops(learner, b, plan)
-    earlier = _resolved(learner, plan, b, ev, ev_pos)
+    if len(ev) == len(r) == plan.n_examples and np.array_equal(plan.ex_row, r):
+        earlier = Resolved(u, i, labels, 2 * r + 2, xind, xoff, aligned=True)  # a chunk of ratings
+    else:
+        earlier = _resolved(learner, plan, b, ev, ev_pos)
     b.dense = f.dense(u, i, ts, xind, xoff, read_keys=read_keys, earlier=earlier)
     b.dense[:, WIDE] = logits
     for k, row in zip(hit, hit_rows.tolist(), strict=True):
@@ -178,6 +221,9 @@ def _wide_ops(learner: OnlineLearner, reads: Batch | None, plan: Plan) -> np.nda
         keys = np.concatenate([2 * plan.reads + 1, plan.ex_order[sl]])
     if len(keys) == 0:
         return np.zeros(0, np.float32)
+    if not len(sl) and reads is not None:
+        # Reads only (a ratings log): already in stream order.
+        return learner.wide.predict_learn(reads.indices, reads.offsets, reads.labels, reads.weights)
     order = np.argsort(keys, kind="stable")
     starts, lengths = off[:-1], np.diff(off)
     op_ind, op_off = csr_gather(ind, starts[order], lengths[order])
@@ -247,6 +293,12 @@ def _examples(learner: OnlineLearner, plan: Plan, reads: Reads | None) -> Batch:
             )
         )
         where.append(sl)
+    if len(ev) == n and reads is not None and np.array_equal(reads.rows, plan.ex_row):
+        # Every read is an example, resolved in read order (a ratings log): no copy.
+        e = reads.batch
+        e.preds = np.full((n, n_models), np.nan, np.float32)
+        e.origin = plan.ex_origin
+        return e
     if len(ev):
         assert reads is not None
         e = reads.batch.take(np.searchsorted(reads.rows, plan.ex_row[ev]))

@@ -22,10 +22,11 @@ import pyarrow as pa
 
 from rtrec.config import Config
 from rtrec.errors import InvalidInputError
-from rtrec.labels import EVENT
+from rtrec.labels import EVENT, FOLLOWUP
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
+from rtrec.learn.step import Resolving
 
 BASELINES = ("popularity", "static", "online_lr")
 # The language-model pieces (see README): 1 item text features, 2 user interest vector,
@@ -190,12 +191,14 @@ def _run(
     n_catalog = items.num_rows
     threshold = cfg.replay.cold_threshold
 
-    def before_chunk(b: Batch) -> None:
+    def before_chunk(b: Resolving) -> None:
         # Ranking is measured before any state (counters, the per-example model) sees the chunk.
         if not n_catalog or cfg.replay.ranking_sample <= 0:
             return
         t0 = time.perf_counter()
-        pick = np.flatnonzero((b.labels >= 0.5) & (rng.random(len(b)) < cfg.replay.ranking_sample))
+        # A follow-up (an add-to-cart after its click) is the same showing's item again: not ranked twice.
+        first = (b.labels >= 0.5) & (b.origin != FOLLOWUP)
+        pick = np.flatnonzero(first & (rng.random(len(b)) < cfg.replay.ranking_sample))
         users, items = learner.featurizer.users.ids, learner.featurizer.items.ids
         for r in pick.tolist():
             _rank_one(learner, users[b.user_idx[r]], items[b.item_idx[r]], float(b.ts[r]), n_catalog, col)
