@@ -52,6 +52,9 @@ class LabelsConfig:
     # much longer its features are kept for a late positive (bench/delayed_feedback.py).
     impression_window_s: float = 300.0
     late_window_s: float = 1500.0
+    # At most this many impressions are held with their features (about 400 bytes each):
+    # past it the oldest kept one is dropped, or the oldest pending one learned as a negative early.
+    max_snapshots: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"event type {sorted(overlap)[0]!r} is both positive and negative in [labels]")
     if not cfg.labels.impression_window_s >= 0.0 or not cfg.labels.late_window_s >= 0.0:
         raise ConfigError("config keys labels.impression_window_s and labels.late_window_s must be 0 or more seconds")
+    if cfg.labels.max_snapshots < 1:
+        raise ConfigError("config key labels.max_snapshots must be at least 1")
     if cfg.learner.batch_size < 1:
         raise ConfigError("config key learner.batch_size must be at least 1")
     if cfg.learner.replay_strategy not in ("uniform", "recency", "balanced"):

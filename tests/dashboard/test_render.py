@@ -23,7 +23,12 @@ STATS = {
     "model_version": 77,
     "quality": {"auc": 0.7123, "logloss": 0.4321, "ctr": 0.051},
     "series": {"auc": [0.6, 0.65, 0.7], "logloss": [0.5, 0.45], "ctr": [0.05], "ingest": [1, 2, 3], "learn": []},
-    "model": {"replay": {"size": 500, "capacity": 1000, "mix": {"fresh": 0.5, "replay": 0.5}}, "collision_rate": 0.013},
+    "model": {
+        "replay": {"size": 500, "capacity": 1000, "mix": {"fresh": 0.5, "replay": 0.5}},
+        "collision_rate": 0.013,
+        "labels": {"pending": 1200, "retained": 300, "snapshot_bytes": 3 * 2**20, "expired_early": 0, "dropped": 0},
+        "served_snapshots": {"held": 40, "used": 17},
+    },
     "drift_alarms": [{"seq": 4000, "detector": "page_hinkley", "stat": 51.2}],
     "checkpoint": {"seq": 4500, "created_at": None},
     "text": {"status": "ready", "device": "cpu", "queue": 0},
@@ -66,6 +71,8 @@ def test_render_shows_key_fields():
         "i1",
         "p99 8.0 ms",
         "p50 12.0 ms",
+        "1,200 pending · 300 kept · 3.0 MiB",
+        "17 learned as served",
     ):
         assert needle in out, needle
 

@@ -293,3 +293,18 @@ def test_accepts_tail_batches(tmp_path: Any) -> None:
         r = Reader()
         out = [row for b in log.tail(0) for row in r.process(b)]
     assert out == [(1, 1.0, 1.0, "impression")]
+
+
+def test_the_snapshot_cap_drops_kept_ones_then_expires_the_oldest_early() -> None:
+    r = Reader(Labeler(LabelsConfig(max_snapshots=3)))
+    out = r.process(batch(*({"t": k, "type": "impression", "item": f"i{k}"} for k in range(3))))
+    assert out == [] and r.lab.pending == 3
+    r.process(batch({"t": 3, "type": "click", "item": "i0"}, start_seq=4))  # i0 answered, kept for follow-ups
+    assert (r.lab.pending, r.lab.retained) == (2, 1)
+    out = r.process(batch({"t": 4, "type": "impression", "item": "i4"}, start_seq=5))
+    assert out == [] and (r.lab.pending, r.lab.retained, r.lab.dropped) == (3, 0, 1)
+    out = r.process(batch({"t": 5, "type": "impression", "item": "i5"}, start_seq=6))
+    # Full of pending impressions: the oldest (i1) is learned as a negative now, and not kept.
+    assert out == [(2, 0.0, 1.0, "impression")]
+    assert (r.lab.pending, r.lab.retained, r.lab.expired_early) == (3, 0, 1)
+    assert r.lab.store.live == 3

@@ -209,8 +209,13 @@ def test_kill_9_mid_ingest_loses_nothing_and_learns_once(daemon_factory, tmp_pat
 
     def produce() -> None:
         n = 0
+        now = time.time()  # impressions within their window: they wait, with their snapshots, across the kill
         while not stop.is_set():
-            batch = [event(f"k{n}-{j}", f"u{j % 13}", f"{TOPICS[j % 4]}-{j % 5}", "click", T0 + n) for j in range(200)]
+            batch = [
+                event(f"k{n}-{j}", f"u{j % 13}", f"{TOPICS[j % 4]}-{j % 5}", kind, now + n, request_id=f"r{n}-{j % 13}")
+                for j in range(200)
+                for kind in (("impression", "click") if j % 7 == 0 else ("impression",))
+            ]
             try:
                 status, _ = d.request("POST", "/v1/events", batch, timeout=10)
             except OSError:
@@ -235,6 +240,7 @@ def test_kill_9_mid_ingest_loses_nothing_and_learns_once(daemon_factory, tmp_pat
     stats = wait_learned(d2, log_seq)
     # Learned once each: the restored model plus what it tailed adds up to the log, no more.
     assert stats["model"]["events_seen"] == log_seq
+    assert stats["model"]["pending_impressions"] > 0
     assert d2.terminate() == 0
     total, distinct, ids = _read_events(d.home)
     assert total == distinct

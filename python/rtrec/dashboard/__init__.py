@@ -164,7 +164,19 @@ def _internals(s: dict[str, Any]) -> Panel:
         if text.get("items_per_s"):
             text_s += f" · {_num(text.get('items_per_s'), '{:,.0f}')} items/s"
     rec = s.get("recommend") or {}
+    labels = model.get("labels") or {}
+    labels_s = DASH
+    if labels:
+        labels_s = (
+            f"{_num(labels.get('pending'))} pending · {_num(labels.get('retained'))} kept · "
+            f"{_num((labels.get('snapshot_bytes') or 0) / 2**20, '{:,.1f}')} MiB"
+        )
+        if labels.get("expired_early") or labels.get("dropped"):
+            labels_s += f" · at cap: {_num(labels.get('expired_early'))} early, {_num(labels.get('dropped'))} dropped"
+    served = model.get("served_snapshots") or {}
     rows: list[tuple[str, RenderableType | str]] = [
+        ("impressions", labels_s),
+        ("served features", f"{_num(served.get('used'))} learned as served" if served else DASH),
         ("replay buffer", fill_s),
         ("sample mix", mix_s),
         ("hash collisions", _num(coll, "{:.2%}")),

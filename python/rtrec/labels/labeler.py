@@ -136,6 +136,7 @@ class Labeler:
         self.cfg = cfg if cfg is not None else LabelsConfig()
         self._window = round(self.cfg.impression_window_s * 1e6)
         self._retention = round(self.cfg.late_window_s * 1e6)
+        self._cap = self.cfg.max_snapshots
         pos = np.full(len(EVENT_TYPES), np.nan)
         neg = np.full(len(EVENT_TYPES), np.nan)
         for i, t in enumerate(EVENT_TYPES):
@@ -160,7 +161,10 @@ class Labeler:
         self._heap: list[int] = []
         self._retained_q: list[int] = []
         self._n_pending = 0
+        self._n_retained = 0
         self._watermark: int | None = None
+        self.expired_early = 0  # pending impressions learned as negatives before their window, at the cap
+        self.dropped = 0  # retained snapshots dropped before their late window ended, at the cap
 
     # -- public API ----------------------------------------------------------------------------
     @property
@@ -170,8 +174,8 @@ class Labeler:
 
     @property
     def retained(self) -> int:
-        """Impressions already learned as negatives, kept for a late positive."""
-        return self.store.live - self._n_pending
+        """Impressions already labelled, kept for a late positive or a follow-up."""
+        return self._n_retained
 
     @property
     def watermark(self) -> float | None:
@@ -248,6 +252,8 @@ class Labeler:
             slot = slot_of_row.get(r)
             if slot is not None:
                 self._add_pending(key, slot)
+                if self._n_pending + self._n_retained > self._cap:
+                    self._enforce_cap(2 * r, out)
                 continue
             lab, w, rid = float(label[r]), float(weight[r]), int(rids[r])
             s = self._take(self._pending, key, rid)
@@ -305,6 +311,9 @@ class Labeler:
             "window_us": self._window,
             "watermark": self._watermark,
             "n_pending": self._n_pending,
+            "n_retained": self._n_retained,
+            "expired_early": self.expired_early,
+            "dropped": self.dropped,
             "store": self.store.state_dict(),
             "pending": _dict_arrays(self._pending),
             "retained": _dict_arrays(self._retained),
@@ -320,6 +329,8 @@ class Labeler:
             self.store = SnapshotStore.from_state(state["store"])
             self._watermark = None if state["watermark"] is None else int(state["watermark"])
             self._n_pending = int(state["n_pending"])
+            self._n_retained = int(state["n_retained"])
+            self.expired_early, self.dropped = int(state["expired_early"]), int(state["dropped"])
             self._pending = _arrays_dict(state["pending"])
             self._retained = _arrays_dict(state["retained"])
             self._heap = [int(x) for x in state["heap"]]
@@ -378,7 +389,36 @@ class Labeler:
         st.state[slot] = state
         st.next[slot] = self._retained.get(key, -1)
         self._retained[key] = slot
+        self._n_retained += 1
         heapq.heappush(self._retained_q, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
+
+    def _enforce_cap(self, order: int, out: _PlanBuilder) -> None:
+        """Hold at most ``max_snapshots``: drop the oldest kept snapshot, else expire the oldest pending one."""
+        st = self.store
+        while self._n_pending + self._n_retained > self._cap:
+            if self._n_retained:
+                entry = heapq.heappop(self._retained_q)
+                slot = entry & _LOW
+                if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
+                    self._release_retained(slot, out)
+                    self.dropped += 1
+                continue
+            entry = heapq.heappop(self._heap)
+            slot = entry & _LOW
+            if st.state[slot] != PENDING or int(st.seq[slot]) != (entry >> 32) & _SEQ:
+                continue
+            key = int(st.key[slot])
+            self._unlink(self._pending, key, slot)
+            self._n_pending -= 1
+            self.expired_early += 1
+            out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
+            self._retain(key, slot, EXPIRED, out)
+
+    def _release_retained(self, slot: int, out: _PlanBuilder) -> None:
+        self._unlink(self._retained, int(self.store.key[slot]), slot)
+        self._n_retained -= 1
+        self.store.state[slot] = RELEASING
+        out.free(slot)
 
     def _expire_before(self, limit: int | None, wm: np.ndarray | None, out: _PlanBuilder) -> None:
         """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline.
@@ -426,9 +466,7 @@ class Labeler:
             entry = heapq.heappop(q)
             slot = entry & _LOW
             if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
-                self._unlink(self._retained, int(st.key[slot]), slot)
-                st.state[slot] = RELEASING
-                out.free(slot)
+                self._release_retained(slot, out)
 
 
 class _PlanBuilder:
