@@ -17,6 +17,7 @@ import torch
 from rtrec.config import Config, load_config
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events import EventLog
+from rtrec.labels import FOLLOWUP, IMPRESSION
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.metrics import auc
 from rtrec.replay import replay_variants
@@ -339,11 +340,13 @@ def test_learns_the_simulated_tastes(cfg: Config, stream: Any) -> None:
     sim, batches, items = stream
     variants = [default_variant(cfg), Variant("popularity", kind="popularity", replay=False)]
     learner = make_learner(cfg, items, variants)
+    labels: list[np.ndarray] = []
+    learner.on_chunk = lambda b: labels.append(b.labels.copy())  # every learned example, in order
     preds: dict[str, list[np.ndarray]] = {}
     for b in batches:
         for name, ps in learner.learn(b, keep_predictions=True).predictions.items():
             preds.setdefault(name, []).extend(ps)
-    y = np.concatenate([h["labels"] for h in learner.history])
+    y = np.concatenate(labels)
     p = np.concatenate(preds["rtrec"])
     assert len(y) > 1_500 and 0.05 < y.mean() < 0.8
     model_auc = auc(y, p)
@@ -393,12 +396,18 @@ def test_recovers_from_an_abrupt_preference_shift(tmp_path: Path, cfg: Config) -
     variants = [default_variant(cfg), static]
     learner = make_learner(cfg, items, variants)
     ts_chunks: list[np.ndarray] = []
-    learner.on_chunk = lambda b: ts_chunks.append(b.ts.copy())
+    labels: list[np.ndarray] = []
+
+    def on_chunk(b: Any) -> None:
+        ts_chunks.append(b.ts.copy())
+        labels.append(b.labels.copy())
+
+    learner.on_chunk = on_chunk
     preds: dict[str, list[np.ndarray]] = {}
     for b in batches:
         for name, ps in learner.learn(b, keep_predictions=True).predictions.items():
             preds.setdefault(name, []).extend(ps)
-    y = np.concatenate([h["labels"] for h in learner.history])
+    y = np.concatenate(labels)
     ts = np.concatenate(ts_chunks)
     p = np.concatenate(preds["rtrec"])
     k = int(np.searchsorted(ts, shift))
@@ -584,3 +593,17 @@ def test_before_chunk_sees_each_chunk_before_anything_learns_it(cfg: Config, str
             before["version"] = learner.model_version
             learner.learn(b.slice(start, bs))
     assert len(seen) > 10 and all(seen)
+
+
+def test_a_showing_counts_once_in_live_metrics_and_its_followups_are_learned(cfg: Config) -> None:
+    learner = OnlineLearner(cfg)
+    stream = events([(0, "u0", "i0", "impression"), (5, "u0", "i0", "click"), (9, "u0", "i0", "add_to_cart")])
+    seen: list[Any] = []
+    learner.on_chunk = lambda b: seen.append((b.labels.tolist(), b.origin.tolist(), b.weights.tolist()))
+    res = learner.learn(stream, keep_predictions=True)
+    # Two examples from the one showing (its click, then its add-to-cart), both with its features...
+    assert res.examples == 2 and seen == [([1.0, 1.0], [IMPRESSION, FOLLOWUP], [1.0, 2.0])]
+    p = res.predictions["rtrec"][0]
+    assert p[0] == p[1]  # ... and the prediction made when it was shown
+    # ... but live metrics count the showing once.
+    assert sum(len(h["labels"]) for h in learner.history) == 1

@@ -28,7 +28,7 @@ import torch
 from rtrec import _native
 from rtrec.config import Config
 from rtrec.errors import CorruptDataError, InvalidInputError
-from rtrec.labels import Labeler, conform
+from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import step
 from rtrec.learn.featurize import WIDE, Batch, Featurizer
 from rtrec.learn.metrics import auc, logloss
@@ -189,12 +189,15 @@ class OnlineLearner:
         self.examples_seen += n
 
     def _record(self, b: Batch, probs: np.ndarray, now: float) -> None:
+        # Live metrics count each showing once, with the label it resolved to first: a late
+        # correction or a follow-up is learned, but would count its impression twice.
+        keep = slice(None) if b.origin is None else (b.origin != LATE) & (b.origin != FOLLOWUP)
         self.history.append(
             {
                 "wall": now,
                 "ts": float(b.ts.max()),
-                "labels": b.labels.copy(),
-                "probs": probs.astype(np.float32),
+                "labels": b.labels[keep].copy(),
+                "probs": probs[keep].astype(np.float32),
             }
         )
 
