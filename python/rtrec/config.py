@@ -17,6 +17,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,21 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """What the event log accepts (see ``rtrec.events.validate``)."""
+
+    # An event may be at most this far in the future of the receiving clock, in seconds.
+    max_future_s: float = 86_400.0
+    # ... and no older than this (ISO 8601; without an offset, UTC).
+    oldest: str = "1970-01-01T00:00:00+00:00"
+    # Identifiers (event, user, item, request) have at most this many characters.
+    max_id_chars: int = 512
+    # ``context`` and item ``attrs``: nesting levels, and characters of their JSON text.
+    max_depth: int = 16
+    max_json_chars: int = 65_536
+
+
+@dataclass(frozen=True)
 class LabelsConfig:
     """How feedback events become training labels (see ``rtrec.events.labels``)."""
 
@@ -55,6 +71,8 @@ class LabelsConfig:
     # At most this many impressions are held with their features (about 400 bytes each):
     # past it the oldest kept one is dropped, or the oldest pending one learned as a negative early.
     max_snapshots: int = 2_000_000
+    # The event-time watermark never runs more than this ahead of the learner's clock.
+    watermark_lead_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,7 @@ class Config:
 
     home: Path = field(default_factory=lambda: Path.home() / ".rtrec")
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -306,6 +325,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"event type {sorted(overlap)[0]!r} is both positive and negative in [labels]")
     if not cfg.labels.impression_window_s >= 0.0 or not cfg.labels.late_window_s >= 0.0:
         raise ConfigError("config keys labels.impression_window_s and labels.late_window_s must be 0 or more seconds")
+    ev = cfg.events
+    if not ev.max_future_s >= 0.0:
+        raise ConfigError(f"config key events.max_future_s must be 0 or more seconds, got {ev.max_future_s}")
+    try:
+        datetime.fromisoformat(ev.oldest)
+    except ValueError:
+        raise ConfigError(
+            f"config key events.oldest must be an ISO 8601 time, got {ev.oldest!r}", hint="e.g. 2000-01-01T00:00:00Z"
+        ) from None
+    for key in ("max_id_chars", "max_depth", "max_json_chars"):
+        if getattr(ev, key) < 1:
+            raise ConfigError(f"config key events.{key} must be at least 1")
     if cfg.labels.max_snapshots < 1:
         raise ConfigError("config key labels.max_snapshots must be at least 1")
     if cfg.learner.batch_size < 1:

@@ -45,7 +45,7 @@ def test_open_creates_parent_and_migrations_are_recorded(tmp_path: Path) -> None
         versions = [r[0] for r in cur.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()]
         tables = {r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert path.exists()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     assert {"events", "rejected_events", "items", "checkpoints", "drift_alarms", "item_embeddings"} <= tables
     with EventLog.open(path) as lg:  # reopening applies nothing twice
         assert lg.count_events() == 0
@@ -170,11 +170,17 @@ def test_arrow_input_unknown_column_is_an_error(log: EventLog) -> None:
     assert log.count_events() == 0
 
 
-def test_not_a_list_is_an_error(log: EventLog) -> None:
+def test_not_a_list_is_an_error_and_a_row_that_is_not_an_object_is_rejected_and_kept(log: EventLog) -> None:
     with pytest.raises(InvalidInputError, match="list of objects"):
         log.ingest({"ts": T0})  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match="event 1"):
-        log.ingest([ev(), 3])  # type: ignore[list-item]
+    s = log.ingest([ev(), 3, [1, 2]])  # type: ignore[list-item]
+    assert s.accepted == 1
+    assert [(r.index, r.reason) for r in s.rejected] == [
+        (1, "row: expected a JSON object, got int"),
+        (2, "row: expected a JSON object, got list"),
+    ]
+    stored = log.rejected().to_pylist()
+    assert [(r["row_index"], r["raw"]) for r in stored] == [(1, "3"), (2, "[1, 2]")]
 
 
 def test_order_by_ts(log: EventLog) -> None:

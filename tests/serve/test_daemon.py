@@ -57,7 +57,7 @@ def test_api_end_to_end(daemon: DaemonProcess):
     spec = d.get("/openapi.json")
     assert {"/v1/events", "/v1/items", "/v1/recommend", "/v1/stats", "/healthz", "/metrics"} <= set(spec["paths"])
 
-    assert d.post("/v1/items", catalog()) == {"upserted": 100}
+    assert d.post("/v1/items", catalog()) == {"upserted": 100, "rejected": []}
     events = [event(f"a{i}", f"u{i % 5}", f"sport-{i % 25}", "impression", T0 + i) for i in range(50)]
     out = d.post("/v1/events", events)
     assert out["accepted"] == 50 and out["duplicates"] == 0 and out["rejected"] == []
@@ -140,8 +140,8 @@ def test_bad_input_gets_clear_4xx_and_daemon_stays_up(daemon: DaemonProcess):
     assert status == 422 and "policy" in body["error"]
     status, body = d.request("GET", "/v1/recommend?user_id=u1&context=[1")
     assert status == 422 and "context" in body["error"]
-    status, body = d.request("POST", "/v1/items", [{"title": "no id"}])
-    assert status == 422 and "item_id" in body["error"]
+    out = d.post("/v1/items", [{"title": "no id"}])
+    assert out["upserted"] == 0 and out["rejected"] == [{"index": 0, "reason": "item_id: missing"}]
     assert d.get("/healthz")["status"] == "ok"
 
 
@@ -294,7 +294,7 @@ def test_text_features_in_the_daemon_encode_learn_and_survive_a_restart(daemon_f
     model = build_tiny_gpt2(tmp_path / "tiny-gpt2")
     d = daemon_factory(config=TEXT_CONFIG.format(model=model)).start()
     odd = {"item_id": "travel-odd", "title": "Wireless headphones with a long battery life", "category": "travel"}
-    assert d.post("/v1/items", [*catalog(10), odd]) == {"upserted": 41}
+    assert d.post("/v1/items", [*catalog(10), odd]) == {"upserted": 41, "rejected": []}
     text = wait_text(d)
     assert (text["encoded"], text["model"], text["device"]) == (41, str(model), "cpu")
     # A user who clicks sport items: the interest vector moves and the learner uses the text.

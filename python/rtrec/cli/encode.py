@@ -14,7 +14,7 @@ from rtrec.cli._common import CONFIG_OPTION, HOME_OPTION, handle_errors, load, s
 def _open_log(cfg: Any) -> Any:
     from rtrec.events import EventLog
 
-    return EventLog.open(cfg.db_path)
+    return EventLog.open(cfg.db_path, cfg.events)
 
 
 @handle_errors

@@ -28,7 +28,7 @@ def ingest(
 
     if not file.exists():
         raise InvalidInputError(f"file {file} does not exist")
-    with EventLog.open(cfg.db_path) as log:
+    with EventLog.open(cfg.db_path, cfg.events) as log:
         summary = log.ingest_file(file, items=items, order_by_ts=order_by_ts)
         total = log.count_events()
     if as_json:

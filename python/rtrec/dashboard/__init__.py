@@ -115,6 +115,10 @@ def _flow(s: dict[str, Any]) -> Panel:
         ),
         ("log / learned seq", f"{_num(ing.get('log_seq'))} / {_num(lrn.get('learned_seq'))}"),
     ]
+    if lrn.get("quarantined_total"):
+        rows.append(
+            ("quarantined", Text(f"{_num(lrn['quarantined_total'])} events set aside (quarantined_events)", "yellow"))
+        )
     if lrn.get("error"):
         rows.append(("learner error", Text(str(lrn["error"]), style="red")))
     return _kv("Stream", rows)

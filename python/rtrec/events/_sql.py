@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 from rtrec.events.schema import EVENT_INPUT_COLUMNS, EVENT_TYPES
@@ -160,8 +163,18 @@ def _clip(expr: str) -> str:
     return f"left({expr}, 80)"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The bounds of :class:`rtrec.config.EventsConfig` that the SQL checks enforce."""
+
+    max_future_s: float = 86_400.0
+    oldest_us: int = 0
+    max_id_chars: int = 512
+    max_json_chars: int = 65_536
+
+
 def _normalise(
-    source: str, kinds: dict[str, str], json_rows: bool
+    source: str, kinds: dict[str, str], json_rows: bool, limits: Limits
 ) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
     """(FROM clause, normalised expression per event column, [(condition, reason message)])."""
     cols: dict[str, str] = {}
@@ -206,9 +219,23 @@ def _normalise(
                 f"'row: unknown field ''' || {_UNKNOWN_KEYS}[1] || ''''",
             ),
         ]
+    n_id = int(limits.max_id_chars)
+    too_long = f"' characters, over the limit of {n_id} (events.max_id_chars)'"
+    future = f"({NOW_UTC} + INTERVAL {int(limits.max_future_s * 1e6)} MICROSECOND)"
+    oldest = f"make_timestamp({int(limits.oldest_us)})"
     checks += [
         (eid_bad, f"'event_id: malformed value ''' || {raw('event_id')} || ''' (expected a non-empty string)'"),
+        (f"length({eid}) > {n_id}", f"'event_id: ' || length({eid}) || {too_long}"),
         (f"({ts}) IS NULL AND NOT {ts_bad}", "'ts: missing'"),
+        (
+            f"({ts}) > {future}",
+            f"'ts: ' || CAST({ts} AS VARCHAR) || ' is more than {limits.max_future_s:g} s in the future "
+            "of the daemon''s clock (events.max_future_s)'",
+        ),
+        (
+            f"({ts}) < {oldest}",
+            f"'ts: ' || CAST({ts} AS VARCHAR) || ' is before the oldest accepted time (events.oldest)'",
+        ),
         (
             ts_bad,
             f"'ts: malformed value ''' || {raw('ts')} || "
@@ -218,6 +245,7 @@ def _normalise(
     for name, v, bad in (("user_id", uid, uid_bad), ("item_id", iid, iid_bad), ("event_type", et, et_bad)):
         checks.append((f"({v}) IS NULL AND NOT {bad}", f"'{name}: missing'"))
         checks.append((bad, f"'{name}: malformed value ''' || {raw(name)} || ''' (expected a non-empty string)'"))
+        checks.append((f"length({v}) > {n_id}", f"'{name}: ' || length({v}) || {too_long}"))
     checks += [
         (
             f"({et}) NOT IN ({_TYPES_SQL})",
@@ -227,12 +255,17 @@ def _normalise(
         (f"NOT isfinite({val})", f"'value: non-finite number ' || CAST({val} AS VARCHAR)"),
         (f"({et}) = 'rating' AND ({val}) IS NULL", "'value: missing (rating events need the rating as value)'"),
         (rid_bad, f"'request_id: malformed value ''' || {raw('request_id')} || ''' (expected a non-empty string)'"),
+        (f"length({rid}) > {n_id}", f"'request_id: ' || length({rid}) || {too_long}"),
         (prop_bad, f"'propensity: malformed value ''' || {raw('propensity')} || ''' (expected a number)'"),
         (
             f"NOT isfinite({prop}) OR ({prop}) <= 0 OR ({prop}) > 1",
             f"'propensity: ' || CAST({prop} AS VARCHAR) || ' is outside (0, 1]'",
         ),
         (ctx_bad, f"'context: malformed value ''' || {raw('context')} || ''' (expected a JSON object)'"),
+        (
+            f"length({ctx}) > {int(limits.max_json_chars)}",
+            f"'context: longer than {int(limits.max_json_chars)} characters (events.max_json_chars)'",
+        ),
     ]
     values = {
         "event_id": f"coalesce({eid}, CAST(uuid() AS VARCHAR))",
@@ -248,13 +281,13 @@ def _normalise(
     return base, values, checks
 
 
-def staging_sql(source: str, kinds: dict[str, str], *, json_rows: bool = False) -> str:
+def staging_sql(source: str, kinds: dict[str, str], *, json_rows: bool = False, limits: Limits | None = None) -> str:
     """A SELECT over ``source`` giving ``_idx``, the normalised event columns and ``reason``.
 
     ``kinds`` maps each input column to :func:`kind_of`'s class (absent columns are missing).
     With ``json_rows`` the source has one column ``line`` with a JSON object per row.
     """
-    base, values, checks = _normalise(source, kinds, json_rows)
+    base, values, checks = _normalise(source, kinds, json_rows, limits or Limits())
     reason = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in checks) + " END"
     selected = ", ".join(f"{expr} AS {name}" for name, expr in values.items())
     return f"SELECT _idx, {selected}, {reason} AS reason FROM {base}"
@@ -264,7 +297,7 @@ def staging_sql(source: str, kinds: dict[str, str], *, json_rows: bool = False) 
 INVALID_ROW_ERROR = "rtrec: invalid event row"
 
 
-def insert_valid_sql(source: str, kinds: dict[str, str], first_seq: int) -> str:
+def insert_valid_sql(source: str, kinds: dict[str, str], first_seq: int, limits: Limits | None = None) -> str:
     """One INSERT of every row of ``source`` into ``events``, numbered ``first_seq + _idx``.
 
     The same normalisation and conditions as :func:`staging_sql`, but the statement fails with
@@ -272,7 +305,7 @@ def insert_valid_sql(source: str, kinds: dict[str, str], first_seq: int) -> str:
     (their messages make the staging query several times slower to plan). Takes the source
     name as parameter ``?``. The caller checks duplicates first.
     """
-    base, values, checks = _normalise(source, kinds, False)
+    base, values, checks = _normalise(source, kinds, False, limits or Limits())
     any_bad = " OR ".join(f"({cond})" for cond, _ in checks)
     cols = ", ".join(values)
     selected = ", ".join(values.values())
@@ -282,13 +315,13 @@ def insert_valid_sql(source: str, kinds: dict[str, str], first_seq: int) -> str:
     )
 
 
-def insert_sql(source: str, kinds: dict[str, str], first_seq: int) -> str:
+def insert_sql(source: str, kinds: dict[str, str], first_seq: int, limits: Limits | None = None) -> str:
     """One INSERT of every row of ``source`` (normalised as :func:`staging_sql` does), checking nothing.
 
     Only for tables that :func:`surely_valid` accepts and without duplicates. Takes the source
     name as parameter ``?``.
     """
-    base, values, _ = _normalise(source, kinds, False)
+    base, values, _ = _normalise(source, kinds, False, limits or Limits())
     return (
         f"INSERT INTO events (seq, {', '.join(values)}, source) "
         f"SELECT {int(first_seq)} + _idx, {', '.join(values.values())}, ? FROM {base}"
@@ -301,7 +334,7 @@ def insert_sql(source: str, kinds: dict[str, str], first_seq: int) -> str:
 _SOLID_START = "^[!-~]"
 
 
-def surely_valid(table: pa.Table) -> bool:
+def surely_valid(table: pa.Table, limits: Limits | None = None) -> bool:
     """True only if :func:`staging_sql` gives every row of ``table`` a NULL reason; False when unsure.
 
     A conservative mirror of the checks above for the common shapes (string identifiers,
@@ -324,6 +357,8 @@ def surely_valid(table: pa.Table) -> bool:
         col = table.column(name)
         if col.null_count and not nullable:
             return False
+        if bool(pc.any(pc.greater(pc.utf8_length(col), lim.max_id_chars)).as_py()):
+            return False
         return bool(pc.all(pc.match_substring_regex(col, _SOLID_START), skip_nulls=True).as_py() is not False)
 
     def numbers(name: str) -> np.ndarray | None:
@@ -335,6 +370,7 @@ def surely_valid(table: pa.Table) -> bool:
         col = table.column(name)
         return col.drop_null().to_numpy().astype(np.float64)
 
+    lim = limits or Limits()
     if table.num_rows == 0:
         return True
     for name in ("event_id", "user_id", "item_id", "event_type"):
@@ -351,10 +387,19 @@ def surely_valid(table: pa.Table) -> bool:
     ts_type = typ("ts")
     if ts_type is None or table.column("ts").null_count:
         return False
-    if not (pa.types.is_timestamp(ts_type) or pa.types.is_date(ts_type)):
+    if pa.types.is_timestamp(ts_type) and ts_type.unit == "us":  # epoch microseconds, zone or not
+        us = table.column("ts").cast(pa.int64()).to_numpy().astype(np.float64)
+    else:
+        if pa.types.is_timestamp(ts_type) or pa.types.is_date(ts_type):
+            return False  # other units and zones: the range check runs in SQL
         ts = numbers("ts")
         if ts is None or not bool(np.all(np.abs(ts) < EPOCH_LIMIT)):  # NaN compares False
             return False
+        us = np.where(np.abs(ts) < MS_THRESHOLD, ts * 1e6, ts * 1e3)
+    # A minute's margin at each bound: a row that close to one gets the exact check in SQL.
+    latest = time.time() * 1e6 + lim.max_future_s * 1e6 - 6e7
+    if not bool(np.all((us >= lim.oldest_us + 6e7) & (us <= latest))):
+        return False
     value = numbers("value")
     if value is None or not bool(np.all(np.isfinite(value))):
         return False

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,10 +17,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from rtrec.config import EventsConfig
 from rtrec.errors import InvalidInputError, StorageError
 from rtrec.events._sql import (
     INVALID_ROW_ERROR,
     NOW_UTC,
+    Limits,
     insert_sql,
     insert_valid_sql,
     kind_of,
@@ -31,6 +34,7 @@ from rtrec.events._sql import (
 )
 from rtrec.events.migrations import migrate
 from rtrec.events.schema import EVENT_COLUMNS, EVENT_INPUT_COLUMNS, EVENT_SCHEMA, ITEM_COLUMNS, ITEM_SCHEMA
+from rtrec.events.validate import Unparsed, Validator
 
 __all__ = ["EventLog", "IngestSummary", "Rejected"]
 
@@ -206,8 +210,11 @@ class EventLog:
     [1]
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, events: EventsConfig | None = None) -> None:
         self.path = path
+        self.validator = Validator(events)
+        c = self.validator.cfg
+        self.limits = Limits(c.max_future_s, self.validator.oldest_us, c.max_id_chars, c.max_json_chars)
         self._con = con
         self._lock = threading.RLock()
         self._cursor_lock = threading.Lock()
@@ -222,8 +229,11 @@ class EventLog:
     # -- lifecycle -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> EventLog:
-        """Open (creating it and its parent directory when needed) and migrate a database."""
+    def open(cls, path: str | Path, events: EventsConfig | None = None) -> EventLog:
+        """Open (creating it and its parent directory when needed) and migrate a database.
+
+        ``events`` sets what ingest accepts (``[events]`` in the config; defaults when None).
+        """
         spec = str(path)
         if spec != ":memory:":
             p = Path(path).expanduser()
@@ -241,7 +251,7 @@ class EventLog:
             ) from exc
         con.execute("SET TimeZone = 'UTC'")
         migrate(con)
-        return cls(con, spec)
+        return cls(con, spec, events)
 
     def close(self) -> None:
         with self._lock:
@@ -286,10 +296,13 @@ class EventLog:
         Otherwise each batch is ingested on its own, in queue order, as if the calls had come
         one after another.
         """
-        table, json_rows = self._to_arrow(data)
-        if json_rows or order_by_ts:
+        table, kept, rejected = self._to_arrow(data)
+        if order_by_ts:
             with self._lock:
-                return self._ingest_arrow(table, source=source, order_by_ts=order_by_ts, json_rows=json_rows)
+                summary = self._ingest_arrow(table, source=source, order_by_ts=True, json_rows=False)
+                if rejected:
+                    self._store_rejected_rows(rejected, source=source)
+            return _with_rejected(summary, kept, rejected)
         job = _Pending(table, source)
         with self._queue_lock:
             self._queue.append(job)
@@ -301,7 +314,10 @@ class EventLog:
         if job.error is not None:
             raise job.error
         assert job.summary is not None
-        return job.summary
+        if rejected:
+            with self._lock:
+                self._store_rejected_rows(rejected, source=source)
+        return _with_rejected(job.summary, kept, rejected)
 
     def warm_up(self) -> None:
         """Load the hashes of the stored event ids now; the first ingest would otherwise wait for them."""
@@ -369,10 +385,10 @@ class EventLog:
         con = self._con
         con.register("_rtrec_in", table.append_column("_idx", pa.array(np.arange(n, dtype=np.int64))))
         try:
-            if surely_valid(table):
-                con.execute(insert_sql("_rtrec_in", kinds, first), [source])
+            if surely_valid(table, self.limits):
+                con.execute(insert_sql("_rtrec_in", kinds, first, self.limits), [source])
             else:
-                con.execute(insert_valid_sql("_rtrec_in", kinds, first), [source])
+                con.execute(insert_valid_sql("_rtrec_in", kinds, first, self.limits), [source])
         except duckdb.Error as exc:
             if INVALID_ROW_ERROR in str(exc):
                 return None
@@ -448,42 +464,37 @@ class EventLog:
                 hint=f"event fields: {', '.join(EVENT_INPUT_COLUMNS)}",
             )
 
-    def _to_arrow(self, data: Any) -> tuple[pa.Table, bool]:
+    def _to_arrow(self, data: Any) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str, str]]]:
+        """An Arrow table of the rows to store, the input index of each (None: all, in order), and
+        the rows rejected before Arrow: (index, reason, raw JSON text).
+
+        Rows given as objects are checked one by one (:class:`rtrec.events.validate.Validator`),
+        so that a row's verdict never depends on the other rows of its batch.
+        """
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         if isinstance(data, pa.Table):
             self._check_columns(data.column_names)
             if "seq" in data.column_names:
                 data = data.drop_columns(["seq"])
-            return data, False
+            return data, None, []
         if isinstance(data, Mapping | str | bytes) or not isinstance(data, Sequence):
             raise InvalidInputError(
                 f"events must be a list of objects or an Arrow table, got {type(data).__name__}",
             )
-        rows: list[Mapping[str, Any]] = []
-        originals: list[Mapping[str, Any]] = []
+        check = self.validator.event
+        now_us = round(time.time() * 1e6)
+        good: list[dict[str, Any]] = []
+        kept: list[int] = []
+        rejected: list[tuple[int, str, str]] = []
         for i, row in enumerate(data):
-            # type() first: an isinstance check against the Mapping ABC costs ~0.3 µs, twice a row.
-            if type(row) is not dict and not isinstance(row, Mapping):
-                raise InvalidInputError(f"event {i}: expected an object with event fields, got {type(row).__name__}")
-            originals.append(row)
-            ctx = row.get("context")
-            if ctx is not None and isinstance(ctx, Mapping):
-                row = {**row, "context": _dumps(ctx)}
-            rows.append(row)
-        try:
-            # pa.array infers the union of every row's keys (from_pylist would use the first row's).
-            table = pa.Table.from_struct_array(pa.array(rows)) if rows else pa.table({})
-        except (pa.ArrowException, OverflowError, TypeError, ValueError):
-            # Mixed or odd types: validate each row as JSON text instead, so that the bad rows
-            # are rejected one by one rather than failing the whole call.
-            return pa.table({"line": pa.array([_dumps(r) for r in originals], pa.string())}), True
-        if any(n not in EVENT_INPUT_COLUMNS and n != "seq" for n in table.column_names):
-            # Reject the rows with unknown fields one by one rather than failing the call.
-            return pa.table({"line": pa.array([_dumps(r) for r in originals], pa.string())}), True
-        if "seq" in table.column_names:
-            table = table.drop_columns(["seq"])
-        return table, False
+            out = check(row, now_us)
+            if isinstance(out, str):
+                rejected.append((i, out, raw_json(row)))
+            else:
+                good.append(out)
+                kept.append(i)
+        return _events_table(good), np.asarray(kept, np.int64), rejected
 
     @contextlib.contextmanager
     def _transaction(self, name: str, table: pa.Table, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -527,7 +538,8 @@ class EventLog:
         staged_in = table.append_column("_idx", pa.array(np.arange(n, dtype=np.int64)))
         with self._transaction("_rtrec_in", staged_in, "ingest") as con:
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE _rtrec_staged AS " + staging_sql("_rtrec_in", kinds, json_rows=json_rows)
+                "CREATE OR REPLACE TEMP TABLE _rtrec_staged AS "
+                + staging_sql("_rtrec_in", kinds, json_rows=json_rows, limits=self.limits)
             )
             bad = con.execute(
                 "SELECT _idx, reason FROM _rtrec_staged WHERE reason IS NOT NULL ORDER BY _idx"
@@ -612,6 +624,25 @@ class EventLog:
             con.unregister("_rtrec_map")
         return len(kept), kept_h
 
+    def _store_rejected_rows(self, rejected: list[tuple[int, str, str]], *, source: str) -> None:
+        """Record rows refused before Arrow: (input index, reason, raw JSON text)."""
+        rej = pa.table(
+            {
+                "row_index": pa.array([i for i, _, _ in rejected], pa.int64()),
+                "reason": pa.array([r for _, r, _ in rejected], pa.string()),
+                "raw": pa.array([raw for *_, raw in rejected], pa.string()),
+            }
+        )
+        self._con.register("_rtrec_rej", rej)
+        try:
+            self._con.execute(
+                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
+            )
+        except duckdb.Error as exc:
+            raise StorageError(f"recording rejected rows in {self.path} failed: {_first_line(exc)}") from exc
+        finally:
+            self._con.unregister("_rtrec_rej")
+
     def _store_rejected(
         self, table: pa.Table, bad: list[tuple[Any, Any]], *, source: str, json_rows: bool, index_offset: int
     ) -> None:
@@ -635,12 +666,17 @@ class EventLog:
 
     # -- catalog -------------------------------------------------------------------------------
 
-    def upsert_items(self, data: pa.Table | Sequence[Mapping[str, Any]] | str | Path) -> int:
+    def upsert_items(
+        self, data: pa.Table | Sequence[Mapping[str, Any]] | str | Path, *, rejected: list[Rejected] | None = None
+    ) -> int:
         """Insert or replace catalog items; returns how many were written.
 
         ``tags`` may be a list or a ``"a|b"`` string; ``attrs`` an object or JSON text. Columns
         other than the item fields are merged into ``attrs``. A later row for the same
-        ``item_id`` wins. A row without ``item_id`` fails the whole call (nothing is written).
+        ``item_id`` wins. Rows given as objects are checked one by one: with ``rejected`` a bad
+        row is skipped and listed there with its reason, the others written; without it the
+        first bad row fails the whole call (nothing is written). In a table or file a row
+        without ``item_id`` fails the whole call.
         """
         if isinstance(data, str | Path):
             p = Path(data).expanduser()
@@ -665,7 +701,16 @@ class EventLog:
         elif isinstance(data, pa.Table):
             table = data
         elif isinstance(data, Sequence) and not isinstance(data, str | bytes):
-            table = _items_from_rows(data)  # type: ignore[arg-type]
+            good: list[Mapping[str, Any]] = []
+            for i, row in enumerate(data):
+                out = self.validator.item(row)
+                if isinstance(out, str):
+                    if rejected is None:
+                        raise InvalidInputError(f"items row {i}: {out}; no items were written")
+                    rejected.append(Rejected(i, out))
+                else:
+                    good.append(out)
+            table = _items_from_rows(good)
         else:
             raise InvalidInputError(
                 f"items must be a list of objects, an Arrow table or a file, got {type(data).__name__}"
@@ -775,6 +820,36 @@ class EventLog:
     def count_events(self) -> int:
         return int(self._scalar("SELECT count(*) FROM events"))
 
+    def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Record events (by ``seq``) that the learner set aside, each with the reason; they stay in the log."""
+        if not rows:
+            return
+        t = pa.table(
+            {"seq": pa.array([int(s) for s, _ in rows], pa.int64()), "reason": [str(r)[:2000] for _, r in rows]}
+        )
+        with self._lock:
+            self._con.register("_rtrec_q", t)
+            try:
+                self._con.execute(f"INSERT INTO quarantined_events SELECT seq, reason, {NOW_UTC} FROM _rtrec_q")
+            except duckdb.Error as exc:
+                raise StorageError(f"recording quarantined events in {self.path} failed: {_first_line(exc)}") from exc
+            finally:
+                self._con.unregister("_rtrec_q")
+
+    def quarantined(self, limit: int | None = None) -> pa.Table:
+        """Quarantined events, newest first: seq, reason, quarantined_at."""
+        sql = "SELECT seq, reason, quarantined_at FROM quarantined_events ORDER BY seq DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.cursor()
+        try:
+            return cur.sql(sql).to_arrow_table()
+        finally:
+            cur.close()
+
+    def count_quarantined(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM quarantined_events"))
+
     def count_rejected(self) -> int:
         return int(self._scalar("SELECT count(*) FROM rejected_events"))
 
@@ -812,6 +887,54 @@ class EventLog:
         finally:
             cur.close()
         return {r[0] for r in rows}
+
+
+_EVENT_TYPES_IN = [
+    ("event_id", pa.string()),
+    ("ts", pa.int64()),
+    ("user_id", pa.string()),
+    ("item_id", pa.string()),
+    ("event_type", pa.string()),
+    ("value", pa.float64()),
+    ("request_id", pa.string()),
+    ("propensity", pa.float64()),
+    ("context", pa.string()),
+]
+#: Raw text kept for a rejected row is clipped to this many characters.
+RAW_LIMIT = 65_536
+
+
+def _events_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Validated, normalised rows as typed columns (``ts`` in epoch microseconds)."""
+    cols = {name: pa.array([r[name] for r in rows], tp) for name, tp in _EVENT_TYPES_IN}
+    cols["ts"] = cols["ts"].cast(pa.timestamp("us"))
+    return pa.table(cols)
+
+
+def raw_json(row: Any) -> str:
+    """The row as JSON text for ``rejected_events.raw``: ASCII (a lone surrogate is escaped), clipped,
+    and a placeholder when it cannot be written at all (nested too deep, say)."""
+    if isinstance(row, Unparsed):
+        return row.raw.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:RAW_LIMIT]
+    try:
+        text = json.dumps(row, ensure_ascii=True, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        text = json.dumps(f"<{type(row).__name__} not stored: {type(exc).__name__}>")
+    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT]
+
+
+def _with_rejected(
+    summary: IngestSummary, kept: np.ndarray | None, rejected: list[tuple[int, str, str]]
+) -> IngestSummary:
+    """Map the stored rows' indices back to the input, and add the rows rejected before Arrow."""
+    if kept is None:
+        return summary
+    summary.rejected = sorted(
+        [Rejected(int(kept[r.index]), r.reason) for r in summary.rejected]
+        + [Rejected(i, reason) for i, reason, _ in rejected],
+        key=lambda r: r.index,
+    )
+    return summary
 
 
 def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:

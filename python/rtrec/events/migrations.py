@@ -83,6 +83,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "events the learner set aside, with the reason",
+        """
+        CREATE TABLE quarantined_events (
+            seq BIGINT,
+            reason VARCHAR,
+            quarantined_at TIMESTAMP
+        );
+        """,
+    ),
 )
 
 

@@ -137,6 +137,7 @@ class Labeler:
         self._window = round(self.cfg.impression_window_s * 1e6)
         self._retention = round(self.cfg.late_window_s * 1e6)
         self._cap = self.cfg.max_snapshots
+        self._lead = round(self.cfg.watermark_lead_s * 1e6)
         pos = np.full(len(EVENT_TYPES), np.nan)
         neg = np.full(len(EVENT_TYPES), np.nan)
         for i, t in enumerate(EVENT_TYPES):
@@ -203,8 +204,20 @@ class Labeler:
         weight = np.where(is_pos, pos_w, neg_w).astype(np.float32)
         return codes == self._imp_code, has_label, label, weight
 
-    def plan(self, batch: pa.RecordBatch | pa.Table, user_idx: np.ndarray, item_idx: np.ndarray) -> Plan:
-        """Label a chunk of events (``EVENT_COLUMNS``, in stream order) whose user and item indices are given."""
+    def plan(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        user_idx: np.ndarray,
+        item_idx: np.ndarray,
+        *,
+        clock_us: int | None = None,
+    ) -> Plan:
+        """Label a chunk of events (``EVENT_COLUMNS``, in stream order) whose user and item indices are given.
+
+        With ``clock_us`` (the learner's clock, epoch microseconds) the watermark never runs more
+        than ``watermark_lead_s`` ahead of it: one event stamped far in the future cannot expire
+        every pending impression at once.
+        """
         t = conform(batch)
         n = t.num_rows
         if n == 0:
@@ -212,6 +225,8 @@ class Labeler:
         is_imp, has_label, label, weight = self.labels(t)
         ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
         wm = np.maximum.accumulate(ts)
+        if clock_us is not None:
+            wm = np.minimum(wm, clock_us + self._lead)
         if self._watermark is not None:
             wm = np.maximum(wm, self._watermark)
         out = _PlanBuilder()

@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from rtrec import _native
-from rtrec.config import Config
+from rtrec.config import EVENT_TYPES, Config
 from rtrec.errors import CorruptDataError, InvalidInputError
+from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import step
 from rtrec.learn.featurize import WIDE, Batch, Featurizer
@@ -51,6 +53,7 @@ class LearnResult:
     last_seq: int = 0
     seconds: float = 0.0
     loss_sum: float = 0.0
+    quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): set aside, not learned
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
@@ -75,6 +78,8 @@ class OnlineLearner:
         self.main = next(iter(self.trainers))
         self.labeler = Labeler(cfg.labels, dense_dim=len(self.featurizer.dense_names), n_preds=len(self.trainers))
         self.served = ServedCache()
+        self.validator = Validator(cfg.events)
+        self.quarantined = 0
         self.last_seq = 0
         self.model_version = 0
         self.events_seen = 0
@@ -119,7 +124,8 @@ class OnlineLearner:
                     table = table.filter(pa.array(fresh))
             res = LearnResult(events=table.num_rows)
             if table.num_rows:
-                t = conform(table)
+                t, res.quarantined = self._set_aside(conform(table))
+                self.quarantined += len(res.quarantined)
                 bs = self.cfg.learner.batch_size
                 for start in range(0, t.num_rows, bs):
                     step.learn_events(self, t.slice(start, bs), res, keep_predictions, self._collision_stats())
@@ -128,6 +134,41 @@ class OnlineLearner:
             res.last_seq = self.last_seq
         res.seconds = time.perf_counter() - t0
         return res
+
+    def _set_aside(self, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
+        """Rows this learner cannot learn (a time outside what the log accepts, an unknown type), with
+        the reason, and the table without them. The log's own checks keep such rows out; these
+        guard logs written before them, or by hand."""
+        ts = t.column("ts").cast(pa.int64()).to_numpy()
+        v = self.validator
+        now_us = round(time.time() * 1e6)
+        latest = now_us + round(v.cfg.max_future_s * 1e6)
+        out_of_range = (ts < v.oldest_us) | (ts > latest)
+        known = pc.is_in(t.column("event_type"), value_set=pa.array(EVENT_TYPES)).to_numpy(zero_copy_only=False)
+        bad = out_of_range | ~np.asarray(known, bool)
+        if not bad.any():
+            return t, []
+        seqs = t.column("seq").to_numpy()
+        types = t.column("event_type").to_pylist()
+        reasons = []
+        for r in np.flatnonzero(bad).tolist():
+            if out_of_range[r]:
+                got = v.check_ts(int(ts[r]), now_us)
+                reasons.append((int(seqs[r]), getattr(got, "reason", "ts: out of range")))
+            else:
+                reasons.append((int(seqs[r]), f"event_type: unknown value {types[r]!r}"))
+        return t.filter(pa.array(~bad)), reasons
+
+    def skip(self, seqs: np.ndarray) -> int:
+        """Move past events that could not be learned (the caller records them as quarantined); how many."""
+        with self._lock:
+            fresh = np.asarray(seqs, np.int64)
+            fresh = fresh[fresh > self.last_seq]
+            if len(fresh):
+                self.last_seq = int(fresh.max())
+                self.events_seen += len(fresh)
+                self.quarantined += len(fresh)
+            return len(fresh)
 
     def expire(self, now: float | None = None) -> LearnResult:
         """Learn impressions whose window has passed as negatives (``now``: epoch seconds)."""

@@ -135,7 +135,7 @@ def run_replay(
     else:
         db_path = Path(home) / "rtrec.duckdb"
     try:
-        log = EventLog.open(db_path)
+        log = EventLog.open(db_path, cfg.events)
         try:
             return _run(log, log_path, items_path, cfg, report_dir, home, ablations, progress, say)
         finally:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rtrec import __version__
 from rtrec.errors import InvalidInputError, RtrecError, StorageError
+from rtrec.events.validate import Unparsed, split_json_array
 
 
 class Service(Protocol):
@@ -157,25 +158,43 @@ def _too_large(limit: int, declared: int | None) -> PayloadTooLarge:
     )
 
 
+def _decode_row(text: str | bytes, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return Unparsed("row: nested too deep to decode", _clip_raw(text))
+    except ValueError as exc:
+        return Unparsed(f"row: {where} is not valid JSON ({exc})", _clip_raw(text))
+
+
+def _clip_raw(text: str | bytes) -> str:
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return s[:65_536]
+
+
 def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> list[Any]:
     """Decode a JSON array or NDJSON body into a list; raise with the line or position at fault."""
     ctype = content_type.split(";")[0].strip().lower()
     if not body.strip():
         raise BadBody(f"request body is empty: send a JSON array of {what}")
     if ctype in NDJSON_TYPES:
+        # Line by line: a line that is not JSON is one rejected row, not a failed request.
         rows: list[Any] = []
         for lineno, line in enumerate(body.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise BadBody(f"line {lineno} of the NDJSON body is not valid JSON: {exc}") from None
+            rows.append(_decode_row(line, f"line {lineno}"))
             if len(rows) > max_batch:
                 break
     else:
         try:
             rows = json.loads(body)
+        except RecursionError:
+            # Some element nests deeper than the decoder can go: decode the elements one by one.
+            parts = split_json_array(body.decode("utf-8", "replace"))
+            if parts is None:
+                raise BadBody(f"request body is not valid JSON: nested too deep for a {what} array") from None
+            rows = [_decode_row(p, f"element {k}") for k, p in enumerate(parts)]
         except ValueError as exc:
             raise BadBody(
                 f"request body is not valid JSON: {exc}", hint="send a JSON array, or NDJSON with application/x-ndjson"
@@ -254,7 +273,7 @@ def create_app(service: Service) -> FastAPI:
         "/v1/items",
         tags=["ingest"],
         openapi_extra=_array_body("Catalog items to insert or replace, keyed by item_id.", _ITEM_EXAMPLE),
-        responses={200: {"description": '{"upserted": n}'}},
+        responses={200: {"description": '{"upserted": n, "rejected": [{"index": i, "reason": "..."}]}'}},
     )
     async def post_items(request: Request) -> Response:
         """Insert or replace catalog items."""

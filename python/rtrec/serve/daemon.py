@@ -146,7 +146,7 @@ class Daemon:
         self._rng = np.random.default_rng()
         self._rng_lock = threading.Lock()
 
-        self.log = EventLog.open(cfg.db_path)
+        self.log = EventLog.open(cfg.db_path, cfg.events)
         self._encoder: Any = None
         self._text: dict[str, Any] = {
             "enabled": cfg.text.enabled,
@@ -199,6 +199,7 @@ class Daemon:
         self._inbox_counts = {"done": 0, "rejected": 0}
         self._alarms_stored = len(self._drift_alarms())
         self._setup_metrics()
+        self.c_quarantined.inc(self.log.count_quarantined())
 
     # ----------------------------------------------------------------- start-up
 
@@ -243,6 +244,9 @@ class Daemon:
         self.c_explored = r.counter("recommend_explored_items_total", "Items shown by exploration, not by score.")
         self.c_items = r.counter("items_upserted_total", "Catalog items inserted or replaced.")
         self.c_learn_errors = r.counter("learner_errors_total", "Learner batches that raised.")
+        self.c_quarantined = r.counter(
+            "events_quarantined_total", "Events the learner set aside (kept in the log with the reason)."
+        )
         r.gauge("ingest_rate_events_per_second", "Events committed per second (10 s window).", self.ingest_rate.rate)
         r.gauge("learn_rate_events_per_second", "Events learned per second (10 s window).", self.learn_rate.rate)
         r.gauge("learner_lag_events", "Committed events not learned yet.", lambda: self._lag()[0])
@@ -297,32 +301,17 @@ class Daemon:
             return self._ingest_events(rows, source)
 
     def _ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]:
-        good: list[dict[str, Any]] = []
-        where: list[int] = []
-        rejected: list[dict[str, Any]] = []
-        for i, row in enumerate(rows):
-            if isinstance(row, dict):
-                good.append(row)
-                where.append(i)
-            else:
-                rejected.append({"index": i, "reason": f"event must be a JSON object, got {type(row).__name__}"})
         t0 = time.perf_counter()
-        if good:
-            s = self.log.ingest(good, source=source)
-            accepted, duplicates = int(s.accepted), int(s.duplicates)
-            first_seq, last_seq = s.first_seq, s.last_seq
-            bad = {int(r.index) for r in s.rejected}
-            rejected.extend({"index": where[int(r.index)], "reason": str(r.reason)} for r in s.rejected)
-        else:
-            accepted = duplicates = 0
-            first_seq = last_seq = None
-            bad = set()
+        s = self.log.ingest(rows, source=source)  # every row checked on its own; bad ones stored with a reason
+        accepted, duplicates = int(s.accepted), int(s.duplicates)
+        first_seq, last_seq = s.first_seq, s.last_seq
+        bad = {int(r.index) for r in s.rejected}
+        rejected = [{"index": int(r.index), "reason": str(r.reason)} for r in s.rejected]
         ack = time.monotonic()
         self.lat_ingest.observe(time.perf_counter() - t0)
-        rejected.sort(key=lambda r: r["index"])
         self._note_committed(accepted, duplicates, len(rejected), last_seq, ack)
         if accepted:
-            self._note_feedback(r for j, r in enumerate(good) if j not in bad)
+            self._note_feedback(r for j, r in enumerate(rows) if j not in bad and isinstance(r, dict))
         out: dict[str, Any] = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         if accepted:
             out["first_seq"], out["last_seq"] = first_seq, last_seq
@@ -353,13 +342,15 @@ class Daemon:
                     self._seen[user].add(str(r["item_id"]))
 
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]:
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise InvalidInputError(f"item at index {i} must be a JSON object, got {type(row).__name__}")
-        n = int(self.log.upsert_items(rows))
+        """Write the valid items of ``rows``; each bad row is answered with its reason, the rest stored."""
+        from rtrec.events import Rejected
+
+        bad: list[Rejected] = []
+        n = int(self.log.upsert_items(rows, rejected=bad)) if rows else 0
         self.c_items.inc(n)
-        self._on_items_changed()
-        return {"upserted": n}
+        if n:
+            self._on_items_changed()
+        return {"upserted": n, "rejected": [{"index": r.index, "reason": r.reason} for r in bad]}
 
     def _on_items_changed(self) -> None:
         self._refresh_catalog()
@@ -446,8 +437,7 @@ class Daemon:
                     continue
                 self._yield_to_requests()
                 t0 = time.perf_counter()
-                with self._model_lock:
-                    self.learner.learn(batch)
+                self._learn_one(batch)
                 self.lat_learn_batch.observe(time.perf_counter() - t0)
                 got += batch.num_rows
                 self._after_learn(batch)
@@ -457,6 +447,27 @@ class Daemon:
             if not drain and self._stop_learner.is_set():
                 return total
             self._apply_side_info()
+
+    def _learn_one(self, batch: Any) -> None:
+        """Learn one tailed batch. A batch the learner fails on is quarantined (its events stay in
+        the log, recorded with the reason in ``quarantined_events``) and learning goes on after it."""
+        try:
+            with self._model_lock:
+                res = self.learner.learn(batch)
+            bad = res.quarantined
+        except Exception as exc:
+            log.exception("learning events %d..%d failed; quarantining them", *_seq_range(batch))
+            seqs = batch.column("seq").to_numpy()
+            with self._model_lock:
+                self.learner.skip(seqs)
+            reason = f"learner failed on this batch: {type(exc).__name__}: {exc}"
+            bad = [(int(s), reason) for s in seqs.tolist()]
+        if bad:
+            self.c_quarantined.inc(len(bad))
+            try:
+                self.log.quarantine(bad)
+            except Exception as exc:  # the count above still shows them
+                log.warning("could not record quarantined events: %s", exc)
 
     def _yield_to_requests(self) -> None:
         """Let recommend and ingest requests in progress finish before taking the model lock."""
@@ -918,6 +929,7 @@ class Daemon:
                 "batch_latency": self.lat_learn_batch.percentiles(),
                 "errors": self.c_learn_errors.value,
                 "error": self._learner_error,
+                "quarantined_total": self.c_quarantined.value,
             },
             "freshness": {"learned": self.lat_learned.percentiles(), "recommend": self.lat_reflected.percentiles()},
             "recommend": {
@@ -1064,6 +1076,11 @@ class _Picked(Sequence[str]):
         if isinstance(j, slice):
             return [self._ids[p] for p in self._pos[j].tolist()]
         return self._ids[int(self._pos[j])]
+
+
+def _seq_range(batch: Any) -> tuple[int, int]:
+    seqs = batch.column("seq").to_numpy()
+    return (int(seqs.min()), int(seqs.max())) if len(seqs) else (0, 0)
 
 
 def _current_quality(model: dict[str, Any]) -> dict[str, Any]:

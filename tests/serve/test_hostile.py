@@ -1,0 +1,214 @@
+"""Hostile but fair input through a real daemon: no row stops learning, fails its batch, or escapes its verdict."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rtrec.serve.testing import DaemonProcess
+from tests.serve.test_daemon import catalog, event, wait_learned
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    d = DaemonProcess(tmp_path_factory.mktemp("hostile") / "home").start()
+    d.post("/v1/items", catalog(5))
+    yield d
+    d.kill()
+
+
+def now() -> float:
+    return time.time()
+
+
+def test_times_outside_the_accepted_range_are_rejected_and_learning_goes_on(daemon: DaemonProcess) -> None:
+    d = daemon
+    t = now()
+    bad = [
+        event("far-past", "u1", "sport-1", "impression", -99999999999999),
+        event("year-10000", "u1", "sport-1", "impression", "10000-01-01T00:00:00Z"),
+        event("year-9999", "u1", "sport-1", "impression", "9999-12-31T00:00:00Z"),
+        event("tomorrow-and-more", "u1", "sport-1", "impression", t + 3 * 86400),
+    ]
+    good = [event(f"ok{i}", "u1", f"sport-{i}", "impression", t, request_id="r-ok") for i in range(3)]
+    out = d.post("/v1/events", [*bad, *good])
+    assert out["accepted"] == 3
+    assert [r["index"] for r in out["rejected"]] == [0, 1, 2, 3]
+    assert all(r["reason"].startswith("ts:") for r in out["rejected"]), out["rejected"]
+    stats = wait_learned(d, out["last_seq"])
+    assert stats["learn"]["error"] is None and stats["model"]["pending_impressions"] >= 3
+    # A click on one of them still resolves it: nothing expired them early.
+    stats = wait_learned(d, d.post("/v1/events", [event("ok-click", "u1", "sport-1", "click", t + 1)])["last_seq"])
+    assert stats["model"]["labels"]["expired_early"] == 0
+
+
+def test_an_event_at_the_edge_of_the_future_does_not_expire_every_pending_impression(daemon: DaemonProcess) -> None:
+    d = daemon
+    t = now()
+    shown = [event(f"edge{i}", "u2", f"music-{i}", "impression", t, request_id="r-edge") for i in range(4)]
+    wait_learned(d, d.post("/v1/events", shown)["last_seq"])
+    before = d.get("/v1/stats")["model"]["labels"]["pending"]
+    # Accepted (within events.max_future_s), but the watermark stays near the daemon's clock.
+    out = d.post("/v1/events", [event("edge-future", "u3", "travel-1", "click", t + 80_000)])
+    assert out["accepted"] == 1
+    stats = wait_learned(d, out["last_seq"])
+    assert stats["model"]["labels"]["pending"] >= before  # the four impressions still wait
+    clicked = d.post("/v1/events", [event("edge-click", "u2", "music-2", "click", t + 2, request_id="r-edge")])
+    stats = wait_learned(d, clicked["last_seq"])
+    assert stats["model"]["labels"]["pending"] == before - 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("user_id", "\ud800"),
+        ("item_id", "x\udfff"),
+        ("request_id", "\ud83d"),
+        ("event_id", "e-\ud800"),
+        ("context", {"device": "\ud800"}),
+        ("context", {"\ud800": 1}),
+    ],
+)
+def test_a_lone_surrogate_rejects_its_row_only(daemon: DaemonProcess, field: str, value: object) -> None:
+    d = daemon
+    t = now()
+    row = event(f"sur-{field}-{len(str(value))}", "u4", "sport-2", "click", t)
+    row[field] = value
+    ok = event(f"sur-ok-{field}-{len(str(value))}-{id(value)}", "u4", "sport-3", "click", t)
+    # json.dumps writes the lone surrogate as its \\u escape: exactly what a client would send.
+    status, out = d.request("POST", "/v1/events", json.dumps([row, ok]).encode())
+    assert status == 200, out
+    assert out["accepted"] == 1 and [r["index"] for r in out["rejected"]] == [0]
+    assert field in out["rejected"][0]["reason"] and "surrogate" in out["rejected"][0]["reason"]
+
+
+def test_deep_nesting_rejects_its_row_only(daemon: DaemonProcess) -> None:
+    d = daemon
+    t = now()
+    for depth in (40, 490, 5000):
+        body = (
+            '[{"event_id": "deep-%d", "ts": %f, "user_id": "u5", "item_id": "sport-1", "event_type": "click", '
+            '"context": %s%s}, {"event_id": "deep-ok-%d", "ts": %f, "user_id": "u5", "item_id": "sport-2", '
+            '"event_type": "click"}]'
+        ) % (depth, t, '{"a": ' * depth + "1" + "}" * depth, "", depth, t)
+        status, out = d.request("POST", "/v1/events", body.encode())
+        assert status == 200, (depth, out)
+        assert out["accepted"] == 1 and [r["index"] for r in out["rejected"]] == [0], (depth, out)
+        assert "context" in out["rejected"][0]["reason"] or "nested too deep" in out["rejected"][0]["reason"]
+    # NDJSON: a line that is not JSON is one rejected row.
+    lines = [json.dumps(event("nd-ok", "u5", "sport-4", "click", t)), "{broken", '{"a": ' * 5000 + "1" + "}" * 5000]
+    status, out = d.request(
+        "POST", "/v1/events", "\n".join(lines).encode(), headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert status == 200 and out["accepted"] == 1 and [r["index"] for r in out["rejected"]] == [1, 2]
+
+
+def test_bad_items_are_rejected_one_by_one(daemon: DaemonProcess) -> None:
+    d = daemon
+    rows = [
+        {"item_id": "fine-1", "title": "ok"},
+        {"item_id": "bad-title", "title": "\ud800"},
+        {
+            "item_id": "bad-attrs",
+            "attrs": {
+                "a": {
+                    "b": {
+                        "c": {
+                            "d": {
+                                "e": {
+                                    "f": {"g": {"h": {"i": {"j": {"k": {"l": {"m": {"n": {"o": {"p": {"q": 1}}}}}}}}}}}
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        },
+        {"item_id": "x" * 600},
+        "not an object",
+        {"item_id": "fine-2", "tags": ["a", "b"]},
+    ]
+    status, out = d.request("POST", "/v1/items", json.dumps(rows).encode())
+    assert status == 200, out
+    assert out["upserted"] == 2 and [r["index"] for r in out["rejected"]] == [1, 2, 3, 4]
+    reasons = [r["reason"] for r in out["rejected"]]
+    assert reasons[0].startswith("title:") and reasons[1].startswith("attrs:") and reasons[2].startswith("item_id:")
+
+
+def test_the_verdict_of_a_row_does_not_depend_on_its_batch(daemon: DaemonProcess) -> None:
+    d = daemon
+    t = now()
+    odd = [
+        {"ts": True},
+        {"value": True},
+        {"propensity": True},
+        {"request_id": True},
+        {"user_id": "u" * 100_000},
+        {"item_id": "i" * 513},
+    ]
+    for k, change in enumerate(odd):
+        alone = {**event(f"alone-{k}", "u6", "sport-1", "click", t), **change}
+        mixed = {**event(f"mixed-{k}", "u6", "sport-1", "click", t), **change}
+        one = d.post("/v1/events", [alone])
+        many = d.post("/v1/events", [event(f"n{k}-{j}", "u6", "sport-2", "click", t) for j in range(5)] + [mixed])
+        assert one["accepted"] == 0 and len(one["rejected"]) == 1, (change, one)
+        assert many["accepted"] == 5 and [r["index"] for r in many["rejected"]] == [5], (change, many)
+        assert one["rejected"][0]["reason"] == many["rejected"][0]["reason"]
+    # The id limit is the one recommend enforces: an accepted user can always be served.
+    ok = d.post("/v1/events", [event("long-user", "u" * 512, "sport-1", "click", t)])
+    assert ok["accepted"] == 1
+    assert d.request("GET", "/v1/recommend?user_id=" + "u" * 512 + "&k=2")[0] == 200
+
+
+def test_rows_that_are_not_objects_are_kept_in_rejected_events(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "home").start()
+    try:
+        out = d.post("/v1/events", ["just text", 42, None, [1, 2], event("fine", "u", "i", "click", now())])
+        assert out["accepted"] == 1 and [r["index"] for r in out["rejected"]] == [0, 1, 2, 3]
+        assert d.terminate() == 0
+    finally:
+        d.kill()
+    con = duckdb.connect(str(tmp_path / "home" / "rtrec.duckdb"), read_only=True)
+    rows = con.execute("SELECT row_index, reason, raw FROM rejected_events ORDER BY row_index").fetchall()
+    con.close()
+    assert [(i, raw) for i, _, raw in rows] == [(0, '"just text"'), (1, "42"), (2, "null"), (3, "[1, 2]")]
+    assert all(reason.startswith("row: expected a JSON object") for _, reason, _ in rows)
+
+
+def test_events_the_learner_cannot_learn_are_quarantined_and_learning_goes_on(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    d = DaemonProcess(home).start()
+    t = now()
+    first = d.post("/v1/events", [event("a", "u1", "i1", "click", t)])
+    wait_learned(d, first["last_seq"])
+    assert d.terminate() == 0
+    # Rows a log written by hand (or by an older rtrec) may hold: no ingest check saw them.
+    con = duckdb.connect(str(home / "rtrec.duckdb"))
+    con.execute(
+        "INSERT INTO events (seq, event_id, ts, user_id, item_id, event_type, source) VALUES "
+        "(2, 'hand-1', TIMESTAMP '9999-12-31 00:00:00', 'u1', 'i1', 'impression', 'hand'), "
+        "(3, 'hand-2', now()::TIMESTAMP, 'u1', 'i1', 'teleport', 'hand')"
+    )
+    con.close()
+    d.start()
+    try:
+        after = d.post("/v1/events", [event(f"b{i}", "u2", "i2", "click", t) for i in range(3)])
+        stats = wait_learned(d, after["last_seq"])
+        assert stats["learn"]["quarantined_total"] == 2 and stats["learn"]["error"] is None
+        assert stats["model"]["events_seen"] == after["last_seq"]
+        assert d.terminate() == 0
+        d.start()  # after a restart: still past them, and counted
+        stats = d.get("/v1/stats")
+        assert stats["learn"]["quarantined_total"] == 2 and stats["learn"]["learned_seq"] == after["last_seq"]
+        assert d.terminate() == 0
+    finally:
+        d.kill()
+    con = duckdb.connect(str(home / "rtrec.duckdb"), read_only=True)
+    q = con.execute("SELECT seq, reason FROM quarantined_events ORDER BY seq").fetchall()
+    con.close()
+    assert [s for s, _ in q] == [2, 3]
+    assert q[0][1].startswith("ts:") and q[1][1].startswith("event_type:")
