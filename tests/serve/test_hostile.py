@@ -90,11 +90,11 @@ def test_deep_nesting_rejects_its_row_only(daemon: DaemonProcess) -> None:
     d = daemon
     t = now()
     for depth in (40, 490, 5000):
-        body = (
-            '[{"event_id": "deep-%d", "ts": %f, "user_id": "u5", "item_id": "sport-1", "event_type": "click", '
-            '"context": %s%s}, {"event_id": "deep-ok-%d", "ts": %f, "user_id": "u5", "item_id": "sport-2", '
-            '"event_type": "click"}]'
-        ) % (depth, t, '{"a": ' * depth + "1" + "}" * depth, "", depth, t)
+        nested = '{"a": ' * depth + "1" + "}" * depth
+        common = f'"ts": {t}, "user_id": "u5", "event_type": "click"'
+        deep = f'{{"event_id": "deep-{depth}", {common}, "item_id": "sport-1", "context": {nested}}}'
+        ok = f'{{"event_id": "deep-ok-{depth}", {common}, "item_id": "sport-2"}}'
+        body = f"[{deep}, {ok}]"
         status, out = d.request("POST", "/v1/events", body.encode())
         assert status == 200, (depth, out)
         assert out["accepted"] == 1 and [r["index"] for r in out["rejected"]] == [0], (depth, out)
