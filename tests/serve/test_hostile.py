@@ -212,3 +212,31 @@ def test_events_the_learner_cannot_learn_are_quarantined_and_learning_goes_on(tm
     con.close()
     assert [s for s, _ in q] == [2, 3]
     assert q[0][1].startswith("ts:") and q[1][1].startswith("event_type:")
+
+
+def test_recommend_with_unknown_candidates_changes_nothing(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "home").start()
+    try:
+        d.post("/v1/items", catalog(25))
+        t = now()
+        wait_learned(
+            d,
+            d.post("/v1/events", [event(f"w{i}", f"u{i % 3}", f"sport-{i % 25}", "click", t) for i in range(60)])[
+                "last_seq"
+            ],
+        )
+        items_before = d.get("/v1/stats")["model"]["items"]
+        for r in range(40):
+            junk = ",".join(f"junk-{r}-{j}" for j in range(25))
+            rec = d.get(f"/v1/recommend?user_id=u1&k=5&candidates={junk},sport-1")
+            assert {it["item_id"] for it in rec["items"]} <= {*junk.split(","), "sport-1"}
+        stats = d.get("/v1/stats")
+        assert stats["model"]["items"] == items_before == 100
+        for user in ("u0", "u1", "stranger"):
+            rec = d.get(f"/v1/recommend?user_id={user}&k=50&policy=epsilon")
+            assert not any(it["item_id"].startswith("junk") for it in rec["items"])
+        assert d.terminate() == 0
+        d.start()  # and nothing of it was checkpointed
+        assert d.get("/v1/stats")["model"]["items"] == 100
+    finally:
+        d.kill()

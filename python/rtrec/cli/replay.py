@@ -74,14 +74,17 @@ def replay(
     if data.get("requests"):
         # Impression logs: the per-request AUC (as in the MIND benchmark) next to the global one.
         cols = ("auc", "group_auc", *cols[1:])
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for c in cols:
-        table.add_column(c, justify="right")
+        table.add_column(c, justify="right", overflow="fold")
     for name, row in data["models"].items():
         table.add_row(name, *("-" if row.get(c) is None else f"{row[c]:.4f}" for c in cols))
+    import sys
+
     from rich.console import Console
 
-    Console().print(table)
+    # Into a pipe or a file the table is printed whole; a terminal folds headers to fit.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     typer.echo(f"report: {result.report_dir / 'report.json'}  plot: {result.report_dir / 'report.png'}")
     typer.echo(f"checkpoint: {result.checkpoint}")
 

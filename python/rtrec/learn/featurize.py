@@ -628,18 +628,40 @@ class Featurizer:
             collision_rate=hashed.collision_rate,
         )
 
-    def candidates(self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None) -> Batch:
+    def scratch_item(self) -> int:
+        """An index past every known item whose state is all empty: where an unknown item is read.
+
+        Nothing is registered; the arrays only hold one more (zero) row.
+        """
+        n = len(self.items)
+        self._ensure_items(n + 1)
+        return n
+
+    def candidates(
+        self,
+        user_id: str,
+        item_idx: np.ndarray,
+        ts: float,
+        context: dict[str, Any] | None = None,
+        *,
+        item_ids: list[str] | None = None,
+    ) -> Batch:
         """Rows pairing one user with many items, for ranking; ``wide_logit`` is left 0 for the caller.
 
         Reads only: an unknown user gets no index and no state (its rows read user row 0,
-        and the user features are overwritten with the prior).
+        and the user features are overwritten with the prior). With ``item_ids`` (one per row)
+        an item may be unknown: its row points at :meth:`scratch_item` and is read as a new
+        item with no catalog entry.
         """
         n = len(item_idx)
         u = self.users.get(user_id)
         ts_arr = np.full(n, ts, dtype=np.float64)
-        if len(self._item_arr) != len(self.items):
-            self._item_arr = pa.array(self.items.ids, pa.string())
-        item_col = self._item_arr.take(pa.array(item_idx))
+        if item_ids is not None:
+            item_col = pa.array(item_ids, pa.string())
+        else:
+            if len(self._item_arr) != len(self.items):
+                self._item_arr = pa.array(self.items.ids, pa.string())
+            item_col = self._item_arr.take(pa.array(item_idx))
         user_col = pa.repeat(pa.scalar(user_id, pa.string()), n)
         ctx = pa.array([json.dumps(context)] * n) if context else None
         hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts_arr, ctx)

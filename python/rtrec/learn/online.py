@@ -278,18 +278,28 @@ class OnlineLearner:
                 idx = np.arange(len(f.items), dtype=np.int64)
                 ids = list(f.items.ids)
             else:
+                # Unknown ids are scored as new items on a scratch row: a read never registers one.
                 ids = [str(i) for i in item_ids]
-                idx = f.items.add_all(ids)
-                f._ensure_items(len(f.items))
+                known = [f.items.get(i) for i in ids]
+                scratch = f.scratch_item() if any(k is None for k in known) else -1
+                idx = np.array([scratch if k is None else k for k in known], dtype=np.int64)
             if len(idx) == 0:
                 return ids, np.zeros(0), None
             ts = now if now is not None else self._clock()
-            b = self.candidates(str(user_id), idx, ts, context)
+            b = self.candidates(str(user_id), idx, ts, context, item_ids=None if item_ids is None else ids)
             return ids, self.trainers[variant or self.main].predict(b, f), b
 
-    def candidates(self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None) -> Batch:
+    def candidates(
+        self,
+        user_id: str,
+        item_idx: np.ndarray,
+        ts: float,
+        context: dict[str, Any] | None = None,
+        *,
+        item_ids: list[str] | None = None,
+    ) -> Batch:
         """Rows pairing one user with many items, with every feature the models read (no state changes)."""
-        b = self.featurizer.candidates(user_id, item_idx, ts, context)
+        b = self.featurizer.candidates(user_id, item_idx, ts, context, item_ids=item_ids)
         b.dense[:, WIDE] = self.wide.predict(b.indices, b.offsets)
         return b
 
@@ -298,6 +308,11 @@ class OnlineLearner:
         from rtrec.labels import csr_gather
 
         r = np.asarray(rows, np.int64)
+        # An item scored on the scratch row (not in the catalog) is read again when its impression comes.
+        r = r[batch.item_idx[r] < len(self.featurizer.items)]
+        probs = [p for p, keep in zip(probs, np.isin(rows, r), strict=True) if keep]
+        if not len(r):
+            return
         ind, off = csr_gather(batch.indices, batch.offsets[r], np.diff(batch.offsets)[r])
         assert batch.xoffsets is not None
         xind, xoff = csr_gather(batch.xindices, batch.xoffsets[r], np.diff(batch.xoffsets)[r])

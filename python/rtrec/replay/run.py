@@ -250,8 +250,9 @@ def _has_text(items: pa.Table) -> bool:
 def _rank_one(learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_catalog: int, col: _Collected) -> None:
     """Rank the positive ``item_id`` among all catalog items the user has not interacted with."""
     f = learner.featurizer
-    target = int(f.items.add_all([item_id])[0])
-    f._ensure_items(len(f.items))
+    known = f.items.get(item_id)  # the learner registered every item of the chunk before this hook
+    assert known is not None
+    target = int(known)
     user = f.users.get(user_id)
     seen = f.user_items.get(user, set()) if user is not None else set()
     keep = np.ones(n_catalog, dtype=bool)
