@@ -240,3 +240,89 @@ def test_recommend_with_unknown_candidates_changes_nothing(tmp_path: Path) -> No
         assert d.get("/v1/stats")["model"]["items"] == 100
     finally:
         d.kill()
+
+
+def test_temporary_files_of_interrupted_checkpoints_are_removed_at_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)
+    left = [home / "checkpoints" / f"learner-000000000042.ckpt.{k}.tmp" for k in ("x1y2", "abcd")]
+    for p in left:
+        p.write_bytes(b"half a checkpoint")
+    keep = home / "checkpoints" / "notes.txt"
+    keep.write_text("not ours")
+    d = DaemonProcess(home).start()
+    try:
+        assert not any(p.exists() for p in left) and keep.exists()
+    finally:
+        d.kill()
+
+
+def test_a_public_address_needs_a_token_or_insecure(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rtrec.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--home", str(tmp_path / "h"), "--host", "0.0.0.0", "--port", "0"])
+    assert r.exit_code == 1
+    assert "refusing to serve on 0.0.0.0 without a token" in r.stderr and "--insecure" in r.stderr
+    d = DaemonProcess(tmp_path / "h2", args=("--host", "0.0.0.0", "--insecure")).start()
+    try:
+        assert d.get("/healthz")["status"] == "ok"
+        assert "without a token (--insecure)" in d.log()
+    finally:
+        d.kill()
+    d = DaemonProcess(tmp_path / "h3", args=("--host", "0.0.0.0"), env={"RTREC_TOKEN": "s3cret"}).start()
+    try:
+        assert d.get("/healthz")["status"] == "ok"
+    finally:
+        d.kill()
+
+
+def wait_inbox(d: DaemonProcess, done: int, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = d.get("/v1/stats")
+        if sum(stats["inbox"].values()) >= done:
+            return stats
+        time.sleep(0.1)
+    raise AssertionError(f"inbox did not process {done} files: {d.get('/v1/stats')['inbox']}\n{d.log()}")
+
+
+def test_inbox_links_long_lines_and_gzip(tmp_path: Path) -> None:
+    import gzip
+
+    home = tmp_path / "home"
+    d = DaemonProcess(home).start()
+    try:
+        inbox = home / "inbox"
+        t = now()
+        secret = tmp_path / "secret.jsonl"
+        secret.write_text(json.dumps(event("stolen", "u", "i", "click", t)) + "\n" + "password=hunter2\n")
+        (inbox / "link.jsonl").symlink_to(secret)
+        lines = [json.dumps(event("l0", "u", "i", "click", t)), '{"pad": "' + "x" * 3_000_000 + '"}']
+        lines += [json.dumps(event("l2", "u", "j", "click", t)), "not json"]
+        (inbox / "long.jsonl.part").write_text("\n".join(lines) + "\n")
+        os_rename(inbox / "long.jsonl.part", inbox / "long.jsonl")
+        with gzip.open(inbox / "zipped.jsonl.gz.part", "wt") as fh:
+            fh.write("\n".join(json.dumps(event(f"z{k}", "u", "k", "click", t)) for k in range(5)) + "\n")
+        os_rename(inbox / "zipped.jsonl.gz.part", inbox / "zipped.jsonl.gz")
+        stats = wait_inbox(d, 3)
+        assert stats["inbox"] == {"done": 2, "rejected": 1}
+        assert (inbox / "rejected" / "link.jsonl").is_symlink()
+        assert "outside the inbox" in (inbox / "rejected" / "link.jsonl.reason").read_text()
+        reason = (inbox / "done" / "long.jsonl.reason").read_text()
+        assert "2 rows rejected" in reason and "3000011 characters" in reason and "not valid JSON" in reason
+        assert stats["ingest"]["accepted_total"] == 7  # two lines of long.jsonl, five of zipped.jsonl.gz
+        assert d.terminate() == 0
+    finally:
+        d.kill()
+    con = duckdb.connect(str(home / "rtrec.duckdb"), read_only=True)
+    raws = [r[0] for r in con.execute("SELECT raw FROM rejected_events").fetchall()]
+    ids = {r[0] for r in con.execute("SELECT event_id FROM events").fetchall()}
+    con.close()
+    assert "stolen" not in ids and not any("hunter2" in r for r in raws)
+    assert ids == {"l0", "l2", *(f"z{k}" for k in range(5))}
+
+
+def os_rename(a: Path, b: Path) -> None:
+    a.rename(b)

@@ -27,6 +27,9 @@ def serve(
         help="Play simulated users against the daemon, to watch it learn (impressions resolve after 60 s, not 30 min).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback address without a token (anyone who can reach it can write)."
+    ),
 ) -> None:
     """Serve recommendations over HTTP and learn from events as they arrive, until SIGTERM or Ctrl-C.
 
@@ -50,7 +53,7 @@ def serve(
     )
     from rtrec.serve.daemon import serve as run
 
-    code = run(cfg, demo=demo)
+    code = run(cfg, demo=demo, insecure=insecure)
     # Everything is committed, checkpointed and closed by now; skip the interpreter's slow
     # teardown of torch so that a restart (or a supervisor's stop) does not wait on it.
     logging.shutdown()

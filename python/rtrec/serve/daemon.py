@@ -41,7 +41,7 @@ import numpy as np
 
 from rtrec import __version__
 from rtrec.config import Config
-from rtrec.errors import CorruptDataError, InvalidInputError, RtrecError, StorageError
+from rtrec.errors import ConfigError, CorruptDataError, InvalidInputError, RtrecError, StorageError
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
 from rtrec.serve.policy import select_slate
@@ -205,6 +205,11 @@ class Daemon:
 
     def _load_learner(self) -> tuple[Any, dict[str, Any] | None]:
         from rtrec.learn import OnlineLearner
+
+        # A crash while writing a checkpoint leaves its temporary file: never read, only removed.
+        for tmp in (self.home / CHECKPOINT_DIR).glob("*.ckpt.*.tmp"):
+            log.info("removing %s, left by an interrupted checkpoint", tmp.name)
+            tmp.unlink(missing_ok=True)
 
         for seq, path in checkpoint_files(self.home):
             try:
@@ -1128,8 +1133,31 @@ def _pa_strings(values: Sequence[str]) -> Any:
     return pa.array(list(values), type=pa.string())
 
 
-def serve(cfg: Config, *, host: str | None = None, port: int | None = None, demo: bool = False) -> int:
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve a non-loopback address without a token, unless told to (then warn)."""
+    import ipaddress
+
+    if token:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False  # a host name: it may resolve to anything
+    if loopback:
+        return
+    if not insecure:
+        raise ConfigError(
+            f"refusing to serve on {host} without a token: anyone who can reach it could post events and read stats",
+            hint="set serve.token (or RTREC_TOKEN), bind 127.0.0.1, or pass --insecure to allow it anyway",
+        )
+    log.warning("serving on %s without a token (--insecure): every route is open to anyone who can reach it", host)
+
+
+def serve(
+    cfg: Config, *, host: str | None = None, port: int | None = None, demo: bool = False, insecure: bool = False
+) -> int:
     """Run the daemon in this process (the body of ``rtrec serve``)."""
+    check_exposure(host or cfg.serve.host, cfg.serve.token, insecure)
     # The learner holds the GIL in short Python stretches; a shorter switch interval keeps
     # recommend latency from queueing behind them (the default 5 ms would be a p99 floor).
     sys.setswitchinterval(0.001)

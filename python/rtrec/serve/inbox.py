@@ -1,6 +1,9 @@
 """The inbox: producers that cannot speak HTTP drop Parquet or JSONL files into ``$RTREC_HOME/inbox/``.
 
-Event files go in ``inbox/`` and catalog files in ``inbox/items/``. Write a file under a
+Event files go in ``inbox/`` and catalog files in ``inbox/items/``: Parquet, or JSON Lines
+(``.jsonl``, ``.ndjson``, or gzipped ``.jsonl.gz``) whose lines are checked one by one, so a
+bad or oversized line is rejected alone. A symbolic link to a file outside the inbox is
+rejected unread. Write a file under a
 name starting with ``.`` or ending in ``.tmp``/``.part`` and rename it when complete: those
 names are ignored, so half-written files are never read. Each file is ingested in one
 transaction, then moved to ``inbox/done/`` or, when it cannot be used at all, to
@@ -25,7 +28,7 @@ from rtrec.errors import RtrecError
 
 log = logging.getLogger("rtrec.serve.inbox")
 
-SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json")
+SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".reason")
 
 
@@ -75,10 +78,18 @@ def process(path: Path, items: bool, ingest: Callable[[Path, bool], Any], inbox:
     of objects with ``index`` and ``reason``) for events, or a row count for items; it
     raises :class:`~rtrec.errors.RtrecError` when the file as a whole is unusable.
     """
-    if path.suffix.lower() not in SUFFIXES:
+    if not path.name.lower().endswith(SUFFIXES):
         return _reject(
-            path, items, inbox, f"unsupported file type {path.suffix or '(none)'!r}: use .parquet, .jsonl or .ndjson"
+            path,
+            items,
+            inbox,
+            f"unsupported file type {path.suffix or '(none)'!r}: use .parquet, .jsonl, .ndjson or .jsonl.gz",
         )
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(inbox.resolve()):
+            # Never read what a link points to outside the inbox: it could be any file the daemon can read.
+            return _reject(path, items, inbox, "a link to a file outside the inbox: not read")
     try:
         result = ingest(path, items)
     except RtrecError as exc:
