@@ -156,6 +156,10 @@ class ServeConfig:
     max_batch: int = 10_000
     checkpoint_every_s: float = 30.0
     inbox_poll_s: float = 1.0
+    # A connection must deliver a whole request within this many seconds of opening (or of
+    # its previous answer), or it is closed; past max_connections new ones are closed at once.
+    request_timeout_s: float = 30.0
+    max_connections: int = 512
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key learner.wide_blend must be in [0, 1], got {cfg.learner.wide_blend}")
     if not 0.0 < cfg.learner.drift_forget <= 1.0:
         raise ConfigError(f"config key learner.drift_forget must be in (0, 1], got {cfg.learner.drift_forget}")
+    if not cfg.serve.request_timeout_s > 0 or cfg.serve.max_connections < 1:
+        raise ConfigError("config keys serve.request_timeout_s and serve.max_connections must be positive")
     if not 0.0 <= cfg.serve.epsilon <= 1.0:
         raise ConfigError(f"config key serve.epsilon must be in [0, 1], got {cfg.serve.epsilon}")
     if not 0.0 < cfg.replay.static_fraction < 1.0:

@@ -326,3 +326,75 @@ def test_inbox_links_long_lines_and_gzip(tmp_path: Path) -> None:
 
 def os_rename(a: Path, b: Path) -> None:
     a.rename(b)
+
+
+SLOW_CONFIG = """\
+[text]
+enabled = false
+
+[learner]
+batch_size = 64
+
+[serve]
+request_timeout_s = 2.0
+max_connections = 100
+"""
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_idle_and_half_sent_connections_are_closed_and_capped(tmp_path: Path) -> None:
+    import socket
+    import urllib.parse
+
+    d = DaemonProcess(tmp_path / "home", config=SLOW_CONFIG).start()
+    try:
+        url = urllib.parse.urlsplit(d.url)
+        assert url.hostname is not None
+        base = open_fds(d.pid)
+        socks = []
+        for k in range(300):
+            s = socket.create_connection((url.hostname, url.port), timeout=5)
+            if k % 3 == 1:
+                s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{")  # a body that stops
+            elif k % 3 == 2:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers that never end
+            socks.append(s)
+        time.sleep(3.5)  # past request_timeout_s: every one of them is closed by now
+        assert d.get("/healthz")["status"] == "ok"
+        http = d.get("/v1/stats")["http"]
+        assert http["timed_out"] >= 50 and http["refused"] >= 150, http
+        assert open_fds(d.pid) <= base + 10
+        for s in socks:
+            s.close()
+        # An ordinary client on a keep-alive connection is not cut off between requests it makes in time.
+        assert d.post("/v1/events", [event("after", "u", "i", "click", now())])["accepted"] == 1
+    finally:
+        d.kill()
+
+
+def test_a_background_thread_that_fails_is_restarted(tmp_path: Path) -> None:
+    import threading
+
+    from rtrec.config import load_config
+    from rtrec.serve.daemon import Daemon
+
+    cfg = load_config(home=tmp_path / "home", overrides={"text": {"enabled": False}})
+    daemon = Daemon(cfg)
+    calls = []
+
+    def flaky() -> None:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RuntimeError("boom")
+
+    try:
+        t = threading.Thread(target=daemon._guard("flaky", flaky))
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive() and len(calls) == 3
+        assert daemon.stats()["threads"]["restarts"] == {"flaky": 2}
+    finally:
+        daemon.log.close()

@@ -197,6 +197,9 @@ class Daemon:
         self._checkpointed_version = self.learner.model_version if self.resumed_from else -1
         self._learner_error: str | None = None
         self._inbox_counts = {"done": 0, "rejected": 0}
+        self._http_counts: dict[str, int] = {"refused": 0, "timed_out": 0}
+        self._server: Any = None
+        self._restarts: dict[str, int] = {}
         self._alarms_stored = len(self._drift_alarms())
         self._setup_metrics()
         self.c_quarantined.inc(self.log.count_quarantined())
@@ -278,11 +281,20 @@ class Daemon:
         self._threads.append(t)
 
     def _guard(self, name: str, target: Any) -> Any:
+        """Run ``target``; if it raises, log it and start it again (after 1 s, doubling to 60 s)."""
+
         def run() -> None:
-            try:
-                target()
-            except Exception:  # a background thread dying silently would be worse
-                log.exception("%s thread failed", name)
+            delay = 1.0
+            while True:
+                try:
+                    target()
+                    return
+                except Exception:  # a thread that dies leaves the daemon half alive: restart it
+                    log.exception("%s thread failed; restarting it in %.0f s", name, delay)
+                    self._restarts[name] = self._restarts.get(name, 0) + 1
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2.0, 60.0)
 
         return run
 
@@ -956,6 +968,12 @@ class Daemon:
             "catalog": {"items": len(self._catalog_ids)},
             "top_items": self.top_items(10),
             "inbox": dict(self._inbox_counts),
+            "http": {
+                **self._http_counts,
+                "open": len(self._server.server_state.connections) if self._server is not None else 0,
+                "max_connections": self.cfg.serve.max_connections,
+            },
+            "threads": {"restarts": dict(self._restarts)},
         }
         return _clean(out)
 
@@ -1012,16 +1030,25 @@ class Daemon:
         # that (and any later one) so that the drain and checkpoint below still run.
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        from rtrec.serve.protocol import RepeatFilter, guarded_protocol, raise_file_limit
+
         self.start_background()
+        sc = self.cfg.serve
+        soft, _ = raise_file_limit()
+        if soft < sc.max_connections + 64:
+            log.warning("open-file limit %d is low for serve.max_connections = %d", soft, sc.max_connections)
+        logging.getLogger("asyncio").addFilter(RepeatFilter())
         config = uvicorn.Config(
             create_app(self),
+            http=guarded_protocol(sc.request_timeout_s, sc.max_connections, self._http_counts),
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=10,
-            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=min(30, max(1, int(sc.request_timeout_s))),
             lifespan="off",
         )
         server = uvicorn.Server(config)
+        self._server = server
         self._write_runtime()
         log.info(
             "rtrec %s serving on %s (home %s, model version %d, learned seq %d, log seq %d)",
