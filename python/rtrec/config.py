@@ -160,6 +160,10 @@ class ServeConfig:
     # its previous answer), or it is closed; past max_connections new ones are closed at once.
     request_timeout_s: float = 30.0
     max_connections: int = 512
+    # Backpressure: new events get HTTP 429 while the oldest unlearned one is older than this
+    # many seconds, or more than max_lag_events wait to be learned.
+    max_lag_s: float = 0.5
+    max_lag_events: int = 100_000
 
 
 @dataclass(frozen=True)

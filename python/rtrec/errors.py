@@ -37,3 +37,11 @@ class ModelNotFoundError(RtrecError):
 
 class StorageError(RtrecError):
     """The event log cannot be opened or written."""
+
+
+class Overloaded(RtrecError):
+    """The learner is behind: new events are refused for now (HTTP 429) so that freshness holds."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s

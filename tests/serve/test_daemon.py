@@ -252,15 +252,17 @@ def test_sigterm_checkpoints_and_restart_resumes(daemon_factory):
     d.post("/v1/items", catalog(5))
     out = d.post("/v1/events", [event(f"s{i}", "u1", "music-2", "click", T0 + i) for i in range(300)])
     version = d.get("/healthz")["model_version"]
+    t0 = time.monotonic()
     assert d.terminate() == 0
+    assert time.monotonic() - t0 < 10.0
     assert not (d.home / "serve.json").exists()
     ckpts = sorted((d.home / "checkpoints").glob("learner-*.ckpt"))
-    assert ckpts and ckpts[-1].name == f"learner-{out['last_seq']:012d}.ckpt"
+    assert ckpts  # at whatever it had learned: the rest comes after the restart
     d2 = daemon_factory(d.home).start()
-    stats = d2.get("/v1/stats")
+    stats = wait_learned(d2, out["last_seq"])
     assert stats["learn"]["learned_seq"] == out["last_seq"]
     assert stats["model_version"] >= version
-    assert stats["model"]["events_seen"] == 300
+    assert stats["model"]["events_seen"] == 300  # each event learned once, across the restart
 
 
 TEXT_CONFIG = """\

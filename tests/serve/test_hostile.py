@@ -398,3 +398,45 @@ def test_a_background_thread_that_fails_is_restarted(tmp_path: Path) -> None:
         assert daemon.stats()["threads"]["restarts"] == {"flaky": 2}
     finally:
         daemon.log.close()
+
+
+BACKPRESSURE_CONFIG = """\
+[text]
+enabled = false
+
+[learner]
+batch_size = 64
+
+[serve]
+max_lag_events = 500
+max_lag_s = 0.2
+"""
+
+
+def test_a_learner_that_falls_behind_gets_429_with_retry_after(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "home", config=BACKPRESSURE_CONFIG).start()
+    try:
+        t = now()
+        refused = accepted = 0
+        retry_after = None
+        for b in range(40):
+            batch = [
+                event(f"bp{b}-{j}", f"u{j % 50}", f"i{j % 300}", "impression", t, request_id=f"r{b}")
+                for j in range(2000)
+            ]
+            status, out = d.request("POST", "/v1/events", batch, timeout=60)
+            if status == 429:
+                refused += 1
+                retry_after = out.get("retry_after_s")
+                assert "behind" in out["error"] and "send it again" in out["hint"]
+            else:
+                assert status == 200, out
+                accepted += out["accepted"]
+        assert refused > 0 and retry_after is not None and retry_after >= 1
+        stats = d.get("/v1/stats")
+        assert stats["ingest"]["throttled_total"] == refused
+        assert stats["ingest"]["accepted_total"] == accepted  # a refused batch stored nothing
+        stats = wait_learned(d, stats["ingest"]["log_seq"])
+        assert d.request("POST", "/v1/events", [event("later", "u", "i", "click", t)])[0] == 200
+    finally:
+        d.kill()

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rtrec import __version__
-from rtrec.errors import InvalidInputError, RtrecError, StorageError
+from rtrec.errors import InvalidInputError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
 
 
@@ -30,6 +30,7 @@ class Service(Protocol):
     token: str | None
 
     def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]: ...
+    def check_capacity(self) -> None: ...
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]: ...
     def recommend(
         self,
@@ -227,6 +228,12 @@ def create_app(service: Service) -> FastAPI:
     async def _bad_body(request: Request, exc: BadBody) -> JSONResponse:
         return _error(400, str(exc), exc.hint)
 
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        out = _error(429, str(exc), exc.hint, retry_after_s=exc.retry_after_s)
+        out.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        return out
+
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
         return _error(503, str(exc), exc.hint)
@@ -256,12 +263,18 @@ def create_app(service: Service) -> FastAPI:
             200: {"description": '{"accepted": n, "duplicates": n, "rejected": [{"index": i, "reason": "..."}]}'},
             400: {"description": "Body is not JSON"},
             413: {"description": "Body or batch over the limit"},
+            429: {"description": "The learner is behind: retry after the Retry-After header's seconds"},
         },
     )
     async def post_events(request: Request) -> Response:
-        """Append events; answers once they are committed. Idempotent by ``event_id``."""
+        """Append events; answers once they are committed. Idempotent by ``event_id``.
+
+        While the learner is behind (see ``serve.max_lag_s``) the answer is 429 with a
+        ``Retry-After`` header, and nothing of the batch is stored: send it again later.
+        """
         body = await _read_body(request, service.max_body_bytes)
         ctype = request.headers.get("content-type", "application/json")
+        service.check_capacity()
 
         def work() -> dict[str, Any]:
             rows = parse_rows(body, ctype, "events", service.max_batch)
@@ -314,10 +327,12 @@ def create_app(service: Service) -> FastAPI:
         cands = [c for c in (s.strip() for s in candidates.split(",")) if c] if candidates is not None else None
         if cands is not None and len(cands) > service.max_batch:
             raise PayloadTooLarge(f"candidates lists {len(cands)} items, over the limit of {service.max_batch}")
-        # Scoring is a few milliseconds of numpy and torch that release the GIL; a threadpool
-        # hop would cost more than it saves, so it runs on the event loop.
-        out = service.recommend(
-            user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy, explain=explain
+        # Off the event loop: a user's first request reads their history from the log, and a
+        # stranger's request text runs the text encoder; neither may hold up other requests.
+        out = await run_in_threadpool(
+            lambda: service.recommend(
+                user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy, explain=explain
+            )
         )
         return JSONResponse(out)
 

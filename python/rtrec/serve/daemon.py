@@ -41,7 +41,7 @@ import numpy as np
 
 from rtrec import __version__
 from rtrec.config import Config
-from rtrec.errors import ConfigError, CorruptDataError, InvalidInputError, RtrecError, StorageError
+from rtrec.errors import ConfigError, CorruptDataError, InvalidInputError, Overloaded, RtrecError, StorageError
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
 from rtrec.serve.policy import select_slate
@@ -63,6 +63,8 @@ EXPIRE_EVERY_S = 1.0
 YIELD_TO_RECOMMEND_S = 0.05
 YIELD_TO_INGEST_S = 0.01
 SERIES_STEP_S = 10.0
+# On SIGTERM the learner learns on for at most this long, then the daemon checkpoints and exits.
+SHUTDOWN_LEARN_S = 3.0
 
 
 def checkpoint_files(home: Path) -> list[tuple[int, Path]]:
@@ -194,6 +196,7 @@ class Daemon:
         self._requests: collections.OrderedDict[str, dict[str, float]] = collections.OrderedDict()
 
         self._last_checkpoint: dict[str, Any] | None = None
+        self._checkpoint_seq = int(self.learner.last_seq)
         self._checkpointed_version = self.learner.model_version if self.resumed_from else -1
         self._learner_error: str | None = None
         self._inbox_counts = {"done": 0, "rejected": 0}
@@ -252,6 +255,9 @@ class Daemon:
         self.c_explored = r.counter("recommend_explored_items_total", "Items shown by exploration, not by score.")
         self.c_items = r.counter("items_upserted_total", "Catalog items inserted or replaced.")
         self.c_learn_errors = r.counter("learner_errors_total", "Learner batches that raised.")
+        self.c_throttled = r.counter(
+            "ingest_throttled_total", "Event batches refused with 429 while the learner was behind."
+        )
         self.c_quarantined = r.counter(
             "events_quarantined_total", "Events the learner set aside (kept in the log with the reason)."
         )
@@ -311,6 +317,24 @@ class Daemon:
             self._start_thread("demo", self._demo_loop)
 
     # ------------------------------------------------------------------- ingest
+
+    def check_capacity(self) -> None:
+        """Raise :class:`Overloaded` while the learner is further behind than ``serve.max_lag_*`` allow."""
+        behind, lag_events, lag_s = self._behind()
+        if behind:
+            self.c_throttled.inc()
+            rate = max(self.learn_rate.rate(), 1.0)
+            raise Overloaded(
+                f"the learner is {lag_events} events ({lag_s:.2f} s) behind: retry shortly",
+                retry_after_s=min(30.0, max(1.0, lag_events / rate)),
+                hint="nothing of this batch was stored; send it again after Retry-After seconds",
+            )
+
+    def _behind(self) -> tuple[bool, int, float]:
+        """Whether the learner is too far behind to take more events, and by how much (events, seconds)."""
+        lag_events, lag_s = self._lag()
+        sc = self.cfg.serve
+        return lag_s > sc.max_lag_s or lag_events > sc.max_lag_events, lag_events, lag_s
 
     def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""
@@ -444,12 +468,18 @@ class Daemon:
                 log.warning("item embeddings not used: %s", exc)
 
     def _learn_available(self, drain: bool = False) -> int:
+        """Learn what the log holds past the learner. Stopping, it learns on for at most
+        ``SHUTDOWN_LEARN_S`` (``drain``) or stops after the batch in hand; what is left is
+        learned after a restart, from the checkpoint, exactly once."""
         total = 0
+        until = time.monotonic() + SHUTDOWN_LEARN_S
         while True:
             got = 0
             # Small batches: scoring waits while the model learns, so each learn call stays short.
             size = max(TAIL_MIN, self.cfg.learner.batch_size)
             for batch in self.log.tail(int(self.learner.last_seq), max_rows=size * 8, batch_size=size):
+                if self._stop_learner.is_set() and (not drain or time.monotonic() > until):
+                    return total
                 if batch.num_rows == 0:
                     continue
                 self._yield_to_requests()
@@ -562,23 +592,34 @@ class Daemon:
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Save the model if it changed since the last checkpoint; return the record."""
+        t0 = time.perf_counter()
         with self._model_lock:
+            # Only the copy holds the learner up; the file is written while it learns on.
             version = int(self.learner.model_version)
             if version == self._checkpointed_version:
                 return None
             seq = int(self.learner.last_seq)
-            folder = self.home / CHECKPOINT_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"learner-{seq:012d}.ckpt"
-            t0 = time.perf_counter()
-            self.learner.save(path)
-            self._checkpointed_version = version
+            state = self.learner.snapshot()
+        held = time.perf_counter() - t0
+        folder = self.home / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"learner-{seq:012d}.ckpt"
+        self.learner.save(path, state)
+        del state
+        self._checkpointed_version = version
+        seconds = time.perf_counter() - t0
+        size = path.stat().st_size
+        learned = max(seq - self._checkpoint_seq, 0)
+        self._checkpoint_seq = seq
         record = {
             "seq": seq,
             "path": str(path),
             "created_at": time.time(),
             "model_version": version,
-            "seconds": time.perf_counter() - t0,
+            "seconds": seconds,
+            "lock_seconds": held,
+            "bytes": size,
+            "bytes_per_learned_event": size / learned if learned else None,
         }
         self._last_checkpoint = record
         try:
@@ -652,6 +693,8 @@ class Daemon:
             for path, items in inbox_mod.pending(folder):
                 if self._stop.is_set():
                     return
+                if not items and self._behind()[0]:
+                    break  # backpressure: event files wait in the inbox until the learner catches up
                 out = inbox_mod.process(path, items, self._ingest_file, folder)
                 self._inbox_counts["done" if out.ok else "rejected"] += 1
 
@@ -936,6 +979,7 @@ class Daemon:
                 "rejected_total": self.c_rejected.value,
                 "log_seq": self._log_seq,
                 "commit_latency": self.lat_ingest.percentiles(),
+                "throttled_total": self.c_throttled.value,
             },
             "learn": {
                 "rate": self.learn_rate.rate(),

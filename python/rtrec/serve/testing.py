@@ -27,6 +27,8 @@ enabled = false
 batch_size = 64
 
 [serve]
+# Tests post bursts and wait for them: backpressure has its own test, with its own limits.
+max_lag_s = 60.0
 checkpoint_every_s = {checkpoint_every_s}
 inbox_poll_s = 0.2
 max_batch = 5000
