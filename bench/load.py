@@ -1,0 +1,227 @@
+"""Overload: busy producers and a recommend client against one daemon; freshness, latency and memory.
+
+``--producers`` threads post batches of ``--batch`` events (slates of 10 impressions with a
+request id, one click in ten) as fast as the daemon takes them, for ``--seconds``; a
+429 is honoured (its Retry-After) and the batch sent again. One client calls
+``GET /v1/recommend`` in a loop. Every 0.25 s the daemon's ``/v1/stats`` and resident
+memory are sampled. At the end the daemon gets SIGTERM (timed) and is started again to
+check that it resumes the backlog exactly once.
+
+Reports (one JSON object, last line): events accepted and learned per second, the share of
+batches refused with 429, learner lag (seconds behind the oldest acknowledged event, p50 /
+p99 / max over the samples), recommend latency seen by the client (p50 / p99 / max), RSS
+(start, peak, and the peak of the first and second halves: a plateau has them close),
+checkpoint seconds (lock held and in all) and bytes per learned event, SIGTERM seconds,
+and whether the restart learned the backlog exactly once.
+
+Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtrec.serve.testing import DaemonProcess
+
+CONFIG = """\
+[text]
+enabled = false
+"""
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Client:
+    """One keep-alive HTTP connection."""
+
+    def __init__(self, url: str) -> None:
+        u = urllib.parse.urlsplit(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        for attempt in range(2):
+            try:
+                headers = {"Content-Type": "application/json"} if body is not None else {}
+                self.conn.request(method, path, body=body, headers=headers)
+                resp = self.conn.getresponse()
+                return resp.status, dict(resp.getheaders()), resp.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--producers", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument("--users", type=int, default=20_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        d = DaemonProcess(home, config=CONFIG).start()
+        d.post(
+            "/v1/items",
+            [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(args.items)],
+        )
+        stop = threading.Event()
+        counts = {"accepted": 0, "batches": 0, "throttled": 0}
+        lock = threading.Lock()
+        rec_ms: list[float] = []
+
+        def produce(p: int) -> None:
+            c = Client(d.url)
+            rng = np.random.default_rng(p)
+            n = 0
+            while not stop.is_set():
+                t = time.time()
+                rows = []
+                for j in range(args.batch):
+                    slate = j // 10
+                    user = int(rng.integers(args.users))
+                    rows.append(
+                        {
+                            "event_id": f"p{p}-{n}-{j}",
+                            "ts": t,
+                            "user_id": f"u{user}",
+                            "item_id": f"i{int(rng.integers(args.items))}",
+                            "event_type": "click" if j % 10 == 9 else "impression",
+                            "request_id": f"p{p}-{n}-{slate}",
+                        }
+                    )
+                body = json.dumps(rows).encode()
+                while not stop.is_set():
+                    status, headers, raw = c.call("POST", "/v1/events", body)
+                    with lock:
+                        counts["batches"] += 1
+                    if status == 200:
+                        with lock:
+                            counts["accepted"] += json.loads(raw)["accepted"]
+                        break
+                    if status == 429:
+                        with lock:
+                            counts["throttled"] += 1
+                        stop.wait(float(headers.get("retry-after", headers.get("Retry-After", "1"))))
+                        continue
+                    raise AssertionError(f"POST /v1/events answered {status}: {raw[:200]!r}")
+                n += 1
+
+        def recommend() -> None:
+            c = Client(d.url)
+            rng = np.random.default_rng(99)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                status, _, _ = c.call("GET", f"/v1/recommend?user_id=u{int(rng.integers(args.users))}&k=10")
+                if status == 200:
+                    rec_ms.append((time.perf_counter() - t0) * 1000.0)
+
+        samples: list[dict[str, Any]] = []
+        rss0 = rss_bytes(d.pid)
+        threads = [threading.Thread(target=produce, args=(p,)) for p in range(args.producers)]
+        threads.append(threading.Thread(target=recommend))
+        t_start = time.monotonic()
+        for t in threads:
+            t.start()
+        sampler = Client(d.url)
+        while time.monotonic() - t_start < args.seconds:
+            time.sleep(0.25)
+            status, _, raw = sampler.call("GET", "/v1/stats")
+            if status == 200:
+                s = json.loads(raw)
+                samples.append(
+                    {
+                        "t": time.monotonic() - t_start,
+                        "lag_s": s["learn"]["lag_s"],
+                        "lag_events": s["learn"]["lag_events"],
+                        "learned": s["learn"]["learned_total"],
+                        "rss": rss_bytes(d.pid),
+                        "checkpoint": s.get("checkpoint"),
+                    }
+                )
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t_start
+        last = d.get("/v1/stats")
+        log_seq = last["ingest"]["log_seq"]
+        t0 = time.monotonic()
+        code = d.terminate()
+        sigterm_s = time.monotonic() - t0
+        d.start()
+        deadline = time.monotonic() + 600
+        while d.get("/v1/stats")["learn"]["learned_seq"] < log_seq and time.monotonic() < deadline:
+            time.sleep(0.5)
+        resumed = d.get("/v1/stats")
+        d.terminate()
+    half = len(samples) // 2
+    rss = [s["rss"] for s in samples]
+    learned = [s["learned"] for s in samples]
+    ckpts = {
+        s["checkpoint"]["seq"]: s["checkpoint"]
+        for s in samples
+        if s["checkpoint"] and "lock_seconds" in s["checkpoint"]
+    }
+    ck = list(ckpts.values())
+    out = {
+        "bench": "load",
+        "seconds": round(elapsed, 1),
+        "producers": args.producers,
+        "batch": args.batch,
+        "accepted_events_per_s": round(counts["accepted"] / elapsed, 1),
+        "learned_events_per_s": round((learned[-1] - learned[0]) / max(samples[-1]["t"] - samples[0]["t"], 1e-9), 1)
+        if len(samples) > 1
+        else None,
+        "throttled_share": round(counts["throttled"] / max(counts["batches"], 1), 4),
+        "lag_s": {k: pct([s["lag_s"] for s in samples], q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
+        "lag_events_max": max((s["lag_events"] for s in samples), default=None),
+        "recommend_ms": {k: pct(rec_ms, q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
+        "recommend_calls": len(rec_ms),
+        "rss_bytes": {
+            "start": rss0,
+            "peak": max(rss, default=None),
+            "peak_first_half": max(rss[:half], default=None),
+            "peak_second_half": max(rss[half:], default=None),
+        },
+        "checkpoints": len(ck),
+        "checkpoint_seconds_max": max((c["seconds"] for c in ck), default=None),
+        "checkpoint_lock_seconds_max": max((c["lock_seconds"] for c in ck), default=None),
+        "checkpoint_bytes_per_learned_event": float(
+            np.median([c["bytes_per_learned_event"] for c in ck if c["bytes_per_learned_event"]])
+        )
+        if ck
+        else None,
+        "sigterm_seconds": round(sigterm_s, 2),
+        "sigterm_exit_code": code,
+        "resumed_exactly_once": resumed["model"]["events_seen"] == log_seq
+        and resumed["learn"]["learned_seq"] == log_seq,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
