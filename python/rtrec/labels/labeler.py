@@ -320,20 +320,15 @@ class Labeler:
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Picklable state (numpy arrays and plain types) for checkpoints."""
+        """Picklable state for checkpoints: numpy arrays and plain numbers only. The key indexes
+        and deadline queues are rebuilt from the store's slots on load."""
         return {
             "version": _STATE_VERSION,
             "window_us": self._window,
             "watermark": self._watermark,
-            "n_pending": self._n_pending,
-            "n_retained": self._n_retained,
             "expired_early": self.expired_early,
             "dropped": self.dropped,
             "store": self.store.state_dict(),
-            "pending": _dict_arrays(self._pending),
-            "retained": _dict_arrays(self._retained),
-            "heap": list(self._heap),
-            "retained_q": list(self._retained_q),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -343,17 +338,29 @@ class Labeler:
             self._reset()
             self.store = SnapshotStore.from_state(state["store"])
             self._watermark = None if state["watermark"] is None else int(state["watermark"])
-            self._n_pending = int(state["n_pending"])
-            self._n_retained = int(state["n_retained"])
             self.expired_early, self.dropped = int(state["expired_early"]), int(state["dropped"])
-            self._pending = _arrays_dict(state["pending"])
-            self._retained = _arrays_dict(state["retained"])
-            self._heap = [int(x) for x in state["heap"]]
-            heapq.heapify(self._heap)
-            self._retained_q = [int(x) for x in state["retained_q"]]
-            heapq.heapify(self._retained_q)
+            st = self.store
+            live = np.flatnonzero(st.state[: st.high] != 0)
+            pend = live[st.state[live] == PENDING]
+            kept = live[np.isin(st.state[live], (EXPIRED, ANSWERED))]
+            self._pending, self._heap = self._index(pend)
+            self._retained, self._retained_q = self._index(kept)
+            self._n_pending, self._n_retained = len(pend), len(kept)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptDataError(f"labeler state is damaged: {exc}") from exc
+
+    def _index(self, slots: np.ndarray) -> tuple[dict[int, int], list[int]]:
+        """The key index (newest slot of each chain) and the deadline queue of ``slots``."""
+        st = self.store
+        heads = np.setdiff1d(slots, st.next[slots])
+        index = dict(zip(st.key[heads].tolist(), heads.tolist(), strict=True))
+        order = np.lexsort((st.seq[slots], st.deadline[slots]))  # a sorted list is a heap
+        s = slots[order]
+        queue = [
+            (d << 96) | (q << 32) | k
+            for d, q, k in zip(st.deadline[s].tolist(), st.seq[s].tolist(), s.tolist(), strict=True)
+        ]
+        return index, queue
 
     # -- internals -----------------------------------------------------------------------------
     def _add_pending(self, key: int, slot: int) -> None:
@@ -574,12 +581,3 @@ def conform(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     if t.column("ts").null_count:
         raise InvalidInputError("events batch: ts: missing value")
     return t
-
-
-def _dict_arrays(d: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return np.fromiter(d.keys(), np.int64, len(d)), np.fromiter(d.values(), np.int64, len(d))
-
-
-def _arrays_dict(a: tuple[np.ndarray, np.ndarray]) -> dict[int, int]:
-    keys, values = a
-    return dict(zip(np.asarray(keys).tolist(), np.asarray(values).tolist(), strict=True))

@@ -10,7 +10,6 @@ per-item state.
 
 from __future__ import annotations
 
-import copy
 import os
 import pickle
 import tempfile
@@ -38,6 +37,8 @@ from rtrec.learn.metrics import auc, logloss
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 
+# Feedback after which an item is not recommended to that user again (by default).
+CONSUMED_TYPES = ("rating", "purchase", "dismiss")
 CHECKPOINT_MAGIC = "rtrec-checkpoint"
 CHECKPOINT_VERSION = 2
 MAIN = "rtrec"
@@ -81,6 +82,8 @@ class OnlineLearner:
         self.served = ServedCache()
         self.validator = Validator(cfg.events)
         self.quarantined = 0
+        # user index -> item indices the user consumed (CONSUMED_TYPES): never recommended again.
+        self.consumed: dict[int, set[int]] = {}
         self.last_seq = 0
         self.model_version = 0
         self.events_seen = 0
@@ -334,6 +337,22 @@ class OnlineLearner:
         last = self.history[-1]["ts"] if self.history else None
         return max(time.time(), last) if last is not None else time.time()
 
+    def note_consumed(self, user_idx: np.ndarray, item_idx: np.ndarray, event_type: pa.ChunkedArray) -> None:
+        """Record the (user, item) pairs of consuming events (a chunk being learned)."""
+        mask = pc.is_in(event_type, value_set=pa.array(CONSUMED_TYPES)).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(np.asarray(mask, bool))
+        for u, i in zip(user_idx[rows].tolist(), item_idx[rows].tolist(), strict=True):
+            self.consumed.setdefault(u, set()).add(i)
+
+    def user_state(self, user_id: str) -> tuple[bool, set[str]]:
+        """Whether the learner has seen ``user_id``, and the ids of the items the user consumed."""
+        with self._lock:
+            u = self.featurizer.users.get(str(user_id))
+            if u is None:
+                return False, set()
+            ids = self.featurizer.items.ids
+            return True, {ids[i] for i in self.consumed.get(u, ())}
+
     def seen_items(self, user_id: str) -> set[str]:
         with self._lock:
             u = self.featurizer.users.get(str(user_id))
@@ -444,6 +463,7 @@ class OnlineLearner:
                 "labeler": self.labeler.state_dict(),
                 "featurizer": self.featurizer.state_dict(),
                 "wide": self.wide.state(),
+                "consumed": {u: sorted(s) for u, s in self.consumed.items()},
                 "trainers": {k: t.state_dict() for k, t in self.trainers.items()},
                 "history": list(self.history),
             }
@@ -453,7 +473,7 @@ class OnlineLearner:
         while learning goes on (only the copy holds the lock; tens of milliseconds where writing
         a large model takes seconds)."""
         with self._lock:
-            return copy.deepcopy(self.state_dict())
+            return _copy_state(self.state_dict())
 
     def save(self, path: str | Path, state: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (of ``state`` from :meth:`snapshot`, or of now) atomically: temporary
@@ -514,7 +534,25 @@ class OnlineLearner:
         self.labeler.load_state_dict(state["labeler"])
         self.featurizer.load_state_dict(state["featurizer"])
         self.wide = _native.OnlineLinear.from_state(*state["wide"])
+        self.consumed = {int(u): set(v) for u, v in state["consumed"].items()}
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)
         self.history.extend(state["history"])
         return self
+
+
+def _copy_state(x: Any) -> Any:
+    """A copy of a state tree that later learning cannot change: arrays and tensors copied,
+    containers rebuilt, everything else (strings, numbers, bytes, frozen configs) shared.
+    Several times faster than ``copy.deepcopy``, which visits every string of the id maps."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return type(x)((k, _copy_state(v)) for k, v in x.items())
+    if isinstance(x, list | tuple):
+        if x and not isinstance(x[0], dict | list | tuple | np.ndarray | torch.Tensor):
+            return type(x)(x)  # a flat list of immutable values
+        return type(x)(_copy_state(v) for v in x)
+    return x

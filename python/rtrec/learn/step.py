@@ -63,6 +63,7 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
     user_col = pc.cast(t.column("user_id"), pa.string()).combine_chunks()
     item_col = pc.cast(t.column("item_id"), pa.string()).combine_chunks()
     user_idx, item_idx = f.ids(user_col, item_col)
+    learner.note_consumed(user_idx, item_idx, t.column("event_type"))
     plan = learner.labeler.plan(t, user_idx, item_idx, clock_us=round(time.time() * 1e6))
     if learner.before_chunk is not None and plan.n_examples:
         learner.before_chunk(_resolving(learner, plan, user_idx, item_idx, t))

@@ -42,6 +42,7 @@ import numpy as np
 from rtrec import __version__
 from rtrec.config import Config
 from rtrec.errors import ConfigError, CorruptDataError, InvalidInputError, Overloaded, RtrecError, StorageError
+from rtrec.learn.online import CONSUMED_TYPES as EXCLUDE_TYPES
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
 from rtrec.serve.policy import select_slate
@@ -49,19 +50,18 @@ from rtrec.text import centre
 
 log = logging.getLogger("rtrec.serve")
 
-# Feedback after which an item is not recommended again to that user (by default).
-EXCLUDE_TYPES = ("rating", "purchase", "dismiss")
+# Users remembered between a commit and the learner's step (the learner keeps the rest).
+FRESH_USERS = 100_000
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_KEEP = 3
 RUNTIME_FILE = "serve.json"
 TAIL_MIN = 64
 EXPIRE_EVERY_S = 1.0
-# How long the learner waits, before each learn call, for requests in flight to finish. Scoring
-# waits for the model lock, and a learn call holds it for several milliseconds; on two cores the
-# learner's Python also takes the interpreter from the request threads. Bounded, so that a
-# steady stream of requests slows learning down but cannot stop it.
-YIELD_TO_RECOMMEND_S = 0.05
-YIELD_TO_INGEST_S = 0.01
+# How long the learner waits, before each learn call, for recommend requests in flight to
+# finish: scoring waits for the model lock, which a learn call holds for several milliseconds.
+# Short and bounded: at 50 ms (with 10 ms for ingests) a steady stream of requests held the
+# learner to about 9,000 events/s under bench/load.py; it must slow learning, never stop it.
+YIELD_TO_RECOMMEND_S = 0.005
 SERIES_STEP_S = 10.0
 # On SIGTERM the learner learns on for at most this long, then the daemon checkpoints and exits.
 SHUTDOWN_LEARN_S = 3.0
@@ -182,9 +182,8 @@ class Daemon:
         # For cold start: the catalog's embeddings centred on their mean and normalised, and the mean.
         self._embeddings: tuple[dict[str, int], np.ndarray, np.ndarray] | None = None
 
-        # Per-user memory for exclusion and cold start; filled lazily from the log.
-        self._seen: dict[str, set[str]] = {}
-        self._known: dict[str, bool] = {}
+        # Users with events committed but perhaps not learned yet, and what they consumed (newest last).
+        self._fresh: dict[str, set[str]] = {}
         self._user_lock = threading.Lock()
         self._recommending = InFlight()
         self._ingesting = InFlight()
@@ -370,17 +369,19 @@ class Daemon:
             self._wake_learner.set()
 
     def _note_feedback(self, rows: Any) -> None:
-        """Keep the in-memory exclusion sets of already loaded users current at once."""
+        """Committed but not yet learned: who is known now, and what they consumed (the learner's
+        own record catches up within its next step; this covers the moment in between)."""
         with self._user_lock:
             for r in rows:
                 user = r.get("user_id")
                 if user is None:
                     continue
-                user = str(user)
-                if user in self._known:
-                    self._known[user] = True
-                if r.get("event_type") in EXCLUDE_TYPES and user in self._seen and r.get("item_id") is not None:
-                    self._seen[user].add(str(r["item_id"]))
+                seen = self._fresh.pop(str(user), None) or set()
+                if r.get("event_type") in EXCLUDE_TYPES and r.get("item_id") is not None:
+                    seen.add(str(r["item_id"]))
+                self._fresh[str(user)] = seen  # newest last
+            while len(self._fresh) > FRESH_USERS:
+                self._fresh.pop(next(iter(self._fresh)))
 
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]:
         """Write the valid items of ``rows``; each bad row is answered with its reason, the rest stored."""
@@ -517,10 +518,9 @@ class Daemon:
                 log.warning("could not record quarantined events: %s", exc)
 
     def _yield_to_requests(self) -> None:
-        """Let recommend and ingest requests in progress finish before taking the model lock."""
+        """Let recommend requests in progress finish before taking the model lock."""
         if not self._stop_learner.is_set():
             self._recommending.wait_idle(YIELD_TO_RECOMMEND_S)
-            self._ingesting.wait_idle(YIELD_TO_INGEST_S)
 
     def _after_learn(self, batch: Any) -> None:
         n = batch.num_rows
@@ -534,23 +534,6 @@ class Daemon:
                 _, ack = self._acks.popleft()
                 self.lat_learned.observe(now - ack)
                 self._learned.append(ack)
-        self._track_users(batch)
-
-    def _track_users(self, batch: Any) -> None:
-        import pyarrow.compute as pc
-
-        users = batch.column("user_id")
-        with self._user_lock:
-            if self._known:
-                for u in pc.unique(users).to_pylist():
-                    if u is not None and u in self._known:
-                        self._known[str(u)] = True
-            if self._seen:
-                mask = pc.is_in(batch.column("event_type"), value_set=_pa_strings(EXCLUDE_TYPES))
-                sub = batch.filter(mask)
-                for u, i in zip(sub.column("user_id").to_pylist(), sub.column("item_id").to_pylist(), strict=True):
-                    if u in self._seen and i is not None:
-                        self._seen[u].add(str(i))
 
     def _lag(self) -> tuple[int, float]:
         with self._ack_lock:
@@ -707,39 +690,19 @@ class Daemon:
             return n
         s = self.log.ingest_file(path, items=False)
         self._note_committed(int(s.accepted), int(s.duplicates), len(s.rejected), s.last_seq, time.monotonic())
-        with self._user_lock:  # exclusion sets: reload lazily rather than parse the file again
-            self._seen.clear()
         return s
 
     # ---------------------------------------------------------------- recommend
 
     def _user_state(self, user_id: str) -> tuple[bool, set[str]]:
+        """Whether the user has history, and the items not to recommend to them again: from the
+        learner's record (no query of the log), plus what was committed since its last step."""
+        known, consumed = self.learner.user_state(user_id)
         with self._user_lock:
-            known = self._known.get(user_id)
-            seen = self._seen.get(user_id)
-        if known is None or seen is None:
-            # First request for this user since start: ask the log once, then keep it current.
-            loaded_known, loaded_seen = self._load_user(user_id)
-            with self._user_lock:
-                if len(self._seen) > 1_000_000:
-                    self._seen.clear()
-                    self._known.clear()
-                seen = self._seen.setdefault(user_id, set())
-                seen |= loaded_seen
-                known = self._known[user_id] = self._known.get(user_id, False) or loaded_known
-        return bool(known), seen
-
-    def _load_user(self, user_id: str) -> tuple[bool, set[str]]:
-        """Whether the log has any event of ``user_id``, and the items it excludes (one scan)."""
-        cur = self.log.cursor()
-        try:
-            rows = cur.execute(
-                "SELECT item_id, bool_or(list_contains(?, event_type)) FROM events WHERE user_id = ? GROUP BY item_id",
-                [list(EXCLUDE_TYPES), user_id],
-            ).fetchall()
-        finally:
-            cur.close()
-        return bool(rows), {str(i) for i, excluded in rows if excluded}
+            fresh = self._fresh.get(user_id)
+        if fresh is not None:
+            return True, consumed | fresh
+        return known, consumed
 
     def recommend(
         self,
@@ -1196,12 +1159,6 @@ def _epoch(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return 0.0
-
-
-def _pa_strings(values: Sequence[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(list(values), type=pa.string())
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
