@@ -457,17 +457,20 @@ class Featurizer:
         """Item embeddings centred on the catalog's mean embedding (:func:`rtrec.text.centre`).
 
         Items without text stay zero. The centred matrix is built once per change of the
-        embeddings, not per call: scoring a whole catalog only gathers rows.
+        embeddings, not per call: scoring a whole catalog only gathers rows. Safe to call
+        while the embeddings change in another thread (it works on one matrix throughout).
         """
-        if self._centred is None:
-            self._centred = np.zeros_like(self.item_text)
+        centred = self._centred
+        if centred is None:
+            centred = np.zeros_like(self.item_text)
             rows = np.flatnonzero(self.has_text[: len(self.items)])
             if len(rows):
                 vectors = self.item_text[rows]
-                self._centred[rows] = centre(vectors, vectors.mean(axis=0))
-        elif len(self._centred) < len(self.item_text):
-            self._centred = _grow(self._centred, len(self.item_text))  # rows added since have no text
-        return self._centred[idx]
+                centred[rows] = centre(vectors, vectors.mean(axis=0))
+            self._centred = centred
+        elif len(centred) < len(self.item_text):
+            centred = self._centred = _grow(centred, len(self.item_text))  # rows added since have no text
+        return centred[idx]
 
     def _find_neighbours(self, idx: np.ndarray) -> None:
         """Exact top-k text neighbours of ``idx`` among all items with text (cosine)."""

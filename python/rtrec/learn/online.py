@@ -275,23 +275,31 @@ class OnlineLearner:
         now: float | None = None,
         variant: str | None = None,
     ) -> tuple[list[str], np.ndarray, Batch | None]:
-        """:meth:`score`, plus the features scored (for :meth:`remember_served`)."""
-        with self._lock:
-            f = self.featurizer
-            if item_ids is None:
-                idx = np.arange(len(f.items), dtype=np.int64)
-                ids = list(f.items.ids)
-            else:
-                # Unknown ids are scored as new items on a scratch row: a read never registers one.
-                ids = [str(i) for i in item_ids]
-                known = [f.items.get(i) for i in ids]
-                scratch = f.scratch_item() if any(k is None for k in known) else -1
-                idx = np.array([scratch if k is None else k for k in known], dtype=np.int64)
-            if len(idx) == 0:
-                return ids, np.zeros(0), None
-            ts = now if now is not None else self._clock()
-            b = self.candidates(str(user_id), idx, ts, context, item_ids=None if item_ids is None else ids)
-            return ids, self.trainers[variant or self.main].predict(b, f), b
+        """:meth:`score`, plus the features scored (for :meth:`remember_served`).
+
+        Scoring does not wait for a learn step: it reads the model while it learns, as
+        Hogwild-style serving does, so a score may mix weights from before and after the
+        update in progress. Arrays only ever grow (a reader holds a consistent prefix), and
+        nothing read here is written by it.
+        """
+        f = self.featurizer
+        if item_ids is None:
+            ids = list(f.items.ids)
+            idx = np.arange(len(ids), dtype=np.int64)
+        else:
+            # Unknown ids are scored as new items on a scratch row: a read never registers one.
+            ids = [str(i) for i in item_ids]
+            known = [f.items.get(i) for i in ids]
+            scratch = -1
+            if any(k is None for k in known):
+                with self._lock:  # the scratch row may grow the arrays: not while the learner grows them
+                    scratch = f.scratch_item()
+            idx = np.array([scratch if k is None else k for k in known], dtype=np.int64)
+        if len(idx) == 0:
+            return ids, np.zeros(0), None
+        ts = now if now is not None else self._clock()
+        b = self.candidates(str(user_id), idx, ts, context, item_ids=None if item_ids is None else ids)
+        return ids, self.trainers[variant or self.main].predict(b, f), b
 
     def candidates(
         self,
