@@ -872,14 +872,7 @@ class EventLog:
 
     def quarantined(self, limit: int | None = None) -> pa.Table:
         """Quarantined events, newest first: seq, reason, quarantined_at."""
-        sql = "SELECT seq, reason, quarantined_at FROM quarantined_events ORDER BY seq DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        cur = self.cursor()
-        try:
-            return cur.sql(sql).to_arrow_table()
-        finally:
-            cur.close()
+        return self._table("SELECT seq, reason, quarantined_at FROM quarantined_events ORDER BY seq DESC", limit)
 
     def count_quarantined(self) -> int:
         return int(self._scalar("SELECT count(*) FROM quarantined_events"))
@@ -889,7 +882,9 @@ class EventLog:
 
     def rejected(self, limit: int | None = None) -> pa.Table:
         """Rejected rows, oldest first: rejected_at, source, row_index, reason, raw."""
-        sql = "SELECT * FROM rejected_events ORDER BY rejected_at, row_index"
+        return self._table("SELECT * FROM rejected_events ORDER BY rejected_at, row_index", limit)
+
+    def _table(self, sql: str, limit: int | None) -> pa.Table:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         cur = self.cursor()

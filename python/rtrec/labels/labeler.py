@@ -372,23 +372,10 @@ class Labeler:
 
     def _take(self, index: dict[int, int], key: int, rid: int) -> int:
         """Unlink and return the newest slot under ``key`` that ``rid`` can resolve (-1 if none)."""
-        st = self.store
-        prev, s = -1, index.get(key, -1)
-        while s >= 0:
-            other = int(st.rid[s])
-            if rid == 0 or other == 0 or other == rid:
-                nxt = int(st.next[s])
-                if prev < 0:
-                    if nxt < 0:
-                        del index[key]
-                    else:
-                        index[key] = nxt
-                else:
-                    st.next[prev] = nxt
-                st.next[s] = -1
-                return s
-            prev, s = s, int(st.next[s])
-        return -1
+        s = self._find(index, key, rid)
+        if s >= 0:
+            self._unlink(index, key, s)
+        return s
 
     def _find(self, index: dict[int, int], key: int, rid: int) -> int:
         """The newest slot under ``key`` that ``rid`` can resolve, left in place (-1 if none)."""

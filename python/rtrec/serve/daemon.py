@@ -186,7 +186,6 @@ class Daemon:
         self._fresh: dict[str, set[str]] = {}
         self._user_lock = threading.Lock()
         self._recommending = InFlight()
-        self._ingesting = InFlight()
 
         # Freshness: (last_seq, monotonic ack time) per committed batch, oldest first.
         self._acks: collections.deque[tuple[int, float]] = collections.deque()
@@ -337,8 +336,7 @@ class Daemon:
 
     def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""
-        with self._ingesting:
-            return self._ingest_events(rows, source)
+        return self._ingest_events(rows, source)
 
     def _ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]:
         t0 = time.perf_counter()
