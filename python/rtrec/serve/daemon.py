@@ -336,9 +336,6 @@ class Daemon:
 
     def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""
-        return self._ingest_events(rows, source)
-
-    def _ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         s = self.log.ingest(rows, source=source)  # every row checked on its own; bad ones stored with a reason
         accepted, duplicates = int(s.accepted), int(s.duplicates)
