@@ -52,6 +52,8 @@ class EventsConfig:
     # ``context`` and item ``attrs``: nesting levels, and characters of their JSON text.
     max_depth: int = 16
     max_json_chars: int = 65_536
+    # DuckDB's memory limit for the event log (its cache otherwise grows towards 80% of RAM).
+    duckdb_memory_limit: str = "1GB"
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,14 @@ class EventLog:
                 hint="is another rtrec process (a daemon) using this home?",
             ) from exc
         con.execute("SET TimeZone = 'UTC'")
+        limit = (events or EventsConfig()).duckdb_memory_limit
+        try:
+            con.execute(f"SET memory_limit = {lit(limit)}")
+        except duckdb.Error as exc:
+            con.close()
+            raise InvalidInputError(
+                f"events.duckdb_memory_limit: {limit!r} is not a DuckDB memory size ({exc})"
+            ) from None
         migrate(con)
         return cls(con, spec, events)
 

@@ -322,14 +322,27 @@ class Labeler:
     def state_dict(self) -> dict[str, Any]:
         """Picklable state for checkpoints: numpy arrays and plain numbers only. The key indexes
         and deadline queues are rebuilt from the store's slots on load."""
+        return self.finish(self.snapshot(copy=False))
+
+    def snapshot(self, *, copy: bool = True) -> dict[str, Any]:
+        """The state as raw array copies (fast: taken under the learner's lock); :meth:`finish`
+        compacts it into :meth:`state_dict`'s form, outside the lock."""
         return {
             "version": _STATE_VERSION,
             "window_us": self._window,
             "watermark": self._watermark,
             "expired_early": self.expired_early,
             "dropped": self.dropped,
-            "store": self.store.state_dict(),
+            "store_raw": self.store.raw(copy=copy),
         }
+
+    @staticmethod
+    def finish(snapshot: dict[str, Any]) -> dict[str, Any]:
+        if "store_raw" not in snapshot:
+            return snapshot
+        out = {k: v for k, v in snapshot.items() if k != "store_raw"}
+        out["store"] = SnapshotStore.compact(snapshot["store_raw"])
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:

@@ -228,32 +228,45 @@ class SnapshotStore:
         arrays += [self.dense, self.preds, self.item_n, self.user_n, self.arena]
         return sum(a.nbytes for a in arrays) + 8 * len(self.free)
 
+    _ARRAYS: tuple[str, ...] = ("key", "rid", "ts", "deadline", "seq", "next", "state", "start", "length")
+    _ARRAYS += ("xlength", "dense", "preds", "item_n", "user_n")
+
+    def raw(self, *, copy: bool) -> dict[str, Any]:
+        """The used part of every array (copies with ``copy``: memcpy only, for a snapshot taken
+        under the learner's lock); :meth:`compact` turns it into :meth:`state_dict`'s form."""
+        take = (lambda a: a.copy()) if copy else (lambda a: a)
+        out: dict[str, Any] = {name: take(getattr(self, name)[: self.high]) for name in self._ARRAYS}
+        out.update(
+            arena=take(self.arena[: self.arena_used]),
+            free=np.asarray(self.free, np.int64),
+            high=self.high,
+            dense_dim=self.dense_dim,
+            n_preds=self.n_preds,
+        )
+        return out
+
+    @staticmethod
+    def compact(raw: dict[str, Any]) -> dict[str, Any]:
+        """Live slots only, with the arena compacted: a checkpoint holds no garbage."""
+        live = np.flatnonzero(raw["state"] != _FREE)
+        values, offsets = csr_gather(raw["arena"], raw["start"][live], raw["length"][live] + raw["xlength"][live])
+        out = {name: raw[name][live] for name in ("key", "rid", "ts", "deadline", "seq", "next", "state", "length")}
+        out.update({name: raw[name][live] for name in ("dense", "preds", "item_n", "user_n")})
+        out.update(
+            dense_dim=raw["dense_dim"],
+            n_preds=raw["n_preds"],
+            slots=live,
+            high=raw["high"],
+            values=values,
+            offsets=offsets,
+            # The free list in its order, so that a restored store hands out the same slots.
+            free=raw["free"],
+        )
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         """Live slots only, with the arena compacted: a checkpoint holds no garbage."""
-        live = np.flatnonzero(self.state[: self.high] != _FREE)
-        values, offsets = csr_gather(self.arena, self.start[live], self.length[live] + self.xlength[live])
-        return {
-            "dense_dim": self.dense_dim,
-            "n_preds": self.n_preds,
-            "slots": live,
-            "high": self.high,
-            "key": self.key[live],
-            "rid": self.rid[live],
-            "ts": self.ts[live],
-            "deadline": self.deadline[live],
-            "seq": self.seq[live],
-            "next": self.next[live],
-            "state": self.state[live],
-            "length": self.length[live],
-            "dense": self.dense[live],
-            "preds": self.preds[live],
-            "item_n": self.item_n[live],
-            "user_n": self.user_n[live],
-            "values": values,
-            "offsets": offsets,
-            # The free list in its order, so that a restored store hands out the same slots.
-            "free": np.asarray(self.free, np.int64),
-        }
+        return self.compact(self.raw(copy=False))
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> SnapshotStore:

@@ -92,6 +92,9 @@ class OnlineLearner:
         # state (the per-example model included) learns from the chunk; ``on_chunk`` sees each
         # mini-batch of examples, with its recorded predictions, once the models learned it.
         self.before_chunk: Callable[[step.Resolving], None] | None = None
+        # Called between the phases of a learn step: the daemon lets requests in flight run
+        # there, so that one step's Python does not hold the interpreter from them throughout.
+        self.yield_point: Callable[[], None] | None = None
         self.on_chunk: Callable[[Batch], None] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._stats_at = 0.0
@@ -195,6 +198,10 @@ class OnlineLearner:
             self._stats_at = now
             return True
         return False
+
+    def pause(self) -> None:
+        if self.yield_point is not None:
+            self.yield_point()
 
     def learn_examples(self, ex: Batch, res: LearnResult, keep: bool) -> None:
         """Learn resolved examples in mini-batches; each model's progressive prediction is the one
@@ -457,7 +464,8 @@ class OnlineLearner:
             }
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, labeler: bool = True) -> dict[str, Any]:
+        """The whole state (``labeler=False``: without the labeller's, which :meth:`snapshot` takes its own way)."""
         with self._lock:
             return {
                 "magic": CHECKPOINT_MAGIC,
@@ -468,7 +476,7 @@ class OnlineLearner:
                 "model_version": self.model_version,
                 "events_seen": self.events_seen,
                 "examples_seen": self.examples_seen,
-                "labeler": self.labeler.state_dict(),
+                "labeler": self.labeler.state_dict() if labeler else None,
                 "featurizer": self.featurizer.state_dict(),
                 "wide": self.wide.state(),
                 "consumed": {u: sorted(s) for u, s in self.consumed.items()},
@@ -481,15 +489,16 @@ class OnlineLearner:
         while learning goes on (only the copy holds the lock; tens of milliseconds where writing
         a large model takes seconds)."""
         with self._lock:
-            return _copy_state(self.state_dict())
+            state = _copy_state(self.state_dict(labeler=False))
+            state["labeler"] = self.labeler.snapshot()  # raw copies: compacted when written
+            return state
 
     def save(self, path: str | Path, state: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (of ``state`` from :meth:`snapshot`, or of now) atomically: temporary
         file, fsync, rename. Returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if state is None:
-            state = self.state_dict()
+        state = self.state_dict() if state is None else {**state, "labeler": Labeler.finish(state["labeler"])}
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -68,7 +68,9 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
     if learner.before_chunk is not None and plan.n_examples:
         learner.before_chunk(_resolving(learner, plan, user_idx, item_idx, t))
     if len(plan.reads):
+        learner.pause()
         reads = _read(learner, t, plan, user_col, item_col, user_idx, item_idx, stats)
+        learner.pause()
         _resolve(learner, plan, reads, res, keep)
     else:
         learn_resolved(learner, plan, res, keep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Query, Request
@@ -214,6 +215,7 @@ def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> lis
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application serving ``service``."""
+    ingest_gate = threading.Lock()
     app = FastAPI(
         title="rtrec",
         version=__version__,
@@ -277,8 +279,11 @@ def create_app(service: Service) -> FastAPI:
         service.check_capacity()
 
         def work() -> dict[str, Any]:
-            rows = parse_rows(body, ctype, "events", service.max_batch)
-            return service.ingest_events(rows, "http")
+            # One batch at a time: commits are serial anyway, and parallel decoding only took
+            # the interpreter from recommend requests and the learner.
+            with ingest_gate:
+                rows = parse_rows(body, ctype, "events", service.max_batch)
+                return service.ingest_events(rows, "http")
 
         return JSONResponse(await run_in_threadpool(work))
 

@@ -160,6 +160,7 @@ class Daemon:
         if cfg.text.enabled:
             self._load_encoder()
         self.learner, self.resumed_from = self._load_learner()
+        self.learner.yield_point = self._yield_to_requests
         self._log_seq = int(self.log.last_seq() or 0)
         self._model_lock = threading.RLock()  # held by whoever mutates or saves the model
         self._stop = threading.Event()  # every background loop but the learner
