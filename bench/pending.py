@@ -46,20 +46,31 @@ def catalog(n: int, rng: np.random.Generator) -> pa.Table:
     )
 
 
-def impressions(start: int, n: int, rate: float, users: int, items: int, rng: np.random.Generator) -> pa.Table:
+def impressions(
+    start: int, n: int, rate: float, users: int, items: int, rng: np.random.Generator, click_every: int = 0
+) -> pa.Table:
+    """Events ``start .. start + n``: impressions; with ``click_every`` every such event is a click
+    on the impression just before it (same user, item and request)."""
     k = np.arange(start, start + n)
     ts = (1_700_000_000_000_000 + k * (1e6 / rate)).astype(np.int64)
     devices = np.array(['{"device": "mobile"}', '{"device": "desktop"}'])
+    u, i = rng.integers(0, users, n), rng.integers(0, items, n)
+    kind = np.full(n, "impression", dtype=object)
+    if click_every:
+        clicks = np.flatnonzero((k % click_every == click_every - 1) & (np.arange(n) > 0))
+        u[clicks], i[clicks], kind[clicks] = u[clicks - 1], i[clicks - 1], "click"
     return pa.Table.from_arrays(
         [
             pa.array(k + 1, pa.int64()),
             pa.array([f"e{x}" for x in k]),
             pa.array(ts).cast(pa.timestamp("us")),
-            pa.array([f"u{x}" for x in rng.integers(0, users, n)]),
-            pa.array([f"i{x}" for x in rng.integers(0, items, n)]),
-            pa.array(["impression"] * n),
+            pa.array([f"u{x}" for x in u]),
+            pa.array([f"i{x}" for x in i]),
+            pa.array(kind.tolist()),
             pa.nulls(n, pa.float64()),
-            pa.array([f"r{x // 10}" for x in k]),
+            pa.array(
+                [f"r{(x - 1) // 10 if click_every and x % click_every == click_every - 1 else x // 10}" for x in k]
+            ),
             pa.array(np.full(n, 0.1)),
             pa.array(devices[k % 2]),
         ],
@@ -74,6 +85,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--chunk", type=int, default=8192)
+    ap.add_argument("--click-every", type=int, default=0, help="every Nth event clicks the impression before it")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     cfg = load_config(overrides={"text": {"enabled": False}})
@@ -91,7 +103,9 @@ def main() -> None:
     before = rss_bytes()
     read_s = 0.0
     for start in range(0, args.n, args.chunk):
-        t = impressions(start, min(args.chunk, args.n - start), args.rate, args.users, args.items, rng)
+        t = impressions(
+            start, min(args.chunk, args.n - start), args.rate, args.users, args.items, rng, args.click_every
+        )
         t0 = time.perf_counter()
         learner.learn(t)
         read_s += time.perf_counter() - t0
@@ -107,7 +121,8 @@ def main() -> None:
         "rss_added_bytes": after - before,
         "bytes_per_pending": round((after - before) / max(pending, 1), 1),
         "store_array_bytes_per_pending": round(learner.labeler.store.nbytes / max(pending, 1), 1),
-        "read_impressions_per_s": round(args.n / read_s, 1),
+        "read_events_per_s": round(args.n / read_s, 1),
+        "click_every": args.click_every,
         "expire_examples_per_s": round(res.examples / max(drain_s, 1e-9), 1),
         "dense_dim": len(learner.featurizer.dense_names),
     }
