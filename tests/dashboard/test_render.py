@@ -82,3 +82,29 @@ def test_render_tolerates_missing_keys():
     assert "stopped" in out and "–" in out
     out = text(render({"running": False, "ingest": {"rate": None}, "model": {"replay": "odd"}, "drift_alarms": []}))
     assert "none" in out
+
+
+def test_render_a_real_stats_response(tmp_path):
+    """The fixture is a running daemon's own answer, drift alarm included, not a hand-made dict."""
+    import copy
+
+    from rtrec.config import load_config
+    from rtrec.serve.daemon import Daemon
+    from tests.learn.streams import events
+    from tests.learn.test_trainer import SMALL, pattern
+
+    cfg = load_config(home=tmp_path / "home", overrides=copy.deepcopy(SMALL))
+    daemon = Daemon(cfg)
+    try:
+        daemon.log.ingest(events(pattern(150)))
+        daemon.log.ingest(events(pattern(60, start=150, flip=True), 601))
+        daemon._refresh_catalog()
+        daemon._learn_available()
+        stats = daemon.stats()
+    finally:
+        daemon.log.close()
+    alarms = stats["drift_alarms"]
+    assert alarms and all(a["stat"] > cfg.learner.drift_threshold for a in alarms)
+    out = text(render(stats), width=160)
+    assert "page_hinkley" in out and f"{alarms[-1]['stat']:.4g}" in out
+    assert f"{stats['model']['labels']['pending']:,}" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_replay_variants(cfg: Config) -> None:
     for v, piece in zip(with_text[5:], ("item_text", "user_vector", "distill"), strict=True):
         assert getattr(v, piece) != getattr(kinds["rtrec"], piece)
     assert replay_variants(cfg, 1_000, text=True, with_ablations=False) == vs
+
+
+def test_plot_colours_follow_the_model_in_both_panels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtrec.replay.run import _plot
+
+    figs: list[Any] = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    models = ("rtrec", "popularity", "static", "online_lr")
+    wins = [
+        {"models": {m: {"auc": 0.6 + 0.01 * k, "logloss": None if m == "popularity" else 0.5} for m in models}}
+        for k in range(3)
+    ]
+    _plot({"windows": wins, "models": {m: {} for m in models}, "examples": 30}, tmp_path / "r.png")
+    auc_ax, ll_ax = figs[0].axes
+    auc = {line.get_label(): line.get_color() for line in auc_ax.get_lines()}
+    ll = {line.get_label(): line.get_color() for line in ll_ax.get_lines()}
+    assert set(ll) == {"rtrec", "static", "online_lr"}  # popularity has no log loss
+    assert all(ll[m] == auc[m] for m in ll)  # ... and the rows after it keep their colours

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from rtrec.config import EventsConfig
+from rtrec.contracts import DriftAlarm
 from rtrec.errors import InvalidInputError, StorageError
 from rtrec.events._sql import (
     INVALID_ROW_ERROR,
@@ -861,6 +862,27 @@ class EventLog:
 
     def count_events(self) -> int:
         return int(self._scalar("SELECT count(*) FROM events"))
+
+    def record_alarms(self, alarms: Sequence[DriftAlarm]) -> None:
+        """Append drift alarms to ``drift_alarms`` (event time, sequence number, detector, statistic)."""
+        rows = [
+            [datetime.fromtimestamp(a["ts"], UTC).replace(tzinfo=None), a["seq"], a["detector"], a["stat"]]
+            for a in alarms
+        ]
+        with self._lock:
+            self._con.executemany("INSERT INTO drift_alarms (ts, seq, detector, stat) VALUES (?, ?, ?, ?)", rows)
+
+    def drift_alarms(self) -> pa.Table:
+        """Every recorded drift alarm, oldest first: ts, seq, detector, stat."""
+        return self._table("SELECT ts, seq, detector, stat FROM drift_alarms ORDER BY seq", None)
+
+    def record_checkpoint(self, seq: int, path: str, model_version: int) -> None:
+        """Note a checkpoint written (the file is what a restart reads; this table is a record)."""
+        with self._lock:
+            self._con.execute(
+                f"INSERT INTO checkpoints (seq, path, created_at, model_version) VALUES (?, ?, {NOW_UTC}, ?)",
+                [int(seq), path, int(model_version)],
+            )
 
     def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
         """Record events (by ``seq``) that the learner set aside, each with the reason; they stay in the log."""

@@ -115,6 +115,8 @@ class PageHinkley:
         self.cum = 0.0
         self.min_cum = 0.0
 
+    last_alarm_stat: float = math.nan  # the statistic when the last alarm was raised (it resets after)
+
     def update(self, x: float) -> bool:
         if not math.isfinite(x):
             return False
@@ -123,6 +125,7 @@ class PageHinkley:
         self.cum += x - self.mean - self.delta
         self.min_cum = min(self.min_cum, self.cum)
         if self.n >= self.min_samples and self.cum - self.min_cum > self.threshold:
+            self.last_alarm_stat = self.cum - self.min_cum
             self.reset()
             return True
         return False

@@ -28,6 +28,7 @@ import torch
 
 from rtrec import _native
 from rtrec.config import EVENT_TYPES, Config
+from rtrec.contracts import DriftAlarm
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
@@ -390,7 +391,7 @@ class OnlineLearner:
             return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
 
     @property
-    def drift_alarms(self) -> list[dict[str, Any]]:
+    def drift_alarms(self) -> list[DriftAlarm]:
         return list(self.trainers[self.main].alarms)
 
     def stats(self, window_s: float = 3600.0) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from rtrec import _native
 from rtrec.config import Config
+from rtrec.contracts import DriftAlarm
 from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, Batch, Featurizer, dense_names
 from rtrec.learn.metrics import EPS, PageHinkley
 from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
@@ -97,7 +98,7 @@ class Trainer:
         self.boost_left = 0
         self.examples = 0
         self.updates = 0
-        self.alarms: list[dict[str, Any]] = []
+        self.alarms: list[DriftAlarm] = []
         self.replay_drawn = 0
         self.fresh_seen = 0
 
@@ -283,14 +284,15 @@ class Trainer:
             self._forget()
             self.boost_left = self.cfg.learner.drift_boost_events
             self.alarms.append(
-                {
-                    "ts": float(b.ts[pos]),
-                    "seq": int(b.seq[pos]),
-                    "examples": self.examples + pos,
-                    "wall_time": now if now is not None else time.time(),
-                    "detector": "page_hinkley",
-                    "model": self.variant.name,
-                }
+                DriftAlarm(
+                    ts=float(b.ts[pos]),
+                    seq=int(b.seq[pos]),
+                    examples=self.examples + pos,
+                    wall_time=now if now is not None else time.time(),
+                    detector="page_hinkley",
+                    model=self.variant.name,
+                    stat=float(self.drift.last_alarm_stat),
+                )
             )
 
     @torch.no_grad()

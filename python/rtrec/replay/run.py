@@ -382,12 +382,13 @@ def _plot(data: dict[str, Any], path: Path) -> None:
     wins = data["windows"]
     x = np.arange(1, len(wins) + 1)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    for name in data["models"]:
+    for k, name in enumerate(data["models"]):
+        colour = f"C{k % 10}"  # one colour per model in both panels, whichever rows a panel skips
         aucs = [w["models"][name]["auc"] for w in wins]
-        ax1.plot(x, [np.nan if a is None else a for a in aucs], marker="o", ms=3, label=name)
+        ax1.plot(x, [np.nan if a is None else a for a in aucs], marker="o", ms=3, label=name, color=colour)
         lls = [w["models"][name]["logloss"] for w in wins]
         if any(v is not None for v in lls):
-            ax2.plot(x, [np.nan if v is None else v for v in lls], marker="o", ms=3, label=name)
+            ax2.plot(x, [np.nan if v is None else v for v in lls], marker="o", ms=3, label=name, color=colour)
     ax1.set_ylabel("progressive AUC")
     ax2.set_ylabel("progressive log loss")
     ax2.set_xlabel(f"time window (equal numbers of examples, {data['examples']} in all)")

@@ -202,7 +202,7 @@ class Daemon:
         self._http_counts: dict[str, int] = {"refused": 0, "timed_out": 0}
         self._server: Any = None
         self._restarts: dict[str, int] = {}
-        self._alarms_stored = len(self._drift_alarms())
+        self._alarms_stored = len(self.learner.drift_alarms)
         self._setup_metrics()
         self.c_quarantined.inc(self.log.count_quarantined())
 
@@ -270,7 +270,7 @@ class Daemon:
         r.gauge("catalog_items", "Items in the catalog.", lambda: len(self._catalog_ids))
         r.gauge("text_encoder_queue", "Catalog items waiting for the text encoder.", lambda: self._text["queue"])
         r.gauge("checkpoint_age_seconds", "Seconds since the last checkpoint.", self._checkpoint_age)
-        r.gauge("drift_alarms", "Drift alarms raised so far.", lambda: len(self._drift_alarms()))
+        r.gauge("drift_alarms", "Drift alarms raised so far.", lambda: len(self.learner.drift_alarms))
         self.lat_recommend = r.latency("recommend_latency_seconds", "Time to compute a recommendation.")
         self.lat_ingest = r.latency("ingest_commit_seconds", "Time to validate and commit an events batch.")
         self.lat_learned = r.latency("freshness_learned_seconds", "From an events batch acknowledged to learned.")
@@ -602,14 +602,7 @@ class Daemon:
         }
         self._last_checkpoint = record
         try:
-            cur = self.log.cursor()
-            try:
-                cur.execute(
-                    "INSERT INTO checkpoints (seq, path, created_at, model_version) VALUES (?, ?, now(), ?)",
-                    [seq, str(path), version],
-                )
-            finally:
-                cur.close()
+            self.log.record_checkpoint(seq, str(path), version)
         except Exception as exc:  # the file is what restarts read; the table is a record
             log.warning("could not record checkpoint in the log: %s", exc)
         for _, old in checkpoint_files(self.home)[CHECKPOINT_KEEP:]:
@@ -632,21 +625,13 @@ class Daemon:
 
     def _store_alarms(self) -> None:
         """Append drift alarms raised since the last call to the ``drift_alarms`` table."""
-        alarms = self._drift_alarms()
+        alarms = self.learner.drift_alarms
         new = alarms[self._alarms_stored :]
         if not new:
             return
         self._alarms_stored = len(alarms)
-        rows = [
-            [_ts(a.get("ts")), int(a.get("seq") or 0), str(a.get("detector", "drift")), float(a.get("stat") or 0.0)]
-            for a in new
-        ]
         try:
-            cur = self.log.cursor()
-            try:
-                cur.executemany("INSERT INTO drift_alarms (ts, seq, detector, stat) VALUES (?, ?, ?, ?)", rows)
-            finally:
-                cur.close()
+            self.log.record_alarms(new)
         except Exception as exc:
             log.warning("could not record drift alarms: %s", exc)
 
@@ -899,12 +884,6 @@ class Daemon:
         except Exception as exc:
             return {"error": str(exc)}
 
-    def _drift_alarms(self) -> list[dict[str, Any]]:
-        try:
-            return list(self.learner.drift_alarms)
-        except Exception:
-            return []
-
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok" if self._learner_error is None else "degraded",
@@ -965,7 +944,7 @@ class Daemon:
             "quality": _current_quality(model),
             "series": {name: s.values() for name, s in self.series.items()},
             "model": model,
-            "drift_alarms": self._drift_alarms(),
+            "drift_alarms": self.learner.drift_alarms,
             "checkpoint": self._checkpoint_info(),
             "text": dict(self._text),
             "catalog": {"items": len(self._catalog_ids)},
@@ -1003,7 +982,7 @@ class Daemon:
             "Progressive (predict-then-learn) quality of the model.",
             [({"metric": k}, float(v)) for k, v in quality.items() if isinstance(v, int | float)],
         )
-        counts: dict[str, int] = collections.Counter(str(a.get("detector", "drift")) for a in self._drift_alarms())
+        counts: dict[str, int] = collections.Counter(a["detector"] for a in self.learner.drift_alarms)
         extra += labelled_gauge(
             "rtrec_drift_alarms_by_detector",
             "Drift alarms raised, by detector.",
@@ -1138,14 +1117,6 @@ def _current_quality(model: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, int | float | np.floating) and math.isfinite(float(v)):
             out[key] = float(v)
     return out
-
-
-def _ts(v: Any) -> Any:
-    import datetime as dt
-
-    if isinstance(v, int | float):
-        return dt.datetime.fromtimestamp(float(v), dt.UTC).replace(tzinfo=None)
-    return v if v is not None else dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _epoch(v: Any) -> float:
