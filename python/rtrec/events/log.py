@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from rtrec.events._sql import (
 from rtrec.events.migrations import migrate
 from rtrec.events.schema import EVENT_COLUMNS, EVENT_INPUT_COLUMNS, EVENT_SCHEMA, ITEM_COLUMNS, ITEM_SCHEMA
 from rtrec.events.validate import Unparsed, Validator
+from rtrec.jsonable import jsonable
 
 __all__ = ["EventLog", "IngestSummary", "Rejected"]
 
@@ -104,22 +104,8 @@ class IngestSummary:
         )
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_json_safe(value), default=str, ensure_ascii=False)
+    return json.dumps(jsonable(value), default=str, ensure_ascii=False)
 
 
 def _hashes(ids: Sequence[str]) -> np.ndarray:

@@ -9,7 +9,6 @@ would have seen. Baselines and text ablations learn side by side on the same exa
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from rtrec.config import Config
 from rtrec.errors import InvalidInputError
+from rtrec.jsonable import jsonable
 from rtrec.labels import EVENT, FOLLOWUP
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch
@@ -94,18 +94,6 @@ def _metrics(y: np.ndarray, p: np.ndarray, probabilistic: bool) -> dict[str, flo
         "logloss": logloss(y, p) if probabilistic else None,
         "calibration": calibration(y, p) if probabilistic else None,
     }
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return None if not math.isfinite(float(x)) else round(float(x), 6)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def run_replay(
@@ -235,9 +223,9 @@ def _run(
 
         learner.save(Path(home) / CHECKPOINT_DIR / f"learner-{learner.last_seq:012d}.ckpt")
     data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary)
-    (report_dir / "report.json").write_text(json.dumps(_clean(data), indent=2) + "\n")
+    (report_dir / "report.json").write_text(json.dumps(jsonable(data, digits=6), indent=2) + "\n")
     _plot(data, report_dir / "report.png")
-    return ReplayReport(data=_clean(data), report_dir=report_dir, checkpoint=ckpt)
+    return ReplayReport(data=jsonable(data, digits=6), report_dir=report_dir, checkpoint=ckpt)
 
 
 def _has_text(items: pa.Table) -> bool:

@@ -71,7 +71,8 @@ def resolve_source(cfg: Config, *, url: str | None, token: str | None, explicit_
 
 def offline_stats(cfg: Config) -> dict[str, Any]:
     """The stats a stopped daemon would show, read from its database and newest checkpoint."""
-    from rtrec.serve.daemon import _clean, _current_quality, checkpoint_files
+    from rtrec.jsonable import jsonable
+    from rtrec.serve.daemon import checkpoint_files, current_quality
 
     db = cfg.db_path
     if not db.exists():
@@ -118,7 +119,7 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
                 continue
             model = dict(learner.stats())
             out["model"] = model
-            out["quality"] = _current_quality(model)
+            out["quality"] = current_quality(model)
             out["model_version"] = learner.model_version
             out["learn"] = {"rate": 0.0, "learned_seq": learner.last_seq, "lag_events": max(0, last - learner.last_seq)}
             out.setdefault(
@@ -127,7 +128,7 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
             if not out["drift_alarms"]:
                 out["drift_alarms"] = list(learner.drift_alarms)
             break
-    return _clean(out)
+    return jsonable(out)
 
 
 def _rows(con: Any, sql: str) -> list[tuple[Any, ...]]:

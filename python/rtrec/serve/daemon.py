@@ -42,6 +42,7 @@ import numpy as np
 from rtrec import __version__
 from rtrec.config import Config
 from rtrec.errors import ConfigError, CorruptDataError, InvalidInputError, Overloaded, RtrecError, StorageError
+from rtrec.jsonable import jsonable
 from rtrec.learn.online import CONSUMED_TYPES as EXCLUDE_TYPES
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve.metrics import Rate, Registry, TimeSeries, labelled_gauge
@@ -109,23 +110,6 @@ class InFlight:
         """Wait up to ``timeout`` seconds for no request in progress; whether there is none."""
         with self._cond:
             return self._cond.wait_for(lambda: self._n == 0, timeout)
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null, numpy scalars and arrays plain Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 class Daemon:
@@ -643,7 +627,7 @@ class Daemon:
     def _sample_series(self) -> None:
         self.series["ingest"].set(self.ingest_rate.rate())
         self.series["learn"].set(self.learn_rate.rate())
-        cur = _current_quality(self._learner_stats())
+        cur = current_quality(self._learner_stats())
         for key in ("auc", "logloss", "ctr"):
             if cur.get(key) is not None:
                 self.series[key].set(float(cur[key]))
@@ -941,7 +925,7 @@ class Daemon:
                 "temperature": self.cfg.serve.temperature,
             },
             "model_version": int(self.learner.model_version),
-            "quality": _current_quality(model),
+            "quality": current_quality(model),
             "series": {name: s.values() for name, s in self.series.items()},
             "model": model,
             "drift_alarms": self.learner.drift_alarms,
@@ -957,7 +941,7 @@ class Daemon:
             },
             "threads": {"restarts": dict(self._restarts)},
         }
-        return _clean(out)
+        return jsonable(out)
 
     def _checkpoint_info(self) -> dict[str, Any] | None:
         ck = self._last_checkpoint
@@ -975,7 +959,7 @@ class Daemon:
 
     def metrics_text(self) -> str:
         model = self._learner_stats()
-        quality = _current_quality(model)
+        quality = current_quality(model)
         extra: list[str] = []
         extra += labelled_gauge(
             "rtrec_progressive",
@@ -1097,7 +1081,7 @@ def _seq_range(batch: Any) -> tuple[int, int]:
     return (int(seqs.min()), int(seqs.max())) if len(seqs) else (0, 0)
 
 
-def _current_quality(model: dict[str, Any]) -> dict[str, Any]:
+def current_quality(model: dict[str, Any]) -> dict[str, Any]:
     """The latest progressive AUC, log loss and CTR from whatever shape ``learner.stats()`` has."""
     out: dict[str, Any] = {}
     for key in ("auc", "logloss", "ctr"):
