@@ -98,8 +98,7 @@ def test_render_a_real_stats_response(tmp_path):
     try:
         daemon.log.ingest(events(pattern(150)))
         daemon.log.ingest(events(pattern(60, start=150, flip=True), 601))
-        daemon._refresh_catalog()
-        daemon._learn_available()
+        daemon.learn_now()
         stats = daemon.stats()
     finally:
         daemon.log.close()

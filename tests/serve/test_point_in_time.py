@@ -9,7 +9,7 @@ import numpy as np
 
 from rtrec.config import load_config
 from rtrec.learn import OnlineLearner
-from rtrec.serve.daemon import checkpoint_files
+from rtrec.serve.checkpoints import checkpoint_files
 from rtrec.serve.testing import DaemonProcess
 from tests.serve.test_daemon import catalog, event, wait_learned
 

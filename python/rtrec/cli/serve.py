@@ -51,7 +51,7 @@ def serve(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from rtrec.serve.daemon import serve as run
+    from rtrec.serve.start import serve as run
 
     code = run(cfg, demo=demo, insecure=insecure)
     # Everything is committed, checkpointed and closed by now; skip the interpreter's slow

@@ -219,7 +219,7 @@ def _run(
     learn_s = time.perf_counter() - t0
     ckpt = learner.save(report_dir / f"learner-{learner.last_seq:012d}.ckpt")
     if home is not None:
-        from rtrec.serve.daemon import CHECKPOINT_DIR
+        from rtrec.serve.checkpoints import CHECKPOINT_DIR
 
         learner.save(Path(home) / CHECKPOINT_DIR / f"learner-{learner.last_seq:012d}.ckpt")
     data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary)

@@ -72,7 +72,8 @@ def resolve_source(cfg: Config, *, url: str | None, token: str | None, explicit_
 def offline_stats(cfg: Config) -> dict[str, Any]:
     """The stats a stopped daemon would show, read from its database and newest checkpoint."""
     from rtrec.jsonable import jsonable
-    from rtrec.serve.daemon import checkpoint_files, current_quality
+    from rtrec.serve.checkpoints import checkpoint_files
+    from rtrec.serve.status import current_quality
 
     db = cfg.db_path
     if not db.exists():

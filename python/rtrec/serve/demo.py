@@ -23,7 +23,7 @@ def play(daemon: Any, stop: threading.Event, *, rate: float = 20.0, seed: int = 
     from rtrec.sim import SimConfig, Simulator
 
     sim = Simulator(SimConfig(seed=seed))
-    if not daemon._catalog_ids:
+    if not daemon.catalog.ids:
         daemon.upsert_items(sim.catalog().to_pylist())
         log.info("demo: posted a simulated catalog of %d items", sim.cfg.n_items)
     users = sim.user_ids

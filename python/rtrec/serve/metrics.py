@@ -238,3 +238,43 @@ def labelled_gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str],
 
 def _escape(v: str) -> str:
     return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+SERIES_STEP_S = 10.0
+
+
+class Meters:
+    """Every counter, rate, latency and series the daemon keeps, on one registry.
+
+    Gauges that read other parts (lag, model version, ...) are added by whoever wires them.
+    """
+
+    def __init__(self) -> None:
+        r = self.registry = Registry()
+        self.ingest_rate = Rate(10.0)
+        self.learn_rate = Rate(10.0)
+        self.recommend_rate = Rate(10.0)
+        self.accepted = r.counter("events_accepted_total", "Events committed to the log.")
+        self.duplicates = r.counter("events_duplicate_total", "Events ignored as already logged (by event_id).")
+        self.rejected = r.counter("events_rejected_total", "Events rejected as invalid.")
+        self.learned = r.counter("events_learned_total", "Events learned by the model.")
+        self.recommends = r.counter("recommend_requests_total", "Recommend requests served.")
+        self.explored = r.counter("recommend_explored_items_total", "Items shown by exploration, not by score.")
+        self.items = r.counter("items_upserted_total", "Catalog items inserted or replaced.")
+        self.learn_errors = r.counter("learner_errors_total", "Learner batches that raised.")
+        self.throttled = r.counter(
+            "ingest_throttled_total", "Event batches refused with 429 while the learner was behind."
+        )
+        self.quarantined = r.counter(
+            "events_quarantined_total", "Events the learner set aside (kept in the log with the reason)."
+        )
+        r.gauge("ingest_rate_events_per_second", "Events committed per second (10 s window).", self.ingest_rate.rate)
+        r.gauge("learn_rate_events_per_second", "Events learned per second (10 s window).", self.learn_rate.rate)
+        self.lat_recommend = r.latency("recommend_latency_seconds", "Time to compute a recommendation.")
+        self.lat_ingest = r.latency("ingest_commit_seconds", "Time to validate and commit an events batch.")
+        self.lat_learned = r.latency("freshness_learned_seconds", "From an events batch acknowledged to learned.")
+        self.lat_reflected = r.latency(
+            "freshness_recommend_seconds", "From an events batch acknowledged to a recommend using it."
+        )
+        self.lat_learn_batch = r.latency("learn_batch_seconds", "Time to learn one tailed batch.")
+        self.series = {name: TimeSeries(SERIES_STEP_S, 3600.0) for name in ("auc", "logloss", "ctr", "ingest", "learn")}

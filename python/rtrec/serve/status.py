@@ -1,0 +1,122 @@
+"""What the daemon reports: ``/healthz``, ``/v1/stats`` (everything ``rtrec inspect`` shows) and ``/metrics``."""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rtrec import __version__
+from rtrec.jsonable import jsonable
+from rtrec.serve.metrics import labelled_gauge
+
+if TYPE_CHECKING:
+    from rtrec.serve.daemon import Daemon
+
+__all__ = ["current_quality", "health", "metrics_text", "stats"]
+
+
+def health(d: Daemon) -> dict[str, Any]:
+    return {
+        "status": "ok" if d.worker.error is None else "degraded",
+        "version": __version__,
+        "model_version": int(d.learner.model_version),
+        "uptime_s": round(time.time() - d.started_at, 3),
+        "learner_error": d.worker.error,
+    }
+
+
+def stats(d: Daemon) -> dict[str, Any]:
+    """The ``/v1/stats`` response (JSON-safe)."""
+    lag_events, lag_s = d.worker.lag()
+    m, sc = d.meters, d.cfg.serve
+    model = d.learner.stats()
+    out = {
+        "running": True,
+        "version": __version__,
+        "time": time.time(),
+        "uptime_s": time.time() - d.started_at,
+        "home": str(d.home),
+        "url": d.url,
+        "pid": os.getpid(),
+        "ingest": {
+            "rate": m.ingest_rate.rate(),
+            "accepted_total": m.accepted.value,
+            "duplicates_total": m.duplicates.value,
+            "rejected_total": m.rejected.value,
+            "log_seq": d.worker.log_seq,
+            "commit_latency": m.lat_ingest.percentiles(),
+            "throttled_total": m.throttled.value,
+        },
+        "learn": {
+            "rate": m.learn_rate.rate(),
+            "learned_total": m.learned.value,
+            "learned_seq": int(d.learner.last_seq),
+            "lag_events": lag_events,
+            "lag_s": lag_s,
+            "batch_latency": m.lat_learn_batch.percentiles(),
+            "errors": m.learn_errors.value,
+            "error": d.worker.error,
+            "quarantined_total": m.quarantined.value,
+        },
+        "freshness": {"learned": m.lat_learned.percentiles(), "recommend": m.lat_reflected.percentiles()},
+        "recommend": {
+            "rate": m.recommend_rate.rate(),
+            "requests_total": m.recommends.value,
+            "explored_items_total": m.explored.value,
+            "latency": m.lat_recommend.percentiles(),
+            "policy": sc.exploration,
+            "epsilon": sc.epsilon,
+            "temperature": sc.temperature,
+        },
+        "model_version": int(d.learner.model_version),
+        "quality": current_quality(model),
+        "series": {name: s.values() for name, s in m.series.items()},
+        "model": model,
+        "drift_alarms": d.learner.drift_alarms,
+        "checkpoint": d.checkpoints.info(),
+        "text": dict(d.text.status),
+        "catalog": {"items": len(d.catalog.ids)},
+        "top_items": [str(x) for x in d.learner.popular(10)],
+        "inbox": dict(d.inbox_counts),
+        "http": {
+            **d.http_counts,
+            "open": len(d.server.server_state.connections) if d.server is not None else 0,
+            "max_connections": sc.max_connections,
+        },
+        "threads": {"restarts": dict(d.restarts)},
+    }
+    return jsonable(out)
+
+
+def metrics_text(d: Daemon) -> str:
+    """Prometheus text exposition of every meter, plus the model's progressive quality and alarms."""
+    quality = current_quality(d.learner.stats())
+    extra: list[str] = []
+    extra += labelled_gauge(
+        "rtrec_progressive",
+        "Progressive (predict-then-learn) quality of the model.",
+        [({"metric": k}, float(v)) for k, v in quality.items()],
+    )
+    counts: dict[str, int] = collections.Counter(a["detector"] for a in d.learner.drift_alarms)
+    extra += labelled_gauge(
+        "rtrec_drift_alarms_by_detector",
+        "Drift alarms raised, by detector.",
+        [({"detector": k}, n) for k, n in counts.items()],
+    )
+    return d.meters.registry.render(extra)
+
+
+def current_quality(model: dict[str, Any]) -> dict[str, Any]:
+    """The latest progressive AUC, log loss and CTR of ``learner.stats()`` (finite values only)."""
+    progressive = model.get("progressive") or {}
+    out: dict[str, Any] = {}
+    for key in ("auc", "logloss", "ctr"):
+        v = progressive.get(key)
+        if isinstance(v, int | float | np.floating) and math.isfinite(float(v)):
+            out[key] = float(v)
+    return out
