@@ -39,3 +39,9 @@ def test_no_module_imports_private_names_of_another() -> None:
             if private or hidden:
                 offences.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: from {target} import {private}")
     assert not offences, "\n".join(offences)
+
+
+def test_modules_stay_small_enough_to_hold_in_mind() -> None:
+    sizes = {str(p.relative_to(ROOT.parent)): len(p.read_text().splitlines()) for p in ROOT.rglob("*.py")}
+    assert max(sizes.values()) <= 500, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    assert sizes["rtrec/serve/daemon.py"] < 400  # it wires the parts and runs the lifecycle, nothing else

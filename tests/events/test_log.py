@@ -387,7 +387,7 @@ def test_hash_collisions_are_confirmed_against_the_table(log: EventLog, monkeypa
 
     from rtrec.events import log as log_mod
 
-    monkeypatch.setattr(log_mod, "_hashes", lambda ids: np.zeros(len(ids), dtype=np.int64))
+    monkeypatch.setattr(log_mod, "id_hashes", lambda ids: np.zeros(len(ids), dtype=np.int64))
     assert log.ingest([ev(event_id="a")]).accepted == 1
     s = log.ingest([ev(event_id="b"), ev(event_id="a"), ev(event_id="c")])  # every hash collides
     assert (s.accepted, s.duplicates) == (2, 1)
@@ -397,9 +397,9 @@ def test_hash_collisions_are_confirmed_against_the_table(log: EventLog, monkeypa
 def test_stored_ids_merge_runs() -> None:
     import numpy as np
 
-    from rtrec.events.log import _StoredIds
+    from rtrec.events.rows import StoredIds
 
-    ids = _StoredIds(np.array([5, 1, 3], dtype=np.int64))
+    ids = StoredIds(np.array([5, 1, 3], dtype=np.int64))
     rng = np.random.default_rng(0)
     added = rng.integers(-(2**62), 2**62, size=200_000)
     for lo in range(0, len(added), 1000):

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from rtrec.config import EventsConfig
-from rtrec.contracts import DriftAlarm
 from rtrec.errors import InvalidInputError, StorageError
 from rtrec.events._sql import (
     INVALID_ROW_ERROR,
-    NOW_UTC,
     Limits,
     insert_sql,
     insert_valid_sql,
@@ -32,189 +26,28 @@ from rtrec.events._sql import (
     surely_valid,
     ts_expr,
 )
+from rtrec.events.catalog import CatalogMixin
+from rtrec.events.files import file_format, read_json_lines, reader_sql
 from rtrec.events.migrations import migrate
-from rtrec.events.schema import EVENT_COLUMNS, EVENT_INPUT_COLUMNS, EVENT_SCHEMA, ITEM_COLUMNS, ITEM_SCHEMA
-from rtrec.events.validate import Unparsed, Validator
-from rtrec.jsonable import jsonable
+from rtrec.events.records import RecordsMixin
+from rtrec.events.rows import (
+    IngestSummary,
+    Pending,
+    Rejected,
+    StoredIds,
+    check_columns,
+    first_line,
+    id_hashes,
+    to_arrow,
+    with_rejected,
+)
+from rtrec.events.schema import EVENT_COLUMNS, EVENT_INPUT_COLUMNS, EVENT_SCHEMA
+from rtrec.events.validate import Validator
 
 __all__ = ["EventLog", "IngestSummary", "Rejected"]
 
-FILE_FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-}
-_COMPRESSION_SUFFIXES = (".gz", ".zst")
-# JSON Lines are read line by line (so that a malformed line is rejected, not fatal) with a
-# delimiter that valid JSON text cannot contain unescaped.
-_JSONL_DELIM = "\x01"
 
-
-@dataclass(frozen=True)
-class Rejected:
-    """A row that was not stored: its position in the input and why."""
-
-    index: int
-    reason: str
-
-
-@dataclass
-class IngestSummary:
-    """What one ingest did. ``rejected`` rows are also stored in the ``rejected_events`` table."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    first_seq: int | None = None
-    last_seq: int | None = None
-    source: str = "api"
-
-    @property
-    def total(self) -> int:
-        return self.accepted + self.duplicates + len(self.rejected)
-
-    def merge(self, other: IngestSummary) -> None:
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.rejected.extend(other.rejected)
-        if other.first_seq is not None and self.first_seq is None:
-            self.first_seq = other.first_seq
-        if other.last_seq is not None:
-            self.last_seq = other.last_seq
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": len(self.rejected),
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-        }
-
-    def __str__(self) -> str:
-        seqs = f", seq {self.first_seq}..{self.last_seq}" if self.first_seq is not None else ""
-        return (
-            f"{self.source}: {self.accepted} accepted, {self.duplicates} duplicates, "
-            f"{len(self.rejected)} rejected{seqs}"
-        )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(jsonable(value), default=str, ensure_ascii=False)
-
-
-def _hashes(ids: Sequence[str]) -> np.ndarray:
-    """Python's hash of each event id (randomised per process, so only ever compared within one)."""
-    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-
-
-def _member(sorted_hashes: np.ndarray, h: np.ndarray) -> np.ndarray:
-    if len(sorted_hashes) == 0:
-        return np.zeros(len(h), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_hashes, h), len(sorted_hashes) - 1)
-    return sorted_hashes[pos] == h
-
-
-class _StoredIds:
-    """Hashes of every stored ``event_id``, so that ingest finds duplicates without scanning the log.
-
-    A miss is certain (every insert adds its ids, and the set starts from the table); a hit may
-    be a hash collision, so the caller confirms hits against the table. Costs 8 bytes per stored
-    event: one large sorted array, plus a sorted run of recent ids merged into it once the run
-    passes an eighth of its size (so each insert copies the small run, not the whole array).
-    """
-
-    def __init__(self, hashes: np.ndarray) -> None:
-        self._base = np.sort(hashes.astype(np.int64, copy=False))
-        self._recent = np.zeros(0, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self._base) + len(self._recent)
-
-    def contains(self, h: np.ndarray) -> np.ndarray:
-        return _member(self._base, h) | _member(self._recent, h)
-
-    def add(self, h: np.ndarray) -> None:
-        h = np.sort(h)
-        self._recent = np.insert(self._recent, np.searchsorted(self._recent, h), h)
-        if len(self._recent) > max(1 << 16, len(self._base) >> 3):
-            self._base = np.insert(self._base, np.searchsorted(self._base, self._recent), self._recent)
-            self._recent = np.zeros(0, dtype=np.int64)
-
-
-@dataclass
-class _Pending:
-    """One caller's batch waiting for a group commit."""
-
-    table: pa.Table
-    source: str
-    summary: IngestSummary | None = None
-    error: BaseException | None = None
-
-
-def _file_format(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
-        suffixes.pop()
-    fmt = FILE_FORMATS.get(suffixes[-1]) if suffixes else None
-    if fmt is None:
-        raise InvalidInputError(
-            f"cannot tell the format of {path}: unknown extension {path.suffix or '(none)'}",
-            hint="use .parquet, .csv, .jsonl/.ndjson or .json",
-        )
-    return fmt
-
-
-def read_json_lines(path: Path, max_line_chars: int) -> list[Any]:
-    """The rows of a JSON Lines file (plain or ``.gz``): each line decoded on its own; a line that
-    cannot be (not JSON, too long, nested too deep) becomes an :class:`Unparsed` row with the reason."""
-    import gzip
-
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    rows: list[Any] = []
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                line = raw.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                if len(line) > max_line_chars:
-                    rows.append(
-                        Unparsed(f"row: line {lineno} has {len(line)} characters, over {max_line_chars}", line[:200])
-                    )
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except RecursionError:
-                    rows.append(Unparsed(f"row: line {lineno} is nested too deep to decode", line[:200]))
-                except ValueError as exc:
-                    rows.append(Unparsed(f"row: line {lineno} is not valid JSON ({exc})", line[:200]))
-    except (OSError, EOFError, UnicodeError) as exc:
-        raise InvalidInputError(f"cannot read {path} as JSON Lines: {exc}") from exc
-    return rows
-
-
-def _reader_sql(path: Path, fmt: str) -> str:
-    p = lit(str(path))
-    if fmt == "parquet":
-        return f"SELECT * FROM read_parquet({p})"
-    if fmt == "csv":
-        return f"SELECT * FROM read_csv({p}, header = true, all_varchar = true)"
-    if fmt == "jsonl":
-        return (
-            f"SELECT line FROM read_csv({p}, columns = {{'line': 'VARCHAR'}}, header = false, "
-            f"delim = {lit(_JSONL_DELIM)}, quote = '', escape = '', auto_detect = false) "
-            "WHERE line IS NOT NULL AND trim(line) <> ''"
-        )
-    return f"SELECT CAST(json AS VARCHAR) AS line FROM read_json_objects({p}, format = 'auto')"
-
-
-class EventLog:
+class EventLog(CatalogMixin, RecordsMixin):
     """The rtrec database: events, rejected events, the item catalog and learner tables.
 
     Safe to share between threads: writes are serialised by a lock, reads use a fresh cursor.
@@ -238,8 +71,8 @@ class EventLog:
         self._closed = False
         row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
         self._last_seq = int(row[0][0]) if row else 0
-        self._ids: _StoredIds | None = None  # loaded by the first ingest (or warm_up)
-        self._queue: list[_Pending] = []
+        self._ids: StoredIds | None = None  # loaded by the first ingest (or warm_up)
+        self._queue: list[Pending] = []
         self._queue_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -320,14 +153,14 @@ class EventLog:
         Otherwise each batch is ingested on its own, in queue order, as if the calls had come
         one after another.
         """
-        table, kept, rejected = self._to_arrow(data)
+        table, kept, rejected = to_arrow(data, self.validator)
         if order_by_ts:
             with self._lock:
                 summary = self._ingest_arrow(table, source=source, order_by_ts=True, json_rows=False)
                 if rejected:
                     self._store_rejected_rows(rejected, source=source)
-            return _with_rejected(summary, kept, rejected)
-        job = _Pending(table, source)
+            return with_rejected(summary, kept, rejected)
+        job = Pending(table, source)
         with self._queue_lock:
             self._queue.append(job)
         with self._lock:
@@ -341,23 +174,23 @@ class EventLog:
         if rejected:
             with self._lock:
                 self._store_rejected_rows(rejected, source=source)
-        return _with_rejected(job.summary, kept, rejected)
+        return with_rejected(job.summary, kept, rejected)
 
     def warm_up(self) -> None:
         """Load the hashes of the stored event ids now; the first ingest would otherwise wait for them."""
         with self._lock:
             self._stored_ids()
 
-    def _stored_ids(self) -> _StoredIds:
+    def _stored_ids(self) -> StoredIds:
         if self._ids is None:
             parts = [np.zeros(0, dtype=np.int64)]
             reader = self._con.sql("SELECT event_id FROM events").to_arrow_reader(1 << 16)
             for batch in reader:
-                parts.append(_hashes(batch.column(0).to_pylist()))
-            self._ids = _StoredIds(np.concatenate(parts))
+                parts.append(id_hashes(batch.column(0).to_pylist()))
+            self._ids = StoredIds(np.concatenate(parts))
         return self._ids
 
-    def _commit_group(self, jobs: list[_Pending]) -> None:
+    def _commit_group(self, jobs: list[Pending]) -> None:
         """Commit queued batches in order, runs of compatible ones together (see :meth:`ingest`)."""
         i = 0
         while i < len(jobs):
@@ -400,7 +233,7 @@ class EventLog:
         col = table.column("event_id")
         if kind_of(col.type) != "str" or col.null_count:
             return None
-        h = _hashes(col.to_pylist())
+        h = id_hashes(col.to_pylist())
         ids = self._stored_ids()
         if len(np.unique(h)) != n or ids.contains(h).any():
             return None
@@ -416,7 +249,7 @@ class EventLog:
         except duckdb.Error as exc:
             if INVALID_ROW_ERROR in str(exc):
                 return None
-            raise StorageError(f"ingest into {self.path} failed: {_first_line(exc)}") from exc
+            raise StorageError(f"ingest into {self.path} failed: {first_line(exc)}") from exc
         finally:
             con.unregister("_rtrec_in")
         self._last_seq += n
@@ -436,7 +269,7 @@ class EventLog:
             raise InvalidInputError(f"file {p} does not exist")
         if not p.is_file():
             raise InvalidInputError(f"{p} is not a file")
-        fmt = _file_format(p)
+        fmt = file_format(p)
         source = p.name
         if items:
             n = self.upsert_items(p)
@@ -446,16 +279,16 @@ class EventLog:
             return self.ingest(
                 read_json_lines(p, self.validator.cfg.max_json_chars * 4), source=source, order_by_ts=order_by_ts
             )
-        query = _reader_sql(p, fmt)
+        query = reader_sql(p, fmt)
         cur = self.cursor()
         summary = IngestSummary(source=source)
         try:
             try:
                 schema = cur.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().schema
             except duckdb.Error as exc:
-                raise InvalidInputError(f"cannot read {p} as {fmt}: {_first_line(exc)}") from exc
+                raise InvalidInputError(f"cannot read {p} as {fmt}: {first_line(exc)}") from exc
             json_rows = fmt in ("jsonl", "json")
-            self._check_columns(schema.names) if not json_rows else None
+            check_columns(schema.names) if not json_rows else None
             if order_by_ts:
                 if json_rows:
                     expr, _ = ts_expr("(TRY_CAST(line AS JSON) -> '$.ts')", "json")
@@ -477,53 +310,12 @@ class EventLog:
                         offset += batch.num_rows
                 except duckdb.Error as exc:
                     raise InvalidInputError(
-                        f"cannot read {p} as {fmt}: {_first_line(exc)}",
+                        f"cannot read {p} as {fmt}: {first_line(exc)}",
                         hint=f"{summary.accepted} rows from earlier batches were stored",
                     ) from exc
         finally:
             cur.close()
         return summary
-
-    @staticmethod
-    def _check_columns(names: Sequence[str]) -> None:
-        unknown = [n for n in names if n not in EVENT_INPUT_COLUMNS and n != "seq"]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown event field {unknown[0]!r}",
-                hint=f"event fields: {', '.join(EVENT_INPUT_COLUMNS)}",
-            )
-
-    def _to_arrow(self, data: Any) -> tuple[pa.Table, np.ndarray | None, list[tuple[int, str, str]]]:
-        """An Arrow table of the rows to store, the input index of each (None: all, in order), and
-        the rows rejected before Arrow: (index, reason, raw JSON text).
-
-        Rows given as objects are checked one by one (:class:`rtrec.events.validate.Validator`),
-        so that a row's verdict never depends on the other rows of its batch.
-        """
-        if isinstance(data, pa.RecordBatch):
-            data = pa.Table.from_batches([data])
-        if isinstance(data, pa.Table):
-            self._check_columns(data.column_names)
-            if "seq" in data.column_names:
-                data = data.drop_columns(["seq"])
-            return data, None, []
-        if isinstance(data, Mapping | str | bytes) or not isinstance(data, Sequence):
-            raise InvalidInputError(
-                f"events must be a list of objects or an Arrow table, got {type(data).__name__}",
-            )
-        check = self.validator.event
-        now_us = round(time.time() * 1e6)
-        good: list[dict[str, Any]] = []
-        kept: list[int] = []
-        rejected: list[tuple[int, str, str]] = []
-        for i, row in enumerate(data):
-            out = check(row, now_us)
-            if isinstance(out, str):
-                rejected.append((i, out, raw_json(row)))
-            else:
-                good.append(out)
-                kept.append(i)
-        return _events_table(good), np.asarray(kept, np.int64), rejected
 
     @contextlib.contextmanager
     def _transaction(self, name: str, table: pa.Table, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -543,7 +335,7 @@ class EventLog:
                 con.execute("ROLLBACK")
                 raise
         except duckdb.Error as exc:
-            raise StorageError(f"{what} into {self.path} failed: {_first_line(exc)}") from exc
+            raise StorageError(f"{what} into {self.path} failed: {first_line(exc)}") from exc
         finally:
             con.unregister(name)
 
@@ -600,7 +392,7 @@ class EventLog:
         # largest cost of an ingest once the log held a few hundred thousand events.
         valid = con.execute("SELECT _idx, event_id FROM _rtrec_staged WHERE reason IS NULL ORDER BY _idx").fetchall()
         eids = [e for _, e in valid]
-        h = _hashes(eids)
+        h = id_hashes(eids)
         maybe = self._stored_ids().contains(h)
         stored: set[str] = set()
         if maybe.any():
@@ -653,171 +445,6 @@ class EventLog:
             con.unregister("_rtrec_map")
         return len(kept), kept_h
 
-    def _store_rejected_rows(self, rejected: list[tuple[int, str, str]], *, source: str) -> None:
-        """Record rows refused before Arrow: (input index, reason, raw JSON text)."""
-        rej = pa.table(
-            {
-                "row_index": pa.array([i for i, _, _ in rejected], pa.int64()),
-                "reason": pa.array([r for _, r, _ in rejected], pa.string()),
-                "raw": pa.array([raw for *_, raw in rejected], pa.string()),
-            }
-        )
-        self._con.register("_rtrec_rej", rej)
-        try:
-            self._con.execute(
-                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
-            )
-        except duckdb.Error as exc:
-            raise StorageError(f"recording rejected rows in {self.path} failed: {_first_line(exc)}") from exc
-        finally:
-            self._con.unregister("_rtrec_rej")
-
-    def _store_rejected(
-        self, table: pa.Table, bad: list[tuple[Any, Any]], *, source: str, json_rows: bool, index_offset: int
-    ) -> None:
-        idx = [int(i) for i, _ in bad]
-        rows = table.take(pa.array(idx, pa.int64())).to_pylist()
-        raws = [str(r["line"]) if json_rows else _dumps(r) for r in rows]
-        rej = pa.table(
-            {
-                "row_index": pa.array([index_offset + i for i in idx], pa.int64()),
-                "reason": pa.array([str(r) for _, r in bad], pa.string()),
-                "raw": pa.array(raws, pa.string()),
-            }
-        )
-        self._con.register("_rtrec_rej", rej)
-        try:
-            self._con.execute(
-                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
-            )
-        finally:
-            self._con.unregister("_rtrec_rej")
-
-    # -- catalog -------------------------------------------------------------------------------
-
-    def upsert_items(
-        self, data: pa.Table | Sequence[Mapping[str, Any]] | str | Path, *, rejected: list[Rejected] | None = None
-    ) -> int:
-        """Insert or replace catalog items; returns how many were written.
-
-        ``tags`` may be a list or a ``"a|b"`` string; ``attrs`` an object or JSON text. Columns
-        other than the item fields are merged into ``attrs``. A later row for the same
-        ``item_id`` wins. Rows given as objects are checked one by one: with ``rejected`` a bad
-        row is skipped and listed there with its reason, the others written; without it the
-        first bad row fails the whole call (nothing is written). In a table or file a row
-        without ``item_id`` fails the whole call.
-        """
-        if isinstance(data, str | Path):
-            p = Path(data).expanduser()
-            if not p.is_file():
-                raise InvalidInputError(f"file {p} does not exist")
-            fmt = _file_format(p)
-            if fmt in ("jsonl", "json"):
-                sql = f"SELECT * FROM read_json({lit(str(p))}, format = 'auto')"
-            elif fmt == "csv":
-                sql = f"SELECT * FROM read_csv({lit(str(p))}, header = true)"
-            else:
-                sql = _reader_sql(p, fmt)
-            cur = self.cursor()
-            try:
-                table = cur.sql(sql).to_arrow_table()
-            except duckdb.Error as exc:
-                raise InvalidInputError(f"cannot read {p} as {fmt}: {_first_line(exc)}") from exc
-            finally:
-                cur.close()
-        elif isinstance(data, pa.RecordBatch):
-            table = pa.Table.from_batches([data])
-        elif isinstance(data, pa.Table):
-            table = data
-        elif isinstance(data, Sequence) and not isinstance(data, str | bytes):
-            good: list[Mapping[str, Any]] = []
-            for i, row in enumerate(data):
-                out = self.validator.item(row)
-                if isinstance(out, str):
-                    if rejected is None:
-                        raise InvalidInputError(f"items row {i}: {out}; no items were written")
-                    rejected.append(Rejected(i, out))
-                else:
-                    good.append(out)
-            table = _items_from_rows(good)
-        else:
-            raise InvalidInputError(
-                f"items must be a list of objects, an Arrow table or a file, got {type(data).__name__}"
-            )
-        if table.num_rows == 0:
-            return 0
-        if "item_id" not in table.column_names:
-            raise InvalidInputError("items: item_id: missing column", hint=f"item fields: {', '.join(ITEM_COLUMNS)}")
-        return self._upsert_arrow(table)
-
-    def _upsert_arrow(self, table: pa.Table) -> int:
-        kinds = {f.name: kind_of(f.type) for f in table.schema}
-        types = {f.name: f.type for f in table.schema}
-        iid = q("item_id")
-        if kinds["item_id"] == "str":
-            id_expr = f"CASE WHEN trim({iid}) <> '' THEN {iid} END"
-        elif kinds["item_id"] == "int":
-            id_expr = f"CAST({iid} AS VARCHAR)"
-        else:
-            raise InvalidInputError(f"items: item_id: expected strings or integers, got {types['item_id']}")
-
-        def text(name: str) -> str:
-            return f"CAST({q(name)} AS VARCHAR)" if name in kinds else "NULL::VARCHAR"
-
-        if "tags" not in kinds:
-            tags = "NULL::VARCHAR[]"
-        elif pa.types.is_list(types["tags"]) or pa.types.is_large_list(types["tags"]):
-            tags = f"CAST({q('tags')} AS VARCHAR[])"
-        elif kinds["tags"] == "str":
-            tags = f"list_filter(list_transform(string_split({q('tags')}, '|'), lambda x: trim(x)), lambda x: x <> '')"
-        elif kinds["tags"] == "null":
-            tags = "NULL::VARCHAR[]"
-        else:
-            raise InvalidInputError(f"items: tags: expected a list of strings or 'a|b' text, got {types['tags']}")
-        if "attrs" not in kinds or kinds["attrs"] == "null":
-            attrs = "NULL::VARCHAR"
-        elif kinds["attrs"] == "struct":
-            attrs = f"CAST(to_json({q('attrs')}) AS VARCHAR)"
-        elif kinds["attrs"] == "str":
-            attrs = q("attrs")
-        else:
-            raise InvalidInputError(f"items: attrs: expected a JSON object, got {types['attrs']}")
-        extra = [n for n in table.column_names if n not in ITEM_COLUMNS]
-        if extra:
-            packed = ", ".join(f"{q(n)} := {q(n)}" for n in extra)
-            attrs = f"CAST(json_merge_patch(coalesce({attrs}, '{{}}'), to_json(struct_pack({packed}))) AS VARCHAR)"
-        if "updated_at" in kinds:
-            upd, _ = ts_expr(q("updated_at"), kinds["updated_at"])
-            upd = f"coalesce({upd}, {NOW_UTC})"
-        else:
-            upd = NOW_UTC
-        staged = table.append_column("_idx", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        with self._lock, self._transaction("_rtrec_items", staged, "item upsert") as con:
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE _rtrec_items_staged AS
-                    SELECT _idx, {id_expr} AS item_id, {text("title")} AS title,
-                           {text("description")} AS description, {text("category")} AS category,
-                           {tags} AS tags, {attrs} AS attrs, {upd} AS updated_at
-                    FROM _rtrec_items"""
-            )
-            bad = con.execute(
-                "SELECT _idx, CASE WHEN item_id IS NULL THEN 'item_id: missing' "
-                "ELSE 'attrs: malformed value (expected a JSON object)' END FROM _rtrec_items_staged "
-                "WHERE item_id IS NULL OR (attrs IS NOT NULL AND (NOT json_valid(attrs) "
-                "OR json_type(TRY_CAST(attrs AS JSON)) <> 'OBJECT')) ORDER BY _idx LIMIT 1"
-            ).fetchall()
-            if bad:
-                raise InvalidInputError(f"items row {bad[0][0]}: {bad[0][1]}; no items were written")
-            row = con.execute(
-                "INSERT OR REPLACE INTO items SELECT item_id, title, description, category, tags, attrs, "
-                "updated_at FROM _rtrec_items_staged QUALIFY row_number() OVER "
-                "(PARTITION BY item_id ORDER BY _idx DESC) = 1"
-            ).fetchall()
-            con.execute("DROP TABLE _rtrec_items_staged")
-        return int(row[0][0]) if row else 0
-
-    # -- reads ---------------------------------------------------------------------------------
-
     def tail(self, after_seq: int, *, max_rows: int | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
         """Events with ``seq > after_seq`` in sequence order, as record batches of ``EVENT_SCHEMA``."""
         sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq"
@@ -838,149 +465,6 @@ class EventLog:
         """The highest sequence number stored (0 when the log is empty)."""
         return self._last_seq
 
-    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.cursor()
-        try:
-            row = cur.execute(sql, list(params)).fetchall()
-        finally:
-            cur.close()
-        return row[0][0] if row else None
-
-    def count_events(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM events"))
-
-    def record_alarms(self, alarms: Sequence[DriftAlarm]) -> None:
-        """Append drift alarms to ``drift_alarms`` (event time, sequence number, detector, statistic)."""
-        rows = [
-            [datetime.fromtimestamp(a["ts"], UTC).replace(tzinfo=None), a["seq"], a["detector"], a["stat"]]
-            for a in alarms
-        ]
-        with self._lock:
-            self._con.executemany("INSERT INTO drift_alarms (ts, seq, detector, stat) VALUES (?, ?, ?, ?)", rows)
-
-    def drift_alarms(self) -> pa.Table:
-        """Every recorded drift alarm, oldest first: ts, seq, detector, stat."""
-        return self._table("SELECT ts, seq, detector, stat FROM drift_alarms ORDER BY seq", None)
-
-    def record_checkpoint(self, seq: int, path: str, model_version: int) -> None:
-        """Note a checkpoint written (the file is what a restart reads; this table is a record)."""
-        with self._lock:
-            self._con.execute(
-                f"INSERT INTO checkpoints (seq, path, created_at, model_version) VALUES (?, ?, {NOW_UTC}, ?)",
-                [int(seq), path, int(model_version)],
-            )
-
-    def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
-        """Record events (by ``seq``) that the learner set aside, each with the reason; they stay in the log."""
-        if not rows:
-            return
-        t = pa.table(
-            {"seq": pa.array([int(s) for s, _ in rows], pa.int64()), "reason": [str(r)[:2000] for _, r in rows]}
-        )
-        with self._lock:
-            self._con.register("_rtrec_q", t)
-            try:
-                self._con.execute(f"INSERT INTO quarantined_events SELECT seq, reason, {NOW_UTC} FROM _rtrec_q")
-            except duckdb.Error as exc:
-                raise StorageError(f"recording quarantined events in {self.path} failed: {_first_line(exc)}") from exc
-            finally:
-                self._con.unregister("_rtrec_q")
-
-    def quarantined(self, limit: int | None = None) -> pa.Table:
-        """Quarantined events, newest first: seq, reason, quarantined_at."""
-        return self._table("SELECT seq, reason, quarantined_at FROM quarantined_events ORDER BY seq DESC", limit)
-
-    def count_quarantined(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM quarantined_events"))
-
-    def count_rejected(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM rejected_events"))
-
-    def rejected(self, limit: int | None = None) -> pa.Table:
-        """Rejected rows, oldest first: rejected_at, source, row_index, reason, raw."""
-        return self._table("SELECT * FROM rejected_events ORDER BY rejected_at, row_index", limit)
-
-    def _table(self, sql: str, limit: int | None) -> pa.Table:
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        cur = self.cursor()
-        try:
-            return cur.sql(sql).to_arrow_table()
-        finally:
-            cur.close()
-
-    def items(self) -> pa.Table:
-        """The catalog, ordered by item_id, as ``ITEM_SCHEMA``."""
-        cur = self.cursor()
-        try:
-            table = cur.sql(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items ORDER BY item_id").to_arrow_table()
-        finally:
-            cur.close()
-        return table.cast(ITEM_SCHEMA)
-
-    def user_items(self, user_id: str, event_types: Sequence[str]) -> set[str]:
-        """Items ``user_id`` had any of ``event_types`` with (for excluding already-seen items)."""
-        if not event_types:
-            return set()
-        marks = ", ".join("?" for _ in event_types)
-        cur = self.cursor()
-        try:
-            rows = cur.execute(
-                f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND event_type IN ({marks})",
-                [str(user_id), *event_types],
-            ).fetchall()
-        finally:
-            cur.close()
-        return {r[0] for r in rows}
-
-
-_EVENT_TYPES_IN = [
-    ("event_id", pa.string()),
-    ("ts", pa.int64()),
-    ("user_id", pa.string()),
-    ("item_id", pa.string()),
-    ("event_type", pa.string()),
-    ("value", pa.float64()),
-    ("request_id", pa.string()),
-    ("propensity", pa.float64()),
-    ("context", pa.string()),
-]
-#: Raw text kept for a rejected row is clipped to this many characters.
-RAW_LIMIT = 65_536
-
-
-def _events_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Validated, normalised rows as typed columns (``ts`` in epoch microseconds)."""
-    cols = {name: pa.array([r[name] for r in rows], tp) for name, tp in _EVENT_TYPES_IN}
-    cols["ts"] = cols["ts"].cast(pa.timestamp("us"))
-    return pa.table(cols)
-
-
-def raw_json(row: Any) -> str:
-    """The row as JSON text for ``rejected_events.raw``: ASCII (a lone surrogate is escaped), clipped,
-    and a placeholder when it cannot be written at all (nested too deep, say)."""
-    if isinstance(row, Unparsed):
-        return row.raw.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:RAW_LIMIT]
-    try:
-        text = json.dumps(row, ensure_ascii=True, default=str)
-    except (RecursionError, ValueError, TypeError) as exc:
-        text = json.dumps(f"<{type(row).__name__} not stored: {type(exc).__name__}>")
-    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT]
-
-
-def _with_rejected(
-    summary: IngestSummary, kept: np.ndarray | None, rejected: list[tuple[int, str, str]]
-) -> IngestSummary:
-    """Map the stored rows' indices back to the input, and add the rows rejected before Arrow."""
-    if kept is None:
-        return summary
-    summary.rejected = sorted(
-        [Rejected(int(kept[r.index]), r.reason) for r in summary.rejected]
-        + [Rejected(i, reason) for i, reason, _ in rejected],
-        key=lambda r: r.index,
-    )
-    return summary
-
 
 def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     if batch.schema.equals(EVENT_SCHEMA, check_metadata=False):
@@ -988,65 +472,3 @@ def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [batch.column(i).cast(f.type) for i, f in enumerate(EVENT_SCHEMA)], schema=EVENT_SCHEMA
     )
-
-
-def _items_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    out: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise InvalidInputError(f"items row {i}: expected an object, got {type(row).__name__}")
-        item_id = row.get("item_id")
-        if item_id is None or (isinstance(item_id, str) and not item_id.strip()):
-            raise InvalidInputError(f"items row {i}: item_id: missing; no items were written")
-        if isinstance(item_id, bool) or not isinstance(item_id, str | int):
-            raise InvalidInputError(f"items row {i}: item_id: expected a string or integer, got {item_id!r}")
-        tags = row.get("tags")
-        if isinstance(tags, str):
-            tags = [t.strip() for t in tags.split("|") if t.strip()]
-        elif tags is not None:
-            if not isinstance(tags, list | tuple):
-                raise InvalidInputError(f"items row {i}: tags: expected a list or 'a|b' text, got {tags!r}")
-            tags = [str(t) for t in tags]
-        attrs = row.get("attrs")
-        if isinstance(attrs, str):
-            try:
-                attrs = json.loads(attrs)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"items row {i}: attrs: not valid JSON ({exc})") from exc
-        if attrs is not None and not isinstance(attrs, Mapping):
-            raise InvalidInputError(f"items row {i}: attrs: expected a JSON object, got {attrs!r}")
-        extra = {k: v for k, v in row.items() if k not in ITEM_COLUMNS}
-        if extra:
-            attrs = {**(attrs or {}), **extra}
-        updated = row.get("updated_at")
-        out.append(
-            {
-                "item_id": str(item_id),
-                "title": None if row.get("title") is None else str(row["title"]),
-                "description": None if row.get("description") is None else str(row["description"]),
-                "category": None if row.get("category") is None else str(row["category"]),
-                "tags": tags,
-                "attrs": None if attrs is None else _dumps(attrs),
-                "updated_at": None
-                if updated is None
-                else str(updated)
-                if not isinstance(updated, int | float)
-                else updated,
-            }
-        )
-    upd = [r.pop("updated_at") for r in out]
-    schema = pa.schema([f for f in ITEM_SCHEMA if f.name != "updated_at"])
-    table = pa.Table.from_pylist(out, schema=schema)
-    if any(u is not None for u in upd):
-        if all(isinstance(u, int | float) or u is None for u in upd):
-            table = table.append_column("updated_at", pa.array(upd, pa.float64()))
-        else:
-            table = table.append_column(
-                "updated_at", pa.array([None if u is None else str(u) for u in upd], pa.string())
-            )
-    return table
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -47,7 +47,6 @@ depend on how the stream is cut into chunks.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,77 +55,28 @@ import pyarrow.compute as pc
 
 from rtrec.config import LabelsConfig
 from rtrec.errors import CorruptDataError, InvalidInputError
-from rtrec.events.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES
+from rtrec.events.schema import EVENT_TYPES
+from rtrec.labels.plan import Plan, PlanBuilder, conform, keys_of, request_hashes
 from rtrec.labels.store import ANSWERED, EXPIRED, PENDING, RELEASING, SnapshotStore
 
-__all__ = ["EVENT", "FOLLOWUP", "IMPRESSION", "LATE", "ORIGINS", "Labeler", "Plan"]
+__all__ = [
+    "EVENT",
+    "FOLLOWUP",
+    "IMPRESSION",
+    "LATE",
+    "ORIGINS",
+    "Labeler",
+    "Plan",
+    "conform",
+    "keys_of",
+    "request_hashes",
+]
 
 EVENT, IMPRESSION, LATE, FOLLOWUP = 0, 1, 2, 3
 ORIGINS = ("event", "impression", "late", "followup")
-_TS = EVENT_COLUMNS.index("ts")
 _STATE_VERSION = 2
 _LOW = (1 << 32) - 1
 _SEQ = (1 << 64) - 1
-_RID_SEEDS = (0x5EED_0001, 0x5EED_0002)
-
-
-@dataclass
-class Plan:
-    """What one chunk of events does (see the module docstring).
-
-    ``reads``: chunk rows to featurize now (ascending); ``read_slot``: the store slot of each
-    read that is an impression (-1 for a labelled event, read and resolved at once).
-    Examples, in the order they resolve: ``ex_row`` (the chunk row of an ``event`` example,
-    else -1), ``ex_slot`` (the store slot of an impression's example, else -1), ``ex_label``,
-    ``ex_weight``, ``ex_origin`` (index into :data:`ORIGINS`), ``ex_order`` (the order key).
-    ``release``: slots to free once the examples have been learned.
-    """
-
-    reads: np.ndarray
-    read_slot: np.ndarray
-    ex_row: np.ndarray
-    ex_slot: np.ndarray
-    ex_label: np.ndarray
-    ex_weight: np.ndarray
-    ex_origin: np.ndarray
-    ex_order: np.ndarray
-    release: np.ndarray
-
-    @property
-    def n_examples(self) -> int:
-        return len(self.ex_label)
-
-    @classmethod
-    def empty(cls) -> Plan:
-        i, f = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return cls(i, i, i, i, f, f, np.zeros(0, np.int8), i, i)
-
-
-def request_hashes(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A 64-bit hash of each request id, stable across processes; 0 for a missing one."""
-    from rtrec.features import Hasher
-
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    n = len(col)
-    if col.null_count == n:
-        return np.zeros(n, dtype=np.int64)
-    parts = []
-    for seed in _RID_SEEDS:
-        h = Hasher(["request_id"], bits=32, seed=seed).hash({"request_id": col})
-        full = np.zeros(n, dtype=np.int64)
-        has = np.diff(h.offsets) > 0
-        full[has] = h.indices
-        parts.append(full)
-    out = (parts[0] << 32) | parts[1]
-    out[out == 0] = 1  # 0 means "no request id"
-    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    out[~valid] = 0
-    return out
-
-
-def keys_of(user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
-    return (np.asarray(user_idx, np.int64) << 32) | np.asarray(item_idx, np.int64)
 
 
 class Labeler:
@@ -229,7 +179,7 @@ class Labeler:
             wm = np.minimum(wm, clock_us + self._lead)
         if self._watermark is not None:
             wm = np.maximum(wm, self._watermark)
-        out = _PlanBuilder()
+        out = PlanBuilder()
 
         if not is_imp.any() and not self._pending and not self._retained:
             # The common path (e.g. ratings only): every labelled row is read and resolved at once.
@@ -302,14 +252,14 @@ class Labeler:
             limit = self._watermark
         else:
             limit = round(float(now) * 1e6)
-        out = _PlanBuilder()
+        out = PlanBuilder()
         self._expire_before(limit, None, out)
         self._prune_retained(out, horizon=max(limit, self._watermark or limit))
         return out.build()
 
     def drain(self) -> Plan:
         """Every pending impression as a negative (the end of a replay)."""
-        out = _PlanBuilder()
+        out = PlanBuilder()
         self._expire_before(None, None, out)
         return out.build()
 
@@ -401,7 +351,7 @@ class Labeler:
             s = int(st.next[s])
         return -1
 
-    def _retain(self, key: int, slot: int, state: int, out: _PlanBuilder) -> None:
+    def _retain(self, key: int, slot: int, state: int, out: PlanBuilder) -> None:
         """Keep a labelled impression's snapshot for later feedback, or free it without retention."""
         st = self.store
         if self._retention <= 0:
@@ -414,7 +364,7 @@ class Labeler:
         self._n_retained += 1
         heapq.heappush(self._retained_q, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
 
-    def _enforce_cap(self, order: int, out: _PlanBuilder) -> None:
+    def _enforce_cap(self, order: int, out: PlanBuilder) -> None:
         """Hold at most ``max_snapshots``: drop the oldest kept snapshot, else expire the oldest pending one."""
         st = self.store
         while self._n_pending + self._n_retained > self._cap:
@@ -436,13 +386,13 @@ class Labeler:
             out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
             self._retain(key, slot, EXPIRED, out)
 
-    def _release_retained(self, slot: int, out: _PlanBuilder) -> None:
+    def _release_retained(self, slot: int, out: PlanBuilder) -> None:
         self._unlink(self._retained, int(self.store.key[slot]), slot)
         self._n_retained -= 1
         self.store.state[slot] = RELEASING
         out.free(slot)
 
-    def _expire_before(self, limit: int | None, wm: np.ndarray | None, out: _PlanBuilder) -> None:
+    def _expire_before(self, limit: int | None, wm: np.ndarray | None, out: PlanBuilder) -> None:
         """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline.
 
         Each is placed just before the chunk row whose time moved the watermark ``wm`` past its
@@ -478,7 +428,7 @@ class Labeler:
             st.next[prev] = nxt
         st.next[s] = -1
 
-    def _prune_retained(self, out: _PlanBuilder, horizon: int | None = None) -> None:
+    def _prune_retained(self, out: PlanBuilder, horizon: int | None = None) -> None:
         """Free the snapshots kept past ``late_window_s`` after their deadline."""
         if self._watermark is None and horizon is None:
             return
@@ -489,95 +439,3 @@ class Labeler:
             slot = entry & _LOW
             if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
                 self._release_retained(slot, out)
-
-
-class _PlanBuilder:
-    def __init__(self) -> None:
-        self.read_rows: list[np.ndarray] = []
-        self.read_slots: list[np.ndarray] = []
-        self.ev_rows: list[np.ndarray] = []
-        self.ev_label: list[np.ndarray] = []
-        self.ev_weight: list[np.ndarray] = []
-        self.rows: list[int] = []
-        self.slots: list[int] = []
-        self.label: list[float] = []
-        self.weight: list[float] = []
-        self.origin: list[int] = []
-        self.order: list[int] = []
-        self.freed: list[int] = []
-
-    def events_only(self, rows: np.ndarray, label: np.ndarray, weight: np.ndarray) -> Plan:
-        none = np.full(len(rows), -1, dtype=np.int64)
-        return Plan(
-            reads=rows.astype(np.int64),
-            read_slot=none,
-            ex_row=rows.astype(np.int64),
-            ex_slot=none,
-            ex_label=label.astype(np.float32),
-            ex_weight=weight.astype(np.float32),
-            ex_origin=np.zeros(len(rows), np.int8),
-            ex_order=2 * rows.astype(np.int64) + 2,
-            release=np.zeros(0, np.int64),
-        )
-
-    def add_events(self, rows: np.ndarray, label: np.ndarray, weight: np.ndarray) -> None:
-        self.ev_rows.append(rows.astype(np.int64))
-        self.ev_label.append(label)
-        self.ev_weight.append(weight)
-
-    def add_reads(self, rows: np.ndarray, slots: np.ndarray) -> None:
-        self.read_rows.append(rows.astype(np.int64))
-        self.read_slots.append(slots.astype(np.int64))
-
-    def example(self, row: int, slot: int, label: float, weight: float, origin: int, order: int) -> None:
-        self.rows.append(row)
-        self.slots.append(slot)
-        self.label.append(label)
-        self.weight.append(weight)
-        self.origin.append(origin)
-        self.order.append(order)
-
-    def free(self, slot: int) -> None:
-        self.freed.append(slot)
-
-    def build(self) -> Plan:
-        ev = np.concatenate(self.ev_rows) if self.ev_rows else np.zeros(0, np.int64)
-        reads = np.concatenate([*self.read_rows, ev])
-        read_slot = np.concatenate([*self.read_slots, np.full(len(ev), -1, np.int64)])
-        order = np.argsort(reads, kind="stable")
-        ex_row = np.concatenate([ev, np.asarray(self.rows, np.int64)])
-        ex_slot = np.concatenate([np.full(len(ev), -1, np.int64), np.asarray(self.slots, np.int64)])
-        ex_label = np.concatenate([*self.ev_label, np.asarray(self.label, np.float32)]).astype(np.float32)
-        ex_weight = np.concatenate([*self.ev_weight, np.asarray(self.weight, np.float32)]).astype(np.float32)
-        ex_origin = np.concatenate([np.zeros(len(ev), np.int8), np.asarray(self.origin, np.int8)])
-        ex_order = np.concatenate([2 * ev + 2, np.asarray(self.order, np.int64)])
-        # Stable: examples that share an order key keep the order they were emitted in.
-        by = np.argsort(ex_order, kind="stable")
-        return Plan(
-            reads=reads[order],
-            read_slot=read_slot[order],
-            ex_row=ex_row[by],
-            ex_slot=ex_slot[by],
-            ex_label=ex_label[by],
-            ex_weight=ex_weight[by],
-            ex_origin=ex_origin[by],
-            ex_order=ex_order[by],
-            release=np.asarray(self.freed, np.int64),
-        )
-
-
-def conform(batch: pa.RecordBatch | pa.Table) -> pa.Table:
-    """The event columns in the log's schema (``ts`` as naive microseconds), or a clear error."""
-    t = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    missing = [c for c in EVENT_COLUMNS if c not in t.column_names]
-    if missing:
-        raise InvalidInputError(f"events batch: {missing[0]}: missing column (expected {', '.join(EVENT_COLUMNS)})")
-    t = t.select(list(EVENT_COLUMNS))
-    if not t.schema.equals(EVENT_SCHEMA, check_metadata=False):
-        ts = t.column("ts")
-        if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
-            t = t.set_column(_TS, "ts", ts.cast(pa.timestamp(ts.type.unit)))
-        t = pa.Table.from_arrays([t.column(i).cast(f.type) for i, f in enumerate(EVENT_SCHEMA)], schema=EVENT_SCHEMA)
-    if t.column("ts").null_count:
-        raise InvalidInputError("events batch: ts: missing value")
-    return t

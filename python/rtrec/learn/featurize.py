@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,31 @@ import pyarrow.compute as pc
 
 from rtrec.config import Config
 from rtrec.features import Hasher
+from rtrec.learn.batch import Batch
+from rtrec.learn.counters import (
+    PRIOR_COUNT,
+    Counters,
+    CrossEncoder,
+    IdMap,
+    Resolved,
+    earlier_in_group,
+    grow,
+    in_stream_order,
+    logit,
+    resolved_before,
+)
 from rtrec.text import centre
+
+__all__ = [
+    "BASE_DENSE",
+    "Batch",
+    "Featurizer",
+    "Resolved",
+    "dense_names",
+    "earlier_in_group",
+    "epoch_seconds",
+    "resolved_before",
+]
 
 # Dense columns, in order: counters, one target encoding per configured cross, and the
 # text similarity last (0 when text is off or unknown).
@@ -55,311 +78,6 @@ def dense_names(cfg: Config) -> tuple[str, ...]:
 
 
 BUILTIN_NAMESPACES = ("user", "item", "category", "tags", "hour", "weekday")
-_PRIOR = 2.0  # pseudo-count behind the smoothed CTRs
-
-
-class IdMap:
-    """String ids to dense indices, in order of first sight."""
-
-    def __init__(self, ids: list[str] | None = None) -> None:
-        self.ids: list[str] = list(ids or [])
-        self.index: dict[str, int] = {k: i for i, k in enumerate(self.ids)}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def get(self, key: str) -> int | None:
-        return self.index.get(key)
-
-    def add_all(self, keys: list[str]) -> np.ndarray:
-        index = self.index
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            j = index.get(k)
-            if j is None:
-                j = len(self.ids)
-                index[k] = j
-                self.ids.append(k)
-            out[i] = j
-        return out
-
-    def add_column(self, col: pa.Array) -> np.ndarray:
-        """:meth:`add_all` for an Arrow string column: Python touches each distinct id once."""
-        uniq = pc.unique(col)
-        codes = self.add_all(uniq.to_pylist())
-        return codes[pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False)]
-
-
-def _grow(a: np.ndarray, n: int) -> np.ndarray:
-    if len(a) >= n:
-        return a
-    new = np.zeros((max(n, 2 * len(a), 64), *a.shape[1:]), dtype=a.dtype)
-    new[: len(a)] = a
-    return new
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
-def resolved_before(
-    read_idx: np.ndarray, read_key: np.ndarray, res_idx: np.ndarray, res_key: np.ndarray, res_label: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each read: how many resolved examples share its index with a smaller order key, and their label sum.
-
-    Order keys place reads and resolutions on one stream line (see :mod:`rtrec.labels`);
-    a read and a resolution never share a key.
-
-    >>> cnt, pos = resolved_before(np.array([7, 7]), np.array([1, 5]), np.array([7, 7]), np.array([2, 6]),
-    ...                            np.array([1.0, 0.0]))
-    >>> cnt.tolist(), pos.tolist()
-    ([0.0, 1.0], [0.0, 1.0])
-    """
-    n_read = len(read_idx)
-    if n_read == 0 or len(res_idx) == 0:
-        return np.zeros(n_read), np.zeros(n_read)
-    idx = np.concatenate([res_idx, read_idx])
-    key = np.concatenate([res_key, read_key])
-    c = np.concatenate([np.ones(len(res_idx)), np.zeros(n_read)])
-    y = np.concatenate([np.asarray(res_label, np.float64), np.zeros(n_read)])
-    order = np.lexsort((key, idx))
-    sidx = idx[order]
-    cs_c, cs_y = np.cumsum(c[order]), np.cumsum(y[order])
-    starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
-    base_c = cs_c[group_start] - c[order][group_start]
-    base_y = cs_y[group_start] - y[order][group_start]
-    cnt_sorted, pos_sorted = cs_c - base_c, cs_y - base_y
-    out_cnt, out_pos = np.empty(len(idx)), np.empty(len(idx))
-    out_cnt[order], out_pos[order] = cnt_sorted, pos_sorted
-    return out_cnt[len(res_idx) :], out_pos[len(res_idx) :]
-
-
-def earlier_in_group(idx: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`resolved_before` where row ``j`` is read and then resolved, in order (ratings): for
-    each row, how many earlier rows share its index, and their label sum. One sort instead of two.
-
-    >>> cnt, pos = earlier_in_group(np.array([3, 3, 5, 3]), np.array([1.0, 0.0, 1.0, 1.0]))
-    >>> cnt.tolist(), pos.tolist()
-    ([0.0, 1.0, 0.0, 2.0], [0.0, 1.0, 0.0, 1.0])
-    """
-    order = np.argsort(idx, kind="stable")
-    sorted_idx = idx[order]
-    y = np.asarray(labels, np.float64)[order]
-    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
-    pos_cum = np.cumsum(y) - y
-    out_cnt, out_pos = np.empty(len(idx)), np.empty(len(idx))
-    out_cnt[order] = np.arange(len(idx)) - group_start
-    out_pos[order] = pos_cum - pos_cum[group_start]
-    return out_cnt, out_pos
-
-
-def in_stream_order(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Order keys of ``n`` rows each read and then resolved at once, in order (ratings)."""
-    r = np.arange(n, dtype=np.int64)
-    return 2 * r + 1, 2 * r + 2
-
-
-@dataclass
-class Resolved:
-    """Examples that resolve within the chunk being read, for :func:`resolved_before`."""
-
-    user_idx: np.ndarray
-    item_idx: np.ndarray
-    labels: np.ndarray
-    keys: np.ndarray
-    xindices: np.ndarray  # cross-encoder buckets (tagged), CSR
-    xoffsets: np.ndarray
-    # Example j is read j, resolved right after its read (a chunk of ratings): the counts
-    # reduce to "earlier rows of the chunk", computed with one sort (earlier_in_group).
-    aligned: bool = False
-
-    def before(
-        self, read_idx: np.ndarray, read_keys: np.ndarray, res_idx: np.ndarray, res_rows: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`resolved_before` for reads at ``read_idx`` against resolutions at ``res_idx``."""
-        labels = self.labels if res_rows is None else self.labels[res_rows]
-        if self.aligned:
-            return earlier_in_group(read_idx, labels)
-        keys = self.keys if res_rows is None else self.keys[res_rows]
-        return resolved_before(read_idx, read_keys, res_idx, keys, labels)
-
-
-@dataclass
-class Counters:
-    """Time-decayed counts and positives per index, plus raw event counts."""
-
-    half_life_s: float
-    cnt: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    last: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    n: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    npos: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def ensure(self, size: int) -> None:
-        self.cnt, self.pos, self.last = _grow(self.cnt, size), _grow(self.pos, size), _grow(self.last, size)
-        self.n, self.npos = _grow(self.n, size), _grow(self.npos, size)
-
-    def read(
-        self, idx: np.ndarray, ts: np.ndarray, prior: float, earlier: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decayed count, smoothed decayed CTR and smoothed all-time CTR of ``idx`` as of ``ts``.
-
-        ``earlier`` (counts and positives per row, from :func:`resolved_before`) adds the
-        examples of the same chunk that resolved before each row: what sequential learning
-        would have seen, without a Python loop.
-        """
-        decay = np.exp2(-np.maximum(ts - self.last[idx], 0.0) / self.half_life_s)
-        cnt, pos = self.cnt[idx] * decay, self.pos[idx] * decay
-        n, npos = self.n[idx].astype(np.float64), self.npos[idx]
-        if earlier is not None:
-            earlier_cnt, earlier_pos = earlier
-            cnt, pos = cnt + earlier_cnt, pos + earlier_pos
-            n, npos = n + earlier_cnt, npos + earlier_pos
-        return cnt, (pos + _PRIOR * prior) / (cnt + _PRIOR), (npos + _PRIOR * prior) / (n + _PRIOR)
-
-    def positives(self, idx: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Decayed positive count of ``idx`` as of ``ts`` (the popularity score)."""
-        return self.pos[idx] * np.exp2(-np.maximum(ts - self.last[idx], 0.0) / self.half_life_s)
-
-    def update(self, idx: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
-        if len(idx) == 0:
-            return
-        now = float(ts.max())
-        touched, inverse = np.unique(idx, return_inverse=True)
-        decay = np.exp2(-np.maximum(now - self.last[touched], 0.0) / self.half_life_s)
-        w = np.exp2(-(now - ts) / self.half_life_s)
-        k = len(touched)
-        # Sums per touched index in one pass each (np.add.at is several times slower).
-        self.cnt[touched] = self.cnt[touched] * decay + np.bincount(inverse, w, k)
-        self.pos[touched] = self.pos[touched] * decay + np.bincount(inverse, w * labels, k)
-        self.last[touched] = now
-        self.n[touched] += np.bincount(inverse, minlength=k)
-        self.npos[touched] += np.bincount(inverse, labels, k)
-
-
-class CrossEncoder:
-    """All-time smoothed CTR of each value of a cross (e.g. user x genre): a target encoding.
-
-    Counts live in a hashed table of ``2**bits`` buckets (``bits`` at most 24). A row's
-    buckets are tagged with the encoder's number in the top byte, so that one CSR holds the
-    buckets of every encoder; a row counts once per bucket (a repeated tag, or two values
-    hashing alike), otherwise its second pair would see the first pair's label, i.e. its own.
-    """
-
-    def __init__(self, a: str, b: str, bits: int, seed: int, tag: int) -> None:
-        self.name = (a, b)
-        self.hasher = Hasher([a, b], bits=bits, seed=seed, crosses=[(a, b)], emit=[])
-        self.n = np.zeros(1 << bits, dtype=np.float32)
-        self.npos = np.zeros(1 << bits, dtype=np.float32)
-        self.tag = tag
-
-    def buckets(self, cols: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct tagged buckets of each row: (buckets, row of each bucket)."""
-        h = self.hasher.hash({k: cols[k] for k in self.name})
-        rows = len(h.offsets) - 1
-        row_of = np.repeat(np.arange(rows), np.diff(h.offsets))
-        bucket = h.indices.astype(np.int64)
-        if len(bucket) > 1:
-            _, first = np.unique(row_of * len(self.n) + bucket, return_index=True)
-            keep = np.sort(first)
-            bucket, row_of = bucket[keep], row_of[keep]
-        return bucket | (self.tag << 24), row_of
-
-    def encode(
-        self, xindices: np.ndarray, xoffsets: np.ndarray, prior: float, earlier: Resolved | None, read_keys: Any
-    ) -> np.ndarray:
-        """Logit of the smoothed CTR, averaged over each row's buckets of this encoder."""
-        rows = len(xoffsets) - 1
-        bucket, row_of = _own(xindices, xoffsets, self.tag)
-        n = self.n[bucket].astype(np.float64)
-        pos = self.npos[bucket].astype(np.float64)
-        if earlier is not None and len(bucket):
-            if earlier.aligned:
-                e_n, e_pos = earlier_in_group(bucket, earlier.labels[row_of])
-            else:
-                res_bucket, res_row = _own(earlier.xindices, earlier.xoffsets, self.tag)
-                e_n, e_pos = earlier.before(bucket, read_keys[row_of], res_bucket, res_row)
-            n, pos = n + e_n, pos + e_pos
-        ctr = (pos + _PRIOR * prior) / (n + _PRIOR)
-        sums = np.bincount(row_of, weights=ctr, minlength=rows)
-        counts = np.bincount(row_of, minlength=rows)
-        return _logit(np.where(counts > 0, sums / np.maximum(counts, 1), prior))
-
-    def update(self, xindices: np.ndarray, xoffsets: np.ndarray, labels: np.ndarray) -> None:
-        bucket, row_of = _own(xindices, xoffsets, self.tag)
-        np.add.at(self.n, bucket, 1.0)
-        np.add.at(self.npos, bucket, labels[row_of])
-
-
-def _own(xindices: np.ndarray, xoffsets: np.ndarray, tag: int) -> tuple[np.ndarray, np.ndarray]:
-    """The untagged buckets of encoder ``tag`` in a tagged CSR, with the row of each."""
-    row_of = np.repeat(np.arange(len(xoffsets) - 1), np.diff(xoffsets))
-    mine = (xindices >> 24) == tag
-    return xindices[mine] & ((1 << 24) - 1), row_of[mine]
-
-
-@dataclass
-class Batch:
-    """Model-ready rows: CSR hashed features, dense features and bookkeeping.
-
-    ``xindices``/``xoffsets`` hold each row's cross-encoder buckets (tagged, see
-    :class:`CrossEncoder`); ``request`` the 64-bit hash of the row's request id (0: none);
-    ``preds`` the progressive prediction each model made when the row was read (one column
-    per model, NaN where the model predicts when it learns the row).
-    """
-
-    indices: np.ndarray
-    offsets: np.ndarray
-    dense: np.ndarray
-    item_idx: np.ndarray
-    user_idx: np.ndarray
-    labels: np.ndarray
-    weights: np.ndarray
-    ts: np.ndarray
-    item_n: np.ndarray
-    user_n: np.ndarray
-    seq: np.ndarray
-    xindices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    xoffsets: np.ndarray | None = None
-    request: np.ndarray | None = None
-    preds: np.ndarray | None = None
-    origin: np.ndarray | None = None
-    collision_rate: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __post_init__(self) -> None:
-        if self.xoffsets is None:
-            self.xoffsets = np.zeros(len(self.labels) + 1, np.int64)
-
-    def take(self, rows: np.ndarray) -> Batch:
-        from rtrec.labels import csr_gather
-
-        assert self.xoffsets is not None
-        indices, offsets = csr_gather(self.indices, self.offsets[rows], np.diff(self.offsets)[rows])
-        xind, xoff = csr_gather(self.xindices, self.xoffsets[rows], np.diff(self.xoffsets)[rows])
-        return Batch(
-            indices=indices,
-            offsets=offsets,
-            dense=self.dense[rows],
-            item_idx=self.item_idx[rows],
-            user_idx=self.user_idx[rows],
-            labels=self.labels[rows],
-            weights=self.weights[rows],
-            ts=self.ts[rows],
-            item_n=self.item_n[rows],
-            user_n=self.user_n[rows],
-            seq=self.seq[rows],
-            xindices=xind,
-            xoffsets=xoff,
-            request=None if self.request is None else self.request[rows],
-            preds=None if self.preds is None else self.preds[rows],
-            origin=None if self.origin is None else self.origin[rows],
-        )
 
 
 def epoch_seconds(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -413,16 +131,16 @@ class Featurizer:
             self.tags.extend([None] * extra)
             self._catalog_dirty = True
         if self.text_dim:
-            self.item_text = _grow(self.item_text, n)
-            self.has_text = _grow(self.has_text, n)
-            self.nbr_idx = _grow(self.nbr_idx, n)
-            self.nbr_sim = _grow(self.nbr_sim, n)
+            self.item_text = grow(self.item_text, n)
+            self.has_text = grow(self.has_text, n)
+            self.nbr_idx = grow(self.nbr_idx, n)
+            self.nbr_sim = grow(self.nbr_sim, n)
 
     def _ensure_users(self, n: int) -> None:
         self.user_counts.ensure(n)
         self.user_recent.ensure(n)
         if self.text_dim:
-            self.user_vec = _grow(self.user_vec, n)
+            self.user_vec = grow(self.user_vec, n)
 
     def set_catalog(self, items: pa.Table) -> None:
         """Take category and tags of every catalog item (new items get an index)."""
@@ -469,7 +187,7 @@ class Featurizer:
                 centred[rows] = centre(vectors, vectors.mean(axis=0))
             self._centred = centred
         elif len(centred) < len(self.item_text):
-            centred = self._centred = _grow(centred, len(self.item_text))  # rows added since have no text
+            centred = self._centred = grow(centred, len(self.item_text))  # rows added since have no text
         return centred[idx]
 
     def _find_neighbours(self, idx: np.ndarray) -> None:
@@ -492,7 +210,7 @@ class Featurizer:
         nbr, w = self.nbr_idx[item_idx], self.nbr_sim[item_idx]
         n = (self.item_counts.n[nbr] * w).sum(axis=1)
         pos = (self.item_counts.npos[nbr] * w).sum(axis=1)
-        return _logit((pos + _PRIOR * self.prior) / (n + _PRIOR))
+        return logit((pos + PRIOR_COUNT * self.prior) / (n + PRIOR_COUNT))
 
     def _catalog_arrays(self) -> tuple[pa.Array, pa.Array]:
         if getattr(self, "_catalog_dirty", True) or len(self._cat_arr) < len(self.items):
@@ -582,12 +300,12 @@ class Featurizer:
         ucnt, uctr, uctr_all = self.user_counts.read(user_idx, ts, self.prior, e_user)
         # CTRs enter in logit space, where a weight of 1 reproduces them.
         dense[:, 0] = np.log1p(icnt)
-        dense[:, 1] = _logit(ictr)
+        dense[:, 1] = logit(ictr)
         dense[:, 2] = np.log1p(ucnt)
-        dense[:, 3] = _logit(uctr)
-        dense[:, 4] = _logit(ictr_all)
-        dense[:, 5] = _logit(uctr_all)
-        dense[:, 6] = _logit(self.user_recent.read(user_idx, ts, self.prior, e_user)[1])
+        dense[:, 3] = logit(uctr)
+        dense[:, 4] = logit(ictr_all)
+        dense[:, 5] = logit(uctr_all)
+        dense[:, 6] = logit(self.user_recent.read(user_idx, ts, self.prior, e_user)[1])
         if self.text_dim:
             dense[:, TEXT_NBR] = self._neighbour_ctr(item_idx)
             # Cosine between the centred item and the user's interest vector.
@@ -674,7 +392,7 @@ class Featurizer:
         dense = self.dense(safe_u, item_idx, ts_arr, xind, xoff)
         if u is None:
             dense[:, 2] = 0.0
-            dense[:, 3] = dense[:, 5] = dense[:, 6] = _logit(np.array(self.prior))
+            dense[:, 3] = dense[:, 5] = dense[:, 6] = logit(np.array(self.prior))
             dense[:, TEXT_SIM] = 0.0
         return Batch(
             indices=hashed.indices,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -146,3 +147,29 @@ class PageHinkley:
 
     def load_state_dict(self, s: dict[str, float]) -> None:
         self.n, self.mean, self.cum, self.min_cum = int(s["n"]), s["mean"], s["cum"], s["min_cum"]
+
+
+def progressive(history: list[dict[str, Any]], now: float, window_s: float) -> dict[str, Any]:
+    """Progressive quality of the learned batches in ``history`` (``wall``, ``labels``, ``probs``):
+    overall and per minute over the last ``window_s`` seconds (the last 50 batches when none)."""
+    recent = [h for h in history if now - h["wall"] <= window_s] or history[-50:]
+    labels = np.concatenate([h["labels"] for h in recent]) if recent else np.zeros(0)
+    probs = np.concatenate([h["probs"] for h in recent]) if recent else np.zeros(0)
+    series: dict[int, list[dict[str, Any]]] = {}
+    for h in recent:
+        series.setdefault(int(h["wall"] // 60), []).append(h)
+    minutes = []
+    for minute, hs in sorted(series.items()):
+        y = np.concatenate([h["labels"] for h in hs])
+        p = np.concatenate([h["probs"] for h in hs])
+        minutes.append(
+            {"minute": minute * 60, "n": len(y), "auc": auc(y, p), "logloss": logloss(y, p), "ctr": float(y.mean())}
+        )
+    return {
+        "n": len(labels),
+        "auc": auc(labels, probs),
+        "logloss": logloss(labels, probs),
+        "ctr": float(labels.mean()) if len(labels) else None,
+        "mean_prediction": float(probs.mean()) if len(probs) else None,
+        "per_minute": minutes,
+    }

@@ -10,9 +10,6 @@ per-item state.
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,15 +30,14 @@ from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import step
+from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
 from rtrec.learn.featurize import WIDE, Batch, Featurizer
-from rtrec.learn.metrics import auc, logloss
+from rtrec.learn.metrics import logloss, progressive
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 
 # Feedback after which an item is not recommended to that user again (by default).
 CONSUMED_TYPES = ("rating", "purchase", "dismiss")
-CHECKPOINT_MAGIC = "rtrec-checkpoint"
-CHECKPOINT_VERSION = 2
 MAIN = "rtrec"
 
 
@@ -398,27 +394,6 @@ class OnlineLearner:
         """Progressive metrics (overall and per minute over the last hour), replay and state sizes."""
         with self._lock:
             tr = self.trainers[self.main]
-            now = time.time()
-            recent = [h for h in self.history if now - h["wall"] <= window_s] or list(self.history)[-50:]
-            labels = np.concatenate([h["labels"] for h in recent]) if recent else np.zeros(0)
-            probs = np.concatenate([h["probs"] for h in recent]) if recent else np.zeros(0)
-            series: dict[int, list[dict[str, Any]]] = {}
-            for h in recent:
-                series.setdefault(int(h["wall"] // 60), []).append(h)
-            minutes = []
-            for minute, hs in sorted(series.items()):
-                y = np.concatenate([h["labels"] for h in hs])
-                p = np.concatenate([h["probs"] for h in hs])
-                minutes.append(
-                    {
-                        "minute": minute * 60,
-                        "n": len(y),
-                        "auc": auc(y, p),
-                        "logloss": logloss(y, p),
-                        "ctr": float(y.mean()),
-                    }
-                )
-            replay = tr.replay
             return {
                 "model_version": self.model_version,
                 "last_seq": self.last_seq,
@@ -437,28 +412,8 @@ class OnlineLearner:
                 "served_snapshots": {"held": len(self.served), "used": self.served.used},
                 "users": len(self.featurizer.users),
                 "items": len(self.featurizer.items),
-                "progressive": {
-                    "n": len(labels),
-                    "auc": auc(labels, probs),
-                    "logloss": logloss(labels, probs),
-                    "ctr": float(labels.mean()) if len(labels) else None,
-                    "mean_prediction": float(probs.mean()) if len(probs) else None,
-                    "per_minute": minutes,
-                },
-                "replay": {
-                    "size": len(replay) if replay is not None else 0,
-                    "capacity": replay.capacity if replay is not None else 0,
-                    "positives": replay.positives if replay is not None else 0,
-                    "strategy": tr._replay_strategy()[0],
-                    "replay_ratio": self.cfg.learner.replay_ratio,
-                    "rows_drawn": tr.replay_drawn,
-                    "fresh_rows": tr.fresh_seen,
-                    # Share of the rows learned that were fresh or drawn from replay.
-                    "mix": {
-                        "fresh": tr.fresh_seen / max(tr.fresh_seen + tr.replay_drawn, 1),
-                        "replay": tr.replay_drawn / max(tr.fresh_seen + tr.replay_drawn, 1),
-                    },
-                },
+                "progressive": progressive(list(self.history), time.time(), window_s),
+                "replay": tr.replay_stats(),
                 "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
                 "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
                 "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
@@ -469,8 +424,8 @@ class OnlineLearner:
         """The whole state (``labeler=False``: without the labeller's, which :meth:`snapshot` takes its own way)."""
         with self._lock:
             return {
-                "magic": CHECKPOINT_MAGIC,
-                "version": CHECKPOINT_VERSION,
+                "magic": MAGIC,
+                "version": VERSION,
                 "features": self.cfg.features,
                 "text_dim": self.text_dim,
                 "last_seq": self.last_seq,
@@ -490,45 +445,20 @@ class OnlineLearner:
         while learning goes on (only the copy holds the lock; tens of milliseconds where writing
         a large model takes seconds)."""
         with self._lock:
-            state = _copy_state(self.state_dict(labeler=False))
+            state = copy_state(self.state_dict(labeler=False))
             state["labeler"] = self.labeler.snapshot()  # raw copies: compacted when written
             return state
 
     def save(self, path: str | Path, state: dict[str, Any] | None = None) -> Path:
-        """Write a checkpoint (of ``state`` from :meth:`snapshot`, or of now) atomically: temporary
-        file, fsync, rename. Returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write a checkpoint (of ``state`` from :meth:`snapshot`, or of now) atomically; return the path."""
         state = self.state_dict() if state is None else {**state, "labeler": Labeler.finish(state["labeler"])}
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_checkpoint(state, path)
 
     @classmethod
     def load(cls, path: str | Path, cfg: Config) -> OnlineLearner:
         """Restore a checkpoint written by :meth:`save`."""
         path = Path(path)
-        try:
-            # Our own file format: it holds numpy arrays and dataclasses besides tensors.
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise CorruptDataError(f"checkpoint {path} cannot be read: {exc}") from exc
-        if not isinstance(state, dict) or state.get("magic") != CHECKPOINT_MAGIC:
-            raise CorruptDataError(f"{path} is not an rtrec checkpoint")
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise CorruptDataError(
-                f"checkpoint {path} has format version {state.get('version')}, expected {CHECKPOINT_VERSION}"
-            )
+        state = read_checkpoint(path)
         try:
             return cls._restore(path, state, cfg)
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -557,20 +487,3 @@ class OnlineLearner:
             self.trainers[k].load_state_dict(t)
         self.history.extend(state["history"])
         return self
-
-
-def _copy_state(x: Any) -> Any:
-    """A copy of a state tree that later learning cannot change: arrays and tensors copied,
-    containers rebuilt, everything else (strings, numbers, bytes, frozen configs) shared.
-    Several times faster than ``copy.deepcopy``, which visits every string of the id maps."""
-    if isinstance(x, np.ndarray):
-        return x.copy()
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, dict):
-        return type(x)((k, _copy_state(v)) for k, v in x.items())
-    if isinstance(x, list | tuple):
-        if x and not isinstance(x[0], dict | list | tuple | np.ndarray | torch.Tensor):
-            return type(x)(x)  # a flat list of immutable values
-        return type(x)(_copy_state(v) for v in x)
-    return x

@@ -255,6 +255,21 @@ class Trainer:
             self.replay.push(b.indices, b.offsets, b.labels, b.weights, b.ts, b.item_idx, np.ascontiguousarray(b.dense))
         return probs if probs is not None else np.zeros(0)
 
+    def replay_stats(self) -> dict[str, Any]:
+        """The replay buffer's fill, the strategy in force and the mix of fresh and replayed rows learned."""
+        r = self.replay
+        learned = max(self.fresh_seen + self.replay_drawn, 1)
+        return {
+            "size": len(r) if r is not None else 0,
+            "capacity": r.capacity if r is not None else 0,
+            "positives": r.positives if r is not None else 0,
+            "strategy": self._replay_strategy()[0],
+            "replay_ratio": self.cfg.learner.replay_ratio,
+            "rows_drawn": self.replay_drawn,
+            "fresh_rows": self.fresh_seen,
+            "mix": {"fresh": self.fresh_seen / learned, "replay": self.replay_drawn / learned},
+        }
+
     def _replay_strategy(self) -> tuple[str, float | None]:
         lc = self.cfg.learner
         if self.boost_left > 0:

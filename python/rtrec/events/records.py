@@ -1,0 +1,157 @@
+"""The log's record tables: rejected rows, quarantined events, drift alarms, checkpoints."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rtrec.contracts import DriftAlarm
+from rtrec.errors import StorageError
+from rtrec.events._sql import NOW_UTC
+from rtrec.events.rows import dumps, first_line
+
+__all__ = ["RecordsMixin"]
+
+
+class RecordsMixin:
+    """The part of :class:`~rtrec.events.EventLog` that keeps its record tables."""
+
+    path: str
+    _lock: threading.RLock
+    _con: duckdb.DuckDBPyConnection
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self.cursor()
+        try:
+            row = cur.execute(sql, list(params)).fetchall()
+        finally:
+            cur.close()
+        return row[0][0] if row else None
+
+    def count_events(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM events"))
+
+    def record_alarms(self, alarms: Sequence[DriftAlarm]) -> None:
+        """Append drift alarms to ``drift_alarms`` (event time, sequence number, detector, statistic)."""
+        rows = [
+            [datetime.fromtimestamp(a["ts"], UTC).replace(tzinfo=None), a["seq"], a["detector"], a["stat"]]
+            for a in alarms
+        ]
+        with self._lock:
+            self._con.executemany("INSERT INTO drift_alarms (ts, seq, detector, stat) VALUES (?, ?, ?, ?)", rows)
+
+    def drift_alarms(self) -> pa.Table:
+        """Every recorded drift alarm, oldest first: ts, seq, detector, stat."""
+        return self._table("SELECT ts, seq, detector, stat FROM drift_alarms ORDER BY seq", None)
+
+    def record_checkpoint(self, seq: int, path: str, model_version: int) -> None:
+        """Note a checkpoint written (the file is what a restart reads; this table is a record)."""
+        with self._lock:
+            self._con.execute(
+                f"INSERT INTO checkpoints (seq, path, created_at, model_version) VALUES (?, ?, {NOW_UTC}, ?)",
+                [int(seq), path, int(model_version)],
+            )
+
+    def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Record events (by ``seq``) that the learner set aside, each with the reason; they stay in the log."""
+        if not rows:
+            return
+        t = pa.table(
+            {"seq": pa.array([int(s) for s, _ in rows], pa.int64()), "reason": [str(r)[:2000] for _, r in rows]}
+        )
+        with self._lock:
+            self._con.register("_rtrec_q", t)
+            try:
+                self._con.execute(f"INSERT INTO quarantined_events SELECT seq, reason, {NOW_UTC} FROM _rtrec_q")
+            except duckdb.Error as exc:
+                raise StorageError(f"recording quarantined events in {self.path} failed: {first_line(exc)}") from exc
+            finally:
+                self._con.unregister("_rtrec_q")
+
+    def quarantined(self, limit: int | None = None) -> pa.Table:
+        """Quarantined events, newest first: seq, reason, quarantined_at."""
+        return self._table("SELECT seq, reason, quarantined_at FROM quarantined_events ORDER BY seq DESC", limit)
+
+    def count_quarantined(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM quarantined_events"))
+
+    def count_rejected(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM rejected_events"))
+
+    def rejected(self, limit: int | None = None) -> pa.Table:
+        """Rejected rows, oldest first: rejected_at, source, row_index, reason, raw."""
+        return self._table("SELECT * FROM rejected_events ORDER BY rejected_at, row_index", limit)
+
+    def _table(self, sql: str, limit: int | None) -> pa.Table:
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.cursor()
+        try:
+            return cur.sql(sql).to_arrow_table()
+        finally:
+            cur.close()
+
+    def user_items(self, user_id: str, event_types: Sequence[str]) -> set[str]:
+        """Items ``user_id`` had any of ``event_types`` with (for excluding already-seen items)."""
+        if not event_types:
+            return set()
+        marks = ", ".join("?" for _ in event_types)
+        cur = self.cursor()
+        try:
+            rows = cur.execute(
+                f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND event_type IN ({marks})",
+                [str(user_id), *event_types],
+            ).fetchall()
+        finally:
+            cur.close()
+        return {r[0] for r in rows}
+
+    def _store_rejected_rows(self, rejected: list[tuple[int, str, str]], *, source: str) -> None:
+        """Record rows refused before Arrow: (input index, reason, raw JSON text)."""
+        rej = pa.table(
+            {
+                "row_index": pa.array([i for i, _, _ in rejected], pa.int64()),
+                "reason": pa.array([r for _, r, _ in rejected], pa.string()),
+                "raw": pa.array([raw for *_, raw in rejected], pa.string()),
+            }
+        )
+        self._con.register("_rtrec_rej", rej)
+        try:
+            self._con.execute(
+                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
+            )
+        except duckdb.Error as exc:
+            raise StorageError(f"recording rejected rows in {self.path} failed: {first_line(exc)}") from exc
+        finally:
+            self._con.unregister("_rtrec_rej")
+
+    def _store_rejected(
+        self, table: pa.Table, bad: list[tuple[Any, Any]], *, source: str, json_rows: bool, index_offset: int
+    ) -> None:
+        idx = [int(i) for i, _ in bad]
+        rows = table.take(pa.array(idx, pa.int64())).to_pylist()
+        raws = [str(r["line"]) if json_rows else dumps(r) for r in rows]
+        rej = pa.table(
+            {
+                "row_index": pa.array([index_offset + i for i in idx], pa.int64()),
+                "reason": pa.array([str(r) for _, r in bad], pa.string()),
+                "raw": pa.array(raws, pa.string()),
+            }
+        )
+        self._con.register("_rtrec_rej", rej)
+        try:
+            self._con.execute(
+                f"INSERT INTO rejected_events SELECT {NOW_UTC}, ?, row_index, reason, raw FROM _rtrec_rej", [source]
+            )
+        finally:
+            self._con.unregister("_rtrec_rej")
+
+    # -- catalog -------------------------------------------------------------------------------
