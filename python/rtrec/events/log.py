@@ -78,10 +78,11 @@ class EventLog(CatalogMixin, RecordsMixin):
     # -- lifecycle -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, events: EventsConfig | None = None) -> EventLog:
+    def open(cls, path: str | Path, events: EventsConfig | None = None, *, read_only: bool = False) -> EventLog:
         """Open (creating it and its parent directory when needed) and migrate a database.
 
         ``events`` sets what ingest accepts (``[events]`` in the config; defaults when None).
+        ``read_only`` opens an existing database as it is, for reading beside no writer.
         """
         spec = str(path)
         if spec != ":memory:":
@@ -92,7 +93,7 @@ class EventLog(CatalogMixin, RecordsMixin):
                 raise StorageError(f"cannot create the directory of {p}: {exc}") from exc
             spec = str(p)
         try:
-            con = duckdb.connect(spec)
+            con = duckdb.connect(spec, read_only=read_only)
         except duckdb.Error as exc:
             raise StorageError(
                 f"cannot open the event log {spec}: {exc}",
@@ -107,7 +108,8 @@ class EventLog(CatalogMixin, RecordsMixin):
             raise InvalidInputError(
                 f"events.duckdb_memory_limit: {limit!r} is not a DuckDB memory size ({exc})"
             ) from None
-        migrate(con)
+        if not read_only:
+            migrate(con)
         return cls(con, spec, events)
 
     def close(self) -> None:

@@ -155,3 +155,34 @@ class RecordsMixin:
             self._con.unregister("_rtrec_rej")
 
     # -- catalog -------------------------------------------------------------------------------
+
+    def count_items(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM items"))
+
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """The newest checkpoint recorded: seq, path, created_at (epoch seconds), model_version."""
+        cur = self.cursor()
+        try:
+            row = cur.execute(
+                "SELECT seq, path, epoch(created_at), model_version FROM checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchall()
+        finally:
+            cur.close()
+        if not row:
+            return None
+        seq, path, created, version = row[0]
+        return {"seq": seq, "path": path, "created_at": created, "model_version": version}
+
+    def recent_top_items(self, k: int = 10, window: int = 10_000) -> list[str]:
+        """The ``k`` items with the most engaging events among the last ``window`` events."""
+        cur = self.cursor()
+        try:
+            rows = cur.execute(
+                "SELECT item_id FROM events WHERE event_type NOT IN ('impression', 'skip', 'dismiss') "
+                "AND seq > (SELECT coalesce(max(seq), 0) - ? FROM events) "
+                "GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT ?",
+                [int(window), int(k)],
+            ).fetchall()
+        finally:
+            cur.close()
+        return [str(r[0]) for r in rows]

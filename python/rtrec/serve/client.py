@@ -71,6 +71,7 @@ def resolve_source(cfg: Config, *, url: str | None, token: str | None, explicit_
 
 def offline_stats(cfg: Config) -> dict[str, Any]:
     """The stats a stopped daemon would show, read from its database and newest checkpoint."""
+    from rtrec.events import EventLog
     from rtrec.jsonable import jsonable
     from rtrec.serve.checkpoints import checkpoint_files
     from rtrec.serve.status import current_quality
@@ -78,37 +79,22 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
     db = cfg.db_path
     if not db.exists():
         raise StorageError(f"no event log at {db}", hint="check --home, or start a daemon with `rtrec serve`")
-    import duckdb
-
     try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as exc:
-        raise StorageError(
-            f"cannot open {db}: {exc}", hint="a daemon may be running on this home: use --url instead"
-        ) from None
+        log = EventLog.open(db, cfg.events, read_only=True)
+    except StorageError as exc:
+        raise StorageError(str(exc), hint="a daemon may be running on this home: use --url instead") from None
     out: dict[str, Any] = {"running": False, "home": str(cfg.home), "time": time.time()}
     try:
-        n, last = con.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone() or (0, 0)
-        out["ingest"] = {"rate": 0.0, "accepted_total": n, "log_seq": last}
-        out["catalog"] = {"items": _scalar(con, "SELECT count(*) FROM items")}
-        row = _row(con, "SELECT seq, path, epoch(created_at), model_version FROM checkpoints ORDER BY seq DESC LIMIT 1")
-        if row:
-            out["checkpoint"] = {"seq": row[0], "path": row[1], "created_at": row[2], "model_version": row[3]}
-        out["drift_alarms"] = [
-            {"ts": str(r[0]), "seq": r[1], "detector": r[2], "stat": r[3]}
-            for r in _rows(con, "SELECT ts, seq, detector, stat FROM drift_alarms ORDER BY seq")
-        ]
-        out["top_items"] = [
-            r[0]
-            for r in _rows(
-                con,
-                "SELECT item_id FROM events WHERE event_type NOT IN ('impression', 'skip', 'dismiss') "
-                "AND seq > (SELECT coalesce(max(seq), 0) - 10000 FROM events) "
-                "GROUP BY item_id ORDER BY count(*) DESC LIMIT 10",
-            )
-        ]
+        last = log.last_seq()
+        out["ingest"] = {"rate": 0.0, "accepted_total": log.count_events(), "log_seq": last}
+        out["catalog"] = {"items": log.count_items()}
+        checkpoint = log.last_checkpoint()
+        if checkpoint:
+            out["checkpoint"] = checkpoint
+        out["drift_alarms"] = [{**a, "ts": str(a["ts"])} for a in log.drift_alarms().to_pylist()]
+        out["top_items"] = log.recent_top_items(10)
     finally:
-        con.close()
+        log.close()
     files = checkpoint_files(cfg.home)
     if files:
         from rtrec.learn import OnlineLearner
@@ -130,20 +116,3 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
                 out["drift_alarms"] = list(learner.drift_alarms)
             break
     return jsonable(out)
-
-
-def _rows(con: Any, sql: str) -> list[tuple[Any, ...]]:
-    try:
-        return con.execute(sql).fetchall()
-    except Exception:  # an older schema without the table: show what there is
-        return []
-
-
-def _row(con: Any, sql: str) -> tuple[Any, ...] | None:
-    rows = _rows(con, sql)
-    return rows[0] if rows else None
-
-
-def _scalar(con: Any, sql: str) -> Any:
-    row = _row(con, sql)
-    return row[0] if row else None

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,24 +13,14 @@ import numpy as np
 import pyarrow as pa
 
 from rtrec.errors import InvalidInputError
+from rtrec.events.embeddings import EmbeddingStore
 from rtrec.text.encoder import CHUNK_BATCHES
 from rtrec.text.template import item_texts
-
-_UPSERT = (
-    "INSERT INTO item_embeddings SELECT item_id, model, text_hash, dim, embedding, updated_at FROM {view} "
-    "ON CONFLICT (item_id, model) DO UPDATE SET text_hash = excluded.text_hash, dim = excluded.dim, "
-    "embedding = excluded.embedding, updated_at = excluded.updated_at"
-)
 
 
 def text_hash(text: str) -> str:
     """The sha256 hex digest of a UTF-8 text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _arrow(con: Any, query: str, params: list[Any]) -> pa.Table:
-    # A relation hands Arrow over without the extra copy a DB-API result makes.
-    return con.sql(query, params=params).to_arrow_table()
 
 
 class EmbeddingCache:
@@ -52,7 +41,7 @@ class EmbeddingCache:
     def __init__(
         self, con_factory: Callable[[], Any], encoder: Any, template: str, *, chunk_size: int | None = None
     ) -> None:
-        self.con_factory = con_factory
+        self.store = EmbeddingStore(con_factory)
         self.encoder = encoder
         self.template = template
         # Default: 4,096 items, or a tokenizer step's worth of the encoder's batches if more,
@@ -60,14 +49,6 @@ class EmbeddingCache:
         batches = int(getattr(encoder, "batch_size", 0) or 0) * CHUNK_BATCHES
         self.chunk_size = max(1, chunk_size) if chunk_size is not None else max(4096, batches)
         self.model_key: str = getattr(encoder, "cache_key", None) or encoder.name
-
-    @contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        cur = self.con_factory()
-        try:
-            yield cur
-        finally:
-            cur.close()
 
     def refresh(self, items: pa.Table, *, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Encode the items whose text is new or changed and store them; return counts and speed.
@@ -94,15 +75,7 @@ class EmbeddingCache:
         hashes = [text_hash(t) for t in texts]
 
         wanted = pa.table({"pos": pa.array(range(len(ids)), pa.int64()), "item_id": ids, "text_hash": hashes})
-        with self._cursor() as con:
-            # A registered view lives on its cursor, so closing the cursor drops it.
-            con.register("_rtrec_text_wanted", wanted)
-            stale = con.execute(
-                "SELECT w.pos FROM _rtrec_text_wanted w LEFT JOIN item_embeddings e ON e.item_id = w.item_id "
-                "AND e.model = ? AND e.text_hash = w.text_hash AND e.dim = ? WHERE e.item_id IS NULL ORDER BY w.pos",
-                [self.model_key, int(self.encoder.dim)],
-            ).fetchall()
-        todo = [int(r[0]) for r in stale]
+        todo = self.store.stale(wanted, self.model_key, int(self.encoder.dim))
         total = len(todo)
         if progress is not None:
             progress(0, total)
@@ -154,15 +127,7 @@ class EmbeddingCache:
                 "updated_at": pa.array([now] * n, pa.timestamp("us")),
             }
         )
-        with self._cursor() as con:
-            con.register("_rtrec_text_rows", table)
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(_UPSERT.format(view="_rtrec_text_rows"))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        self.store.write(table)
 
     def lookup(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors for ``item_ids``: a float32 ``(n, dim)`` array (zeros where missing) and a found mask."""
@@ -173,14 +138,7 @@ class EmbeddingCache:
         if n == 0:
             return out, found
         wanted = pa.table({"pos": pa.array(range(n), pa.int64()), "item_id": [str(x) for x in item_ids]})
-        with self._cursor() as con:
-            con.register("_rtrec_text_lookup", wanted)
-            result = _arrow(
-                con,
-                "SELECT w.pos, e.embedding FROM _rtrec_text_lookup w JOIN item_embeddings e ON e.item_id = w.item_id "
-                "WHERE e.model = ? AND e.dim = ?",
-                [self.model_key, dim],
-            )
+        result = self.store.lookup(wanted, self.model_key, dim)
         if result.num_rows:
             pos = result.column("pos").to_numpy()
             out[pos] = _matrix(result.column("embedding"), dim)
@@ -190,12 +148,7 @@ class EmbeddingCache:
     def all(self) -> tuple[list[str], np.ndarray]:
         """Every stored item id for this model (sorted) and its vectors as a float32 ``(n, dim)`` array."""
         dim = int(self.encoder.dim)
-        with self._cursor() as con:
-            result = _arrow(
-                con,
-                "SELECT item_id, embedding FROM item_embeddings WHERE model = ? AND dim = ? ORDER BY item_id",
-                [self.model_key, dim],
-            )
+        result = self.store.all(self.model_key, dim)
         return [str(x) for x in result.column("item_id").to_pylist()], _matrix(result.column("embedding"), dim)
 
 
