@@ -20,6 +20,7 @@ lint:
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/mypy python/rtrec
+	$(BIN)/python -m mypy.stubtest rtrec._native  # the stub must match the compiled module
 
 rust-test:
 	cargo test

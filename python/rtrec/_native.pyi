@@ -6,16 +6,19 @@ Errors are :class:`rtrec.errors.InvalidInputError` (bad arguments or buffers, th
 names the field) and :class:`rtrec.errors.CorruptDataError` (a damaged or foreign blob).
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, Self, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["FORMAT_VERSION", "FeatureHasher", "OnlineLinear", "ReplayBuffer", "murmur3_32"]
 
 FORMAT_VERSION: int
 
 def murmur3_32(data: str | bytes, seed: int = 0) -> int:
     """MurmurHash3 x86_32 of ``data`` (str is UTF-8 encoded) with ``seed``."""
 
+@final
 class FeatureHasher:
     """Murmur3 feature hasher with per-namespace seeds and pairwise crosses.
 
@@ -24,8 +27,8 @@ class FeatureHasher:
     bytes of the two values' 32-bit hashes. Nulls give no feature.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         namespaces: list[str],
         *,
         bits: int = 20,
@@ -33,7 +36,7 @@ class FeatureHasher:
         crosses: list[tuple[str, str]] = ...,
         signed: bool = False,
         emit: list[str] | None = None,
-    ) -> None:
+    ) -> Self:
         """``emit`` limits the namespaces whose own features are emitted (crosses always are)."""
     @property
     def namespaces(self) -> list[str]: ...
@@ -57,8 +60,9 @@ class FeatureHasher:
         ±1 signs when signed, and ``{"features", "distinct_inputs", "distinct_buckets"}`` when ``stats``.
         """
 
-Strategy = Literal["uniform", "recency", "recency_events", "recency_seconds", "balanced"]
+_Strategy = Literal["uniform", "recency", "recency_events", "recency_seconds", "balanced"]
 
+@final
 class ReplayBuffer:
     """Fixed-capacity ring of hashed training rows; thread-safe; the oldest row is overwritten.
 
@@ -68,7 +72,7 @@ class ReplayBuffer:
     the rest. With ``seed`` a draw is reproducible and leaves the buffer's generator alone.
     """
 
-    def __init__(self, capacity: int, *, dense_dim: int = 0, seed: int = 0) -> None: ...
+    def __new__(cls, capacity: int, *, dense_dim: int = 0, seed: int = 0) -> Self: ...
     def push(
         self,
         indices: npt.NDArray[np.int64],
@@ -81,7 +85,7 @@ class ReplayBuffer:
     ) -> None:
         """Append rows (CSR ``indices``/``offsets``; ``dense`` is ``(rows, dense_dim)``). All-or-nothing."""
     def sample(
-        self, n: int, strategy: Strategy = "uniform", half_life: float | None = None, seed: int | None = None
+        self, n: int, strategy: _Strategy = "uniform", half_life: float | None = None, seed: int | None = None
     ) -> dict[str, npt.NDArray[Any]]:
         """Keys: indices, offsets, labels, weights, ts, row_ids (-1 = none), seqs (push order), dense."""
     def rows(self) -> dict[str, npt.NDArray[Any]]:
@@ -100,6 +104,7 @@ class ReplayBuffer:
     @property
     def positives(self) -> int: ...
 
+@final
 class OnlineLinear:
     """Per-example online logistic regression on hashed features (Adagrad, as Vowpal Wabbit).
 
@@ -107,7 +112,7 @@ class OnlineLinear:
     left by the rows before it, then the row is learned. Indices are taken modulo ``2**bits``.
     """
 
-    def __init__(self, bits: int, lr: float = 0.5) -> None: ...
+    def __new__(cls, bits: int, lr: float = 0.5) -> Self: ...
     def predict(self, indices: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Logits of CSR rows, without learning."""
     def predict_learn(

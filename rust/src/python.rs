@@ -29,6 +29,14 @@ fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
     }
 }
 
+/// The one conversion of core errors: `?` on a core `Result` raises the matching
+/// `rtrec.errors` exception.
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        Python::attach(|py| to_py_err(py, err))
+    }
+}
+
 fn invalid(py: Python<'_>, field: &str, reason: impl Into<String>) -> PyErr {
     to_py_err(py, Error::invalid(field, reason))
 }
@@ -184,7 +192,6 @@ impl FeatureHasher {
     #[pyo3(signature = (namespaces, *, bits = 20, seed = 0, crosses = Vec::new(), signed = false, emit = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         namespaces: Vec<String>,
         bits: u32,
         seed: u32,
@@ -192,9 +199,9 @@ impl FeatureHasher {
         signed: bool,
         emit: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let mut inner = CoreHasher::new(namespaces, &crosses, bits, seed, signed).map_err(|e| to_py_err(py, e))?;
+        let mut inner = CoreHasher::new(namespaces, &crosses, bits, seed, signed)?;
         if let Some(names) = emit {
-            inner = inner.emit_only(&names).map_err(|e| to_py_err(py, e))?;
+            inner = inner.emit_only(&names)?;
         }
         Ok(FeatureHasher {
             inner,
@@ -255,7 +262,7 @@ impl FeatureHasher {
             .collect::<PyResult<_>>()?;
         let cols: Vec<Column<'_>> = bufs.iter().map(|b| b.view()).collect::<PyResult<_>>()?;
         let result = py.detach(|| self.inner.hash(&cols, stats));
-        let (hashed, st) = result.map_err(|e| to_py_err(py, e))?;
+        let (hashed, st) = result?;
         let indices = hashed.indices.into_pyarray(py);
         let offsets = hashed.offsets.into_pyarray(py);
         let signs: Bound<'py, PyAny> = match hashed.signs {
@@ -352,9 +359,9 @@ fn strategy(py: Python<'_>, name: &str, half_life: Option<f64>) -> PyResult<Stra
 impl ReplayBuffer {
     #[new]
     #[pyo3(signature = (capacity, *, dense_dim = 0, seed = 0))]
-    fn new(py: Python<'_>, capacity: usize, dense_dim: usize, seed: u64) -> PyResult<Self> {
+    fn new(capacity: usize, dense_dim: usize, seed: u64) -> PyResult<Self> {
         Ok(ReplayBuffer {
-            ring: Mutex::new(Ring::new(capacity, dense_dim, seed).map_err(|e| to_py_err(py, e))?),
+            ring: Mutex::new(Ring::new(capacity, dense_dim, seed)?),
         })
     }
 
@@ -388,7 +395,7 @@ impl ReplayBuffer {
             row_ids: row_ids.as_ref().map(|a| a.as_slice()).transpose()?,
             dense: dense_arr.as_ref().map(|a| a.as_slice()).transpose()?,
         };
-        with_ring(py, &self.ring, |r| r.push(&batch))?.map_err(|e| to_py_err(py, e))
+        with_ring(py, &self.ring, |r| r.push(&batch))?.map_err(PyErr::from)
     }
 
     #[pyo3(signature = (n, strategy = "uniform", half_life = None, seed = None))]
@@ -402,7 +409,7 @@ impl ReplayBuffer {
     ) -> PyResult<Bound<'py, PyDict>> {
         let strat = self::strategy(py, strategy, half_life)?;
         let (rows, dd) = with_ring(py, &self.ring, |r| (r.sample(n, strat, seed), r.dense_dim()))?;
-        rows_to_dict(py, rows.map_err(|e| to_py_err(py, e))?, dd)
+        rows_to_dict(py, rows?, dd)
     }
 
     /// Every stored row, oldest first.
@@ -419,7 +426,7 @@ impl ReplayBuffer {
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
         let owned = data.to_vec();
-        let ring = py.detach(|| Ring::from_bytes(&owned)).map_err(|e| to_py_err(py, e))?;
+        let ring = py.detach(|| Ring::from_bytes(&owned))?;
         Ok(ReplayBuffer { ring: Mutex::new(ring) })
     }
 
@@ -479,9 +486,9 @@ fn with_linear<T: Send>(
 impl OnlineLinear {
     #[new]
     #[pyo3(signature = (bits, lr = 0.5))]
-    fn new(py: Python<'_>, bits: u32, lr: f32) -> PyResult<Self> {
+    fn new(bits: u32, lr: f32) -> PyResult<Self> {
         Ok(OnlineLinear {
-            inner: Mutex::new(CoreLinear::new(bits, lr).map_err(|e| to_py_err(py, e))?),
+            inner: Mutex::new(CoreLinear::new(bits, lr)?),
         })
     }
 
@@ -492,7 +499,7 @@ impl OnlineLinear {
         offsets: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let (i, o) = (indices.as_slice()?, offsets.as_slice()?);
-        let out = with_linear(py, &self.inner, |m| m.predict(i, o))?.map_err(|e| to_py_err(py, e))?;
+        let out = with_linear(py, &self.inner, |m| m.predict(i, o))??;
         Ok(out.into_pyarray(py))
     }
 
@@ -510,13 +517,13 @@ impl OnlineLinear {
             labels.as_slice()?,
             weights.as_slice()?,
         );
-        let out = with_linear(py, &self.inner, |m| m.predict_learn(i, o, l, w))?.map_err(|e| to_py_err(py, e))?;
+        let out = with_linear(py, &self.inner, |m| m.predict_learn(i, o, l, w))??;
         Ok(out.into_pyarray(py))
     }
 
     /// Scale the accumulated squared gradients by `factor` in (0, 1] (faster steps after drift).
     fn forget(&self, py: Python<'_>, factor: f32) -> PyResult<()> {
-        with_linear(py, &self.inner, |m| m.forget(factor))?.map_err(|e| to_py_err(py, e))
+        with_linear(py, &self.inner, |m| m.forget(factor))?.map_err(PyErr::from)
     }
 
     /// (weights, squared-gradient sums, bias, bias squared-gradient sum, lr).
@@ -539,7 +546,6 @@ impl OnlineLinear {
 
     #[staticmethod]
     fn from_state(
-        py: Python<'_>,
         weights: PyReadonlyArray1<'_, f32>,
         sq_sum: PyReadonlyArray1<'_, f32>,
         bias: f32,
@@ -552,8 +558,7 @@ impl OnlineLinear {
             bias,
             bias_sq,
             lr,
-        )
-        .map_err(|e| to_py_err(py, e))?;
+        )?;
         Ok(OnlineLinear {
             inner: Mutex::new(inner),
         })
