@@ -96,8 +96,8 @@ def test_render_a_real_stats_response(tmp_path):
     cfg = load_config(home=tmp_path / "home", overrides=copy.deepcopy(SMALL))
     daemon = Daemon(cfg)
     try:
-        daemon.log.ingest(events(pattern(150)))
-        daemon.log.ingest(events(pattern(60, start=150, flip=True), 601))
+        daemon.log.ingest(events(pattern(1500)))
+        daemon.log.ingest(events(pattern(300, start=1500, flip=True), 6001))
         daemon.learn_now()
         stats = daemon.stats()
     finally:

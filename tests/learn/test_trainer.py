@@ -164,19 +164,20 @@ def test_drift_alarm_boosts_learning_and_favours_recent_replay(cfg: Config) -> N
     tr = Trainer(default_variant(cfg), cfg)
     assert tr._replay_strategy() == ("recency", cfg.learner.replay_half_life_events)
     seq = 1
-    for step in range(10):  # confident, right: a low loss
-        b = batch(feat, pattern(4, start=4 * step), seq)
+    for step in range(10):  # confident, right: a low loss (one detector observation per 512 examples)
+        b = batch(feat, pattern(128, start=128 * step), seq)
         seq += len(b)
         tr.learn(b, feat, np.where(b.labels > 0.5, 0.99, 0.01))
         feat.update(b)
     assert tr.alarms == [] and tr.boost_left == 0
-    b = batch(feat, pattern(8, start=100, flip=True), seq)
+    b = batch(feat, pattern(128, start=2000, flip=True), seq)
     wrong = np.where(b.labels > 0.5, 1e-4, 1 - 1e-4)  # confident and wrong: a jump in loss
     tr.learn(b, feat, wrong, now=123.0)
     assert len(tr.alarms) == 1
     alarm = tr.alarms[0]
     assert alarm["detector"] == "page_hinkley" and alarm["model"] == "rtrec" and alarm["wall_time"] == 123.0
-    pos = alarm["examples"] - 160
+    assert alarm["stat"] > cfg.learner.drift_threshold
+    pos = alarm["examples"] - 10 * 512
     assert 0 <= pos < len(b) and alarm["seq"] == int(b.seq[pos]) and alarm["ts"] == float(b.ts[pos])
     assert tr.boost_left == cfg.learner.drift_boost_events - len(b)
     strategy, half_life = tr._replay_strategy()
@@ -185,13 +186,13 @@ def test_drift_alarm_boosts_learning_and_favours_recent_replay(cfg: Config) -> N
 
 def test_learner_raises_a_drift_alarm_when_a_taste_flips(cfg: Config) -> None:
     learner = OnlineLearner(cfg)
-    learner.learn(events(pattern(150)))
+    learner.learn(events(pattern(1500)))  # the detector sees one observation per 512 examples
     before = len(learner.drift_alarms)
     flip_seq = learner.last_seq
-    learner.learn(events(pattern(60, start=150, flip=True), flip_seq + 1))
+    learner.learn(events(pattern(300, start=1500, flip=True), flip_seq + 1))
     alarms = learner.drift_alarms[before:]
     assert alarms, "no alarm after every user's taste flipped"
-    assert flip_seq < alarms[0]["seq"] <= flip_seq + 120
+    assert flip_seq < alarms[0]["seq"] <= flip_seq + 2 * 512
     stats = learner.stats()
     assert stats["drift"]["alarms"] and stats["drift"]["boost_left"] > 0
     assert stats["replay"]["strategy"] == "recency"
@@ -235,3 +236,23 @@ def test_drift_alarm_follows_ranking_quality_not_the_click_rate() -> None:
         float(-(b.labels * np.log(p) + (1 - b.labels) * np.log(1 - p)).mean()) for b, p in (before[-1], after[0])
     ]
     assert mean_ll[1] < mean_ll[0]  # the raw log loss went down across the shift
+
+
+def test_drift_observations_do_not_depend_on_the_batch_size(cfg: Config) -> None:
+    # The daemon learns in small batches, replay in large ones: the detector must see the same
+    # stream of observations (one per DRIFT_ROWS examples) either way.
+    from rtrec.learn.trainer import DRIFT_ROWS
+
+    stream = events(pattern(1500) + pattern(300, start=1500, flip=True))
+    seen = {}
+    for size in (16, 1024):
+        learner = OnlineLearner(cfg)
+        observed: list[float] = []
+        tr = learner.trainers[learner.main]
+        update = tr.drift.update
+        tr.drift.update = lambda x, _u=update, _o=observed: (_o.append(x), _u(x))[1]  # type: ignore[method-assign]
+        for start in range(0, stream.num_rows, size):
+            learner.learn(stream.slice(start, size))
+        seen[size] = (observed, [a["seq"] for a in learner.drift_alarms])
+    assert len(seen[16][0]) == len(seen[1024][0]) == stream.num_rows // DRIFT_ROWS
+    assert seen[16][1] and seen[16][1] == seen[1024][1]
