@@ -122,6 +122,14 @@ def test_page_hinkley_needs_min_samples() -> None:
     assert ph2.update_many(xs) == [10]
 
 
+def test_page_hinkley_does_not_judge_its_warm_up() -> None:
+    """A cold model's first observations move a lot; the first eligible one must not alarm on them."""
+    xs = np.r_[np.zeros(4), np.full(6, 3.0), np.full(40, 1.8)]  # the warm-up's mean is 1.8
+    assert PageHinkley(delta=0.0, threshold=0.5, min_samples=10).update_many(xs) == []
+    # A real rise after the warm-up still raises one.
+    assert PageHinkley(delta=0.0, threshold=0.5, min_samples=10).update_many(np.r_[xs, np.full(5, 3.0)]) == [50]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     xs=st.lists(st.floats(0.0, 3.0) | st.just(math.nan) | st.just(math.inf), max_size=300),

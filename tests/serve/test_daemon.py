@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rtrec.serve.testing import DaemonProcess
 
@@ -96,6 +97,9 @@ def test_api_end_to_end(daemon: DaemonProcess):
     metrics = d.request("GET", "/metrics")[1]
     for name in ("rtrec_events_accepted_total", "rtrec_model_version", "rtrec_recommend_latency_seconds_bucket"):
         assert name in metrics
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}  # parses as a scraper reads it
+    assert families["rtrec_events_accepted"].samples[0].value >= 1
+    assert {s.labels["metric"] for s in families["rtrec_progressive"].samples} >= {"logloss"}
 
 
 def test_bad_input_gets_clear_4xx_and_daemon_stays_up(daemon: DaemonProcess):

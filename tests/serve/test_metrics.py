@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rtrec.serve.metrics import Latency, Rate, Registry, TimeSeries, labelled_gauge, percentile
 
@@ -27,11 +28,14 @@ def test_latency_percentiles_and_histogram():
     p = lat.percentiles()
     assert p["count"] == 4
     assert p["p50"] == pytest.approx(0.0285)
-    lines = lat.prometheus()
-    assert 'x_seconds_bucket{le="0.01"} 2' in lines
-    assert 'x_seconds_bucket{le="0.1"} 3' in lines
-    assert 'x_seconds_bucket{le="+Inf"} 4' in lines
-    assert "x_seconds_count 4" in lines
+    reg = Registry(prefix="")
+    reg._metrics.append(lat)
+    lines = reg.render().splitlines()
+    assert 'x_seconds_bucket{le="0.01"} 2.0' in lines
+    assert 'x_seconds_bucket{le="0.1"} 3.0' in lines
+    assert 'x_seconds_bucket{le="+Inf"} 4.0' in lines
+    assert "x_seconds_count 4.0" in lines
+    assert "x_seconds_sum 0.562" in lines
 
 
 def test_rate_over_window():
@@ -62,11 +66,15 @@ def test_registry_renders_prometheus_text():
     reg.gauge("lag", "Lag.", lambda: 3)
     reg.gauge("broken", "Raises.", lambda: 1 / 0)
     c.inc(5)
-    text = reg.render(labelled_gauge("rtrec_q", "Q.", [({"metric": 'a"b'}, 0.5)]))
-    assert "# TYPE rtrec_events_total counter\nrtrec_events_total 5" in text
-    assert "rtrec_lag 3" in text
+    text = reg.render([labelled_gauge("rtrec_q", "Q.", "metric", [('a"b', 0.5)])])
+    assert "# TYPE rtrec_events_total counter\nrtrec_events_total 5.0" in text
+    assert "rtrec_lag 3.0" in text
     assert "rtrec_broken NaN" in text
     assert 'rtrec_q{metric="a\\"b"} 0.5' in text
+    # The text parses as Prometheus exposition, the way a scraper reads it.
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    assert parsed["rtrec_events"].type == "counter" and parsed["rtrec_events"].samples[0].value == 5
+    assert parsed["rtrec_q"].samples[0].labels == {"metric": 'a"b'}
     assert text.endswith("\n")
     for line in text.splitlines():
         if not line.startswith("#"):

@@ -1,7 +1,7 @@
 """Rich views of the daemon's stats (``rtrec inspect``); the only library code that imports rich.
 
-Every view takes the dict of ``GET /v1/stats`` and tolerates missing keys, so a stopped
-daemon's partial stats and an older daemon's render too.
+Every view takes a ``StatsResponse`` (``GET /v1/stats``, or a stopped daemon's home read
+offline); the parts a stopped daemon cannot know are absent and show as a dash.
 
 >>> from rich.console import Console
 >>> Console(width=100, file=__import__("io").StringIO()).print(render({"running": False}))
@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rtrec.contracts import Percentiles, StatsResponse
+
 __all__ = ["live", "render", "sparkline"]
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -36,14 +38,6 @@ def sparkline(values: Sequence[float | None], width: int = 40) -> str:
     if hi - lo < 1e-12:
         return BARS[len(BARS) // 2] * len(vals)
     return "".join(BARS[min(len(BARS) - 1, int((v - lo) / (hi - lo) * len(BARS)))] for v in vals)
-
-
-def _get(d: Any, *path: str, default: Any = None) -> Any:
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d if d is not None else default
 
 
 def _num(v: Any, fmt: str = "{:,.0f}") -> str:
@@ -70,10 +64,10 @@ def _ago(ts: Any) -> str:
     return f"{age / 3600:.1f} h ago"
 
 
-def _pcts(p: Any) -> str:
-    if not isinstance(p, dict) or p.get("p50") is None:
+def _pcts(p: Percentiles | None) -> str:
+    if p is None or p["p50"] is None:
         return DASH
-    return f"p50 {_ms(p.get('p50'))} · p90 {_ms(p.get('p90'))} · p99 {_ms(p.get('p99'))}  (n={p.get('count', 0):,})"
+    return f"p50 {_ms(p['p50'])} · p90 {_ms(p['p90'])} · p99 {_ms(p['p99'])}  (n={p['count']:,})"
 
 
 def _kv(title: str, rows: list[tuple[str, RenderableType | str]]) -> Panel:
@@ -85,7 +79,7 @@ def _kv(title: str, rows: list[tuple[str, RenderableType | str]]) -> Panel:
     return Panel(t, title=title, title_align="left", box=box.ROUNDED)
 
 
-def _header(s: dict[str, Any]) -> Text:
+def _header(s: StatsResponse) -> Text:
     state = Text("● running", style="bold green") if s.get("running") else Text("○ stopped", style="bold yellow")
     out = Text.assemble(("rtrec ", "bold"), (str(s.get("version", "")), "dim"), "  ", state)
     where = s.get("url") or s.get("home")
@@ -96,8 +90,8 @@ def _header(s: dict[str, Any]) -> Text:
     return out
 
 
-def _flow(s: dict[str, Any]) -> Panel:
-    ing, lrn, fr = s.get("ingest") or {}, s.get("learn") or {}, s.get("freshness") or {}
+def _flow(s: StatsResponse) -> Panel:
+    ing, lrn, fr = s.get("ingest", {}), s.get("learn", {}), s.get("freshness")
     series = s.get("series") or {}
     rows: list[tuple[str, RenderableType | str]] = [
         ("ingest", f"{_num(ing.get('rate'), '{:,.1f}')} ev/s  {sparkline(series.get('ingest') or [], 30)}"),
@@ -106,8 +100,8 @@ def _flow(s: dict[str, Any]) -> Panel:
             "learner lag",
             f"{_num(lrn.get('lag_events'))} events · {_num(lrn.get('lag_s'), '{:,.2f}')} s",
         ),
-        ("freshness (learned)", _pcts(fr.get("learned"))),
-        ("freshness (served)", _pcts(fr.get("recommend"))),
+        ("freshness (learned)", _pcts(fr["learned"] if fr else None)),
+        ("freshness (served)", _pcts(fr["recommend"] if fr else None)),
         (
             "totals",
             f"{_num(ing.get('accepted_total'))} accepted · {_num(ing.get('duplicates_total'))} duplicate · "
@@ -124,7 +118,7 @@ def _flow(s: dict[str, Any]) -> Panel:
     return _kv("Stream", rows)
 
 
-def _quality(s: dict[str, Any]) -> Panel:
+def _quality(s: StatsResponse) -> Panel:
     q = s.get("quality") or {}
     series = s.get("series") or {}
     rows: list[tuple[str, RenderableType | str]] = []
@@ -134,9 +128,8 @@ def _quality(s: dict[str, Any]) -> Panel:
         ("ctr", "CTR", "{:.2%}"),
     ):
         rows.append((label, f"{_num(q.get(key), fmt):>8}  {sparkline(series.get(key) or [], 40)}"))
-    model = s.get("model") or {}
-    rows.append(("model version", _num(s.get("model_version", model.get("model_version")))))
-    ck = s.get("checkpoint") or {}
+    rows.append(("model version", _num(s.get("model_version"))))
+    ck = s.get("checkpoint")
     if ck:
         rows.append(("last checkpoint", f"seq {_num(ck.get('seq'))} · {_ago(ck.get('created_at'))}"))
     else:
@@ -144,77 +137,69 @@ def _quality(s: dict[str, Any]) -> Panel:
     return _kv("Model (last hour)", rows)
 
 
-def _internals(s: dict[str, Any]) -> Panel:
-    model = s.get("model") or {}
-    replay: dict[str, Any] = model["replay"] if isinstance(model.get("replay"), dict) else {}
-    fill = replay.get("fill", model.get("replay_fill"))
-    size, cap = replay.get("size", model.get("replay_size")), replay.get("capacity", model.get("replay_capacity"))
-    fill_s = DASH
-    if fill is not None:
-        fill_s = f"{float(fill):.1%}"
-    elif size is not None and cap:
-        fill_s = f"{int(size):,} / {int(cap):,} ({int(size) / int(cap):.1%})"
-    mix = replay.get("mix", model.get("sample_mix"))
-    mix_s = (
-        ", ".join(f"{k} {_num(v, '{:.0%}') if isinstance(v, float) and v <= 1 else _num(v)}" for k, v in mix.items())
-        if isinstance(mix, dict)
-        else DASH
-    )
-    coll = model.get("collision_rate", _get(model, "hashing", "collision_rate"))
-    text = s.get("text") or {}
+def _internals(s: StatsResponse) -> Panel:
+    model = s.get("model")
+    labels_s = served_s = fill_s = mix_s = coll_s = DASH
+    if model is not None:
+        labels = model["labels"]
+        labels_s = (
+            f"{_num(labels['pending'])} pending · {_num(labels['retained'])} kept · "
+            f"{_num(labels['snapshot_bytes'] / 2**20, '{:,.1f}')} MiB"
+        )
+        if labels["expired_early"] or labels["dropped"]:
+            labels_s += f" · at cap: {_num(labels['expired_early'])} early, {_num(labels['dropped'])} dropped"
+        served_s = f"{_num(model['served_snapshots']['used'])} learned as served"
+        replay = model["replay"]
+        if replay["capacity"]:
+            size, cap = replay["size"], replay["capacity"]
+            fill_s = f"{size:,} / {cap:,} ({size / cap:.1%}) · {replay['strategy']}"
+        mix = replay["mix"]
+        mix_s = f"fresh {mix['fresh']:.0%}, replay {mix['replay']:.0%}"
+        coll_s = _num(model["hashing"]["collision_rate"], "{:.2%}")
+    text = s.get("text")
     text_s = DASH
-    if text:
-        text_s = f"{text.get('status', DASH)} · device {text.get('device') or DASH} · queue {_num(text.get('queue'))}"
+    if text is not None:
+        text_s = f"{text['status']} · device {text.get('device') or DASH} · queue {_num(text.get('queue'))}"
         if text.get("items_per_s"):
             text_s += f" · {_num(text.get('items_per_s'), '{:,.0f}')} items/s"
-    rec = s.get("recommend") or {}
-    labels = model.get("labels") or {}
-    labels_s = DASH
-    if labels:
-        labels_s = (
-            f"{_num(labels.get('pending'))} pending · {_num(labels.get('retained'))} kept · "
-            f"{_num((labels.get('snapshot_bytes') or 0) / 2**20, '{:,.1f}')} MiB"
-        )
-        if labels.get("expired_early") or labels.get("dropped"):
-            labels_s += f" · at cap: {_num(labels.get('expired_early'))} early, {_num(labels.get('dropped'))} dropped"
-    served = model.get("served_snapshots") or {}
+    rec = s.get("recommend")
+    catalog = s.get("catalog")
     rows: list[tuple[str, RenderableType | str]] = [
         ("impressions", labels_s),
-        ("served features", f"{_num(served.get('used'))} learned as served" if served else DASH),
+        ("served features", served_s),
         ("replay buffer", fill_s),
         ("sample mix", mix_s),
-        ("hash collisions", _num(coll, "{:.2%}")),
+        ("hash collisions", coll_s),
         ("text encoder", text_s),
-        ("catalog", f"{_num(_get(s, 'catalog', 'items'))} items"),
-        ("recommend", f"{_num(rec.get('rate'), '{:,.1f}')} req/s · policy {rec.get('policy', DASH)}"),
-        ("recommend latency", _pcts(rec.get("latency"))),
+        ("catalog", f"{_num(catalog['items'])} items" if catalog else DASH),
+        ("recommend", f"{_num(rec['rate'], '{:,.1f}')} req/s · policy {rec['policy']}" if rec else DASH),
+        ("recommend latency", _pcts(rec["latency"] if rec else None)),
     ]
     return _kv("Internals", rows)
 
 
-def _top_items(s: dict[str, Any]) -> Panel:
+def _top_items(s: StatsResponse) -> Panel:
     t = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     t.add_column("#", justify="right", style="dim")
     t.add_column("item")
-    for i, item in enumerate((s.get("top_items") or [])[:10], 1):
-        name = item.get("item_id", str(item)) if isinstance(item, dict) else str(item)
-        t.add_row(str(i), name)
+    for i, item in enumerate(s.get("top_items", [])[:10], 1):
+        t.add_row(str(i), item)
     return Panel(t, title="Top items now", title_align="left", box=box.ROUNDED)
 
 
-def _alarms(s: dict[str, Any]) -> Panel:
-    alarms = s.get("drift_alarms") or []
+def _alarms(s: StatsResponse) -> Panel:
+    alarms = s.get("drift_alarms", [])
     if not alarms:
         return Panel(Text("none", style="green"), title="Drift alarms", title_align="left", box=box.ROUNDED)
     t = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     for col in ("seq", "detector", "stat"):
         t.add_column(col)
     for a in alarms[-5:]:
-        t.add_row(_num(a.get("seq")), str(a.get("detector", DASH)), _num(a.get("stat"), "{:.4g}"))
+        t.add_row(_num(a["seq"]), a["detector"], _num(a["stat"], "{:.4g}"))
     return Panel(t, title=f"Drift alarms ({len(alarms)})", title_align="left", box=box.ROUNDED, border_style="red")
 
 
-def render(stats: dict[str, Any]) -> RenderableType:
+def render(stats: StatsResponse) -> RenderableType:
     """The whole dashboard for one stats snapshot."""
     side = Table.grid(expand=True)
     side.add_column(ratio=1)
@@ -223,7 +208,7 @@ def render(stats: dict[str, Any]) -> RenderableType:
     return Group(_header(stats), _flow(stats), _quality(stats), _internals(stats), side)
 
 
-def live(fetch: Callable[[], dict[str, Any]], console: Console, refresh_s: float = 1.0) -> None:
+def live(fetch: Callable[[], StatsResponse], console: Console, refresh_s: float = 1.0) -> None:
     """Redraw ``render(fetch())`` about every ``refresh_s`` until Ctrl-C.
 
     A failed fetch shows the error in place of the dashboard and keeps retrying.

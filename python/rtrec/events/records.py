@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from rtrec.contracts import DriftAlarm
+from rtrec.contracts import CheckpointInfo, DriftAlarm, StoredAlarm
 from rtrec.errors import StorageError
 from rtrec.events._sql import NOW_UTC
 from rtrec.events.rows import dumps, first_line
@@ -48,9 +48,13 @@ class RecordsMixin:
         with self._lock:
             self._con.executemany("INSERT INTO drift_alarms (ts, seq, detector, stat) VALUES (?, ?, ?, ?)", rows)
 
-    def drift_alarms(self) -> pa.Table:
-        """Every recorded drift alarm, oldest first: ts, seq, detector, stat."""
-        return self._table("SELECT ts, seq, detector, stat FROM drift_alarms ORDER BY seq", None)
+    def drift_alarms(self) -> list[StoredAlarm]:
+        """Every recorded drift alarm, oldest first (``ts`` in epoch seconds)."""
+        rows = self._table("SELECT epoch(ts) AS ts, seq, detector, stat FROM drift_alarms ORDER BY seq", None)
+        return [
+            StoredAlarm(ts=float(r["ts"]), seq=int(r["seq"]), detector=str(r["detector"]), stat=float(r["stat"]))
+            for r in rows.to_pylist()
+        ]
 
     def record_checkpoint(self, seq: int, path: str, model_version: int) -> None:
         """Note a checkpoint written (the file is what a restart reads; this table is a record)."""
@@ -159,7 +163,7 @@ class RecordsMixin:
     def count_items(self) -> int:
         return int(self._scalar("SELECT count(*) FROM items"))
 
-    def last_checkpoint(self) -> dict[str, Any] | None:
+    def last_checkpoint(self) -> CheckpointInfo | None:
         """The newest checkpoint recorded: seq, path, created_at (epoch seconds), model_version."""
         cur = self.cursor()
         try:
@@ -171,7 +175,7 @@ class RecordsMixin:
         if not row:
             return None
         seq, path, created, version = row[0]
-        return {"seq": seq, "path": path, "created_at": created, "model_version": version}
+        return CheckpointInfo(seq=int(seq), path=str(path), created_at=float(created), model_version=int(version))
 
     def recent_top_items(self, k: int = 10, window: int = 10_000) -> list[str]:
         """The ``k`` items with the most engaging events among the last ``window`` events."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from rtrec.contracts import MinuteQuality, Progressive
+
 EPS = 1e-7
 
 
@@ -101,7 +103,8 @@ class PageHinkley:
     Raises an alarm when the cumulative deviation above the mean, less ``delta`` per step,
     exceeds ``threshold`` above its minimum. The mean is a running mean that turns into an
     exponential moving average with weight ``1 - alpha`` once it has seen ``1 / (1 - alpha)``
-    values, so a long warm-up does not mask a later change. Resets after an alarm.
+    values, so a long warm-up does not mask a later change. The first ``min_samples`` values
+    only set the mean (a cold model's first observations are not judged). Resets after an alarm.
     """
 
     def __init__(
@@ -123,9 +126,11 @@ class PageHinkley:
             return False
         self.n += 1
         self.mean += (x - self.mean) * max(1.0 / self.n, 1.0 - self.alpha)
+        if self.n <= self.min_samples:
+            return False  # warm-up: learn the mean only, so the first eligible value is not judged on it
         self.cum += x - self.mean - self.delta
         self.min_cum = min(self.min_cum, self.cum)
-        if self.n >= self.min_samples and self.cum - self.min_cum > self.threshold:
+        if self.cum - self.min_cum > self.threshold:
             self.last_alarm_stat = self.cum - self.min_cum
             self.reset()
             return True
@@ -149,7 +154,7 @@ class PageHinkley:
         self.n, self.mean, self.cum, self.min_cum = int(s["n"]), s["mean"], s["cum"], s["min_cum"]
 
 
-def progressive(history: list[dict[str, Any]], now: float, window_s: float) -> dict[str, Any]:
+def progressive(history: list[dict[str, Any]], now: float, window_s: float) -> Progressive:
     """Progressive quality of the learned batches in ``history`` (``wall``, ``labels``, ``probs``):
     overall and per minute over the last ``window_s`` seconds (the last 50 batches when none)."""
     recent = [h for h in history if now - h["wall"] <= window_s] or history[-50:]
@@ -158,7 +163,7 @@ def progressive(history: list[dict[str, Any]], now: float, window_s: float) -> d
     series: dict[int, list[dict[str, Any]]] = {}
     for h in recent:
         series.setdefault(int(h["wall"] // 60), []).append(h)
-    minutes = []
+    minutes: list[MinuteQuality] = []
     for minute, hs in sorted(series.items()):
         y = np.concatenate([h["labels"] for h in hs])
         p = np.concatenate([h["probs"] for h in hs])

@@ -25,7 +25,7 @@ import torch
 
 from rtrec import _native
 from rtrec.config import EVENT_TYPES, Config
-from rtrec.contracts import DriftAlarm
+from rtrec.contracts import DriftAlarm, LearnerStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
@@ -390,7 +390,7 @@ class OnlineLearner:
     def drift_alarms(self) -> list[DriftAlarm]:
         return list(self.trainers[self.main].alarms)
 
-    def stats(self, window_s: float = 3600.0) -> dict[str, Any]:
+    def stats(self, window_s: float = 3600.0) -> LearnerStats:
         """Progressive metrics (overall and per minute over the last hour), replay and state sizes."""
         with self._lock:
             tr = self.trainers[self.main]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from rtrec import _native
 from rtrec.config import Config
-from rtrec.contracts import DriftAlarm
+from rtrec.contracts import DriftAlarm, ReplayStats
 from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, Batch, Featurizer, dense_names
 from rtrec.learn.metrics import EPS, PageHinkley
 from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
@@ -256,7 +256,7 @@ class Trainer:
             self.replay.push(b.indices, b.offsets, b.labels, b.weights, b.ts, b.item_idx, np.ascontiguousarray(b.dense))
         return probs if probs is not None else np.zeros(0)
 
-    def replay_stats(self) -> dict[str, Any]:
+    def replay_stats(self) -> ReplayStats:
         """The replay buffer's fill, the strategy in force and the mix of fresh and replayed rows learned."""
         r = self.replay
         learned = max(self.fresh_seen + self.replay_drawn, 1)

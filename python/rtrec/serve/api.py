@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rtrec import __version__
+from rtrec.contracts import Health, StatsResponse
 from rtrec.errors import InvalidInputError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
 
@@ -44,9 +45,9 @@ class Service(Protocol):
         policy: str | None,
         explain: bool = False,
     ) -> dict[str, Any]: ...
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> StatsResponse: ...
     def metrics_text(self) -> str: ...
-    def health(self) -> dict[str, Any]: ...
+    def health(self) -> Health: ...
 
 
 class PayloadTooLarge(RtrecError):
@@ -253,7 +254,7 @@ def create_app(service: Service) -> FastAPI:
         return _error(422, "invalid request: " + "; ".join(parts))
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> Health:
         """Liveness: always open, even when a token protects the rest."""
         return service.health()
 

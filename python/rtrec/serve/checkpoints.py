@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtrec.config import Config
+from rtrec.contracts import CheckpointInfo
 from rtrec.errors import CorruptDataError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class CheckpointStore:
         self.home = home
         self.folder = home / CHECKPOINT_DIR
         self.log = log_
-        self.last: dict[str, Any] | None = None
+        self.last: CheckpointInfo | None = None
         self.resumed_from: dict[str, Any] | None = None
         self._version = -1  # model version of the last checkpoint written or read
         self._seq = 0
@@ -76,7 +77,7 @@ class CheckpointStore:
         log.info("no checkpoint: cold start with embedded defaults")
         return OnlineLearner(cfg, text_dim=text_dim)
 
-    def save(self, learner: OnlineLearner, lock: threading.RLock) -> dict[str, Any] | None:
+    def save(self, learner: OnlineLearner, lock: threading.RLock) -> CheckpointInfo | None:
         """Write a checkpoint if the model changed since the last one; return its record."""
         t0 = time.perf_counter()
         with lock:  # only the copy holds the learner up; the file is written while it learns on
@@ -112,19 +113,21 @@ class CheckpointStore:
         return self.last
 
     def age(self) -> float:
-        return time.time() - float(self.last["created_at"]) if self.last is not None else math.nan
+        created = self.last.get("created_at") if self.last is not None else None
+        return time.time() - created if created is not None else math.nan
 
-    def info(self) -> dict[str, Any] | None:
+    def info(self) -> CheckpointInfo | None:
         """The last checkpoint written, or else the one resumed from, with its age."""
         ck = self.last
         if ck is None and self.resumed_from is not None:
-            ck = {"seq": self.resumed_from["seq"], "path": self.resumed_from["path"], "created_at": None}
+            ck = CheckpointInfo(seq=self.resumed_from["seq"], path=self.resumed_from["path"], created_at=None)
             p = Path(ck["path"])
             if p.exists():
                 ck["created_at"] = p.stat().st_mtime
         if ck is None:
             return None
-        out = dict(ck)
-        if out.get("created_at"):
-            out["age_s"] = time.time() - float(out["created_at"])
+        out = CheckpointInfo(**ck)
+        created = out.get("created_at")
+        if created:
+            out["age_s"] = time.time() - created
         return out

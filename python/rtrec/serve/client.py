@@ -12,9 +12,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rtrec.config import Config
+from rtrec.contracts import StatsResponse, StoredAlarm
 from rtrec.errors import RtrecError, StorageError
 
 RUNTIME_FILE = "serve.json"
@@ -69,7 +70,7 @@ def resolve_source(cfg: Config, *, url: str | None, token: str | None, explicit_
     return lambda: get_json(stats_url, token)
 
 
-def offline_stats(cfg: Config) -> dict[str, Any]:
+def offline_stats(cfg: Config) -> StatsResponse:
     """The stats a stopped daemon would show, read from its database and newest checkpoint."""
     from rtrec.events import EventLog
     from rtrec.jsonable import jsonable
@@ -83,7 +84,7 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
         log = EventLog.open(db, cfg.events, read_only=True)
     except StorageError as exc:
         raise StorageError(str(exc), hint="a daemon may be running on this home: use --url instead") from None
-    out: dict[str, Any] = {"running": False, "home": str(cfg.home), "time": time.time()}
+    out: StatsResponse = {"running": False, "home": str(cfg.home), "time": time.time()}
     try:
         last = log.last_seq()
         out["ingest"] = {"rate": 0.0, "accepted_total": log.count_events(), "log_seq": last}
@@ -91,7 +92,7 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
         checkpoint = log.last_checkpoint()
         if checkpoint:
             out["checkpoint"] = checkpoint
-        out["drift_alarms"] = [{**a, "ts": str(a["ts"])} for a in log.drift_alarms().to_pylist()]
+        out["drift_alarms"] = log.drift_alarms()
         out["top_items"] = log.recent_top_items(10)
     finally:
         log.close()
@@ -104,15 +105,16 @@ def offline_stats(cfg: Config) -> dict[str, Any]:
                 learner = OnlineLearner.load(path, cfg)
             except RtrecError:
                 continue
-            model = dict(learner.stats())
+            model = learner.stats()
             out["model"] = model
             out["quality"] = current_quality(model)
             out["model_version"] = learner.model_version
             out["learn"] = {"rate": 0.0, "learned_seq": learner.last_seq, "lag_events": max(0, last - learner.last_seq)}
             out.setdefault(
-                "checkpoint", {"seq": learner.last_seq, "path": str(path), "created_at": path.stat().st_mtime}
+                "checkpoint",
+                {"seq": learner.last_seq, "path": str(path), "created_at": path.stat().st_mtime},
             )
             if not out["drift_alarms"]:
-                out["drift_alarms"] = list(learner.drift_alarms)
+                out["drift_alarms"] = list[StoredAlarm](learner.drift_alarms)
             break
-    return jsonable(out)
+    return cast(StatsResponse, jsonable(out))

@@ -36,6 +36,7 @@ from typing import Any
 
 from rtrec import __version__
 from rtrec.config import Config
+from rtrec.contracts import CheckpointInfo, Health, StatsResponse
 from rtrec.errors import Overloaded
 from rtrec.learn.online import CONSUMED_TYPES
 from rtrec.serve import inbox as inbox_mod
@@ -83,7 +84,7 @@ class Daemon:
         self.model_lock = threading.RLock()  # held by whoever mutates or copies the model
         self.recommending = InFlight()
         self.worker = LearnerWorker(cfg, self.learner, self.log, self.meters, self.model_lock, self.recommending)
-        self.worker.on_embeddings_refused = lambda msg: self.text.status.update(status=msg)
+        self.worker.on_embeddings_refused = lambda msg: self.text.status.update({"status": msg})
         self.catalog = Catalog(self.log.items(), 0)
         # Users with events committed but perhaps not learned yet, and what they consumed (newest last).
         self._fresh: dict[str, set[str]] = {}
@@ -251,10 +252,10 @@ class Daemon:
         with self.recommending:
             return self.ranker.recommend(user_id, k, exclude_seen, candidates, context, policy, explain)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         return status.health(self)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StatsResponse:
         return status.stats(self)
 
     def metrics_text(self) -> str:
@@ -262,8 +263,9 @@ class Daemon:
 
     # ------------------------------------------------- checkpoints and inbox
 
-    def checkpoint(self) -> dict[str, Any] | None:
-        """Save the model if it changed since the last checkpoint; return the record."""
+    def checkpoint(self) -> CheckpointInfo | None:
+        """Record new drift alarms, then save the model if it changed since the last checkpoint; return the record."""
+        self._store_alarms()
         return self.checkpoints.save(self.learner, self.model_lock)
 
     def _checkpoint_loop(self) -> None:
@@ -296,7 +298,7 @@ class Daemon:
         m.series["ingest"].set(m.ingest_rate.rate())
         m.series["learn"].set(m.learn_rate.rate())
         for key, value in status.current_quality(self.learner.stats()).items():
-            m.series[key].set(value)
+            m.series[key].set(float(value))  # type: ignore[arg-type]
 
     def _inbox_loop(self) -> None:
         folder = self.home / "inbox"

@@ -1,12 +1,14 @@
 """Daemon metrics: rates, latency percentiles, minute series and Prometheus text.
 
-Everything here is thread-safe and cheap to update from a hot path (one lock, no I/O).
+Everything here is thread-safe and cheap to update from a hot path (one lock, no I/O). The
+meters keep their own values (the stats response reads them too); ``Registry`` is a
+``prometheus_client`` collector over them, and ``prometheus_client`` writes the exposition.
 
 >>> lat = Latency("recommend_seconds", "Recommend latency.")
 >>> for ms in (1, 2, 3, 4):
 ...     lat.observe(ms / 1000)
 >>> round(lat.percentiles()["p50"], 4)
-0.002
+0.0025
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from rtrec.contracts import Percentiles
 
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -38,8 +47,8 @@ class Counter:
     def value(self) -> float:
         return self._value
 
-    def prometheus(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter", f"{self.name} {_fmt(self._value)}"]
+    def family(self) -> Metric:
+        return CounterMetricFamily(self.name, self.help, value=self._value)
 
 
 class Gauge:
@@ -61,8 +70,8 @@ class Gauge:
                 return math.nan
         return self._value
 
-    def prometheus(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_fmt(self.value)}"]
+    def family(self) -> Metric:
+        return GaugeMetricFamily(self.name, self.help, value=self.value)
 
 
 class Rate:
@@ -132,23 +141,27 @@ class Latency:
     def count(self) -> int:
         return self._n
 
-    def percentiles(self, qs: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, float | None]:
+    def percentiles(self) -> Percentiles:
+        """p50, p90 and p99 of the recent samples, and the count of all samples."""
         with self._lock:
             data = sorted(self._recent)
-        return {f"p{_qname(q)}": percentile(data, q) for q in qs} | {"count": self._n}  # type: ignore[return-value]
+        return {
+            "p50": percentile(data, 0.5),
+            "p90": percentile(data, 0.9),
+            "p99": percentile(data, 0.99),
+            "count": self._n,
+        }
 
-    def prometheus(self) -> list[str]:
+    def family(self) -> Metric:
         with self._lock:
             counts, total, n = list(self._counts), self._sum, self._n
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        buckets: list[tuple[str, float]] = []
         acc = 0
         for bound, c in zip(self.buckets, counts, strict=False):
             acc += c
-            lines.append(f'{self.name}_bucket{{le="{_fmt(bound)}"}} {acc}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {n}')
-        lines.append(f"{self.name}_sum {_fmt(total)}")
-        lines.append(f"{self.name}_count {n}")
-        return lines
+            buckets.append((floatToGoString(bound), acc))
+        buckets.append(("+Inf", n))
+        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=total)
 
 
 class TimeSeries:
@@ -186,25 +199,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
-def _qname(q: float) -> str:
-    s = f"{q * 100:g}"
-    return s.replace(".", "_")
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "NaN"
-    if isinstance(v, float) and math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return f"{v:.10g}" if isinstance(v, float) else str(v)
-
-
-class Registry:
-    """An ordered set of metrics rendered together as Prometheus text (format 0.0.4)."""
+class Registry(Collector):
+    """An ordered set of meters, collected for ``prometheus_client`` and rendered as its text format."""
 
     def __init__(self, prefix: str = "rtrec_") -> None:
         self.prefix = prefix
-        self._metrics: list[Any] = []
+        self._metrics: list[Counter | Gauge | Latency] = []
 
     def counter(self, name: str, help: str) -> Counter:
         return self._add(Counter(self.prefix + name, help))
@@ -219,25 +219,32 @@ class Registry:
         self._metrics.append(metric)
         return metric
 
-    def render(self, extra: Iterable[str] = ()) -> str:
-        lines: list[str] = []
+    def collect(self) -> Iterable[Metric]:
         for m in self._metrics:
-            lines.extend(m.prometheus())
-        lines.extend(extra)
-        return "\n".join(lines) + "\n"
+            yield m.family()
+
+    def render(self, extra: Iterable[Metric] = ()) -> str:
+        """Prometheus text (format 0.0.4) of every meter, then the ``extra`` families."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        registry.register(_Families(list(extra)))
+        return generate_latest(registry).decode()
 
 
-def labelled_gauge(name: str, help: str, samples: Iterable[tuple[dict[str, str], float]]) -> list[str]:
-    """Prometheus lines for one gauge family with labels, e.g. one sample per drift detector."""
-    lines = [f"# HELP {name} {help}", f"# TYPE {name} gauge"]
-    for labels, value in samples:
-        body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{body}}} {_fmt(float(value))}")
-    return lines
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
 
 
-def _escape(v: str) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def labelled_gauge(name: str, help: str, label: str, samples: Iterable[tuple[str, float]]) -> Metric:
+    """One gauge family with one label, e.g. one sample per drift detector."""
+    family = GaugeMetricFamily(name, help, labels=[label])
+    for value_of_label, value in samples:
+        family.add_metric([str(value_of_label)], float(value))
+    return family
 
 
 SERIES_STEP_S = 10.0

@@ -6,11 +6,10 @@ import collections
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING, cast
 
 from rtrec import __version__
+from rtrec.contracts import Health, LearnerStats, Quality, StatsResponse, StoredAlarm
 from rtrec.jsonable import jsonable
 from rtrec.serve.metrics import labelled_gauge
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["current_quality", "health", "metrics_text", "stats"]
 
 
-def health(d: Daemon) -> dict[str, Any]:
+def health(d: Daemon) -> Health:
     return {
         "status": "ok" if d.worker.error is None else "degraded",
         "version": __version__,
@@ -30,12 +29,12 @@ def health(d: Daemon) -> dict[str, Any]:
     }
 
 
-def stats(d: Daemon) -> dict[str, Any]:
+def stats(d: Daemon) -> StatsResponse:
     """The ``/v1/stats`` response (JSON-safe)."""
     lag_events, lag_s = d.worker.lag()
     m, sc = d.meters, d.cfg.serve
     model = d.learner.stats()
-    out = {
+    out: StatsResponse = {
         "running": True,
         "version": __version__,
         "time": time.time(),
@@ -77,46 +76,47 @@ def stats(d: Daemon) -> dict[str, Any]:
         "quality": current_quality(model),
         "series": {name: s.values() for name, s in m.series.items()},
         "model": model,
-        "drift_alarms": d.learner.drift_alarms,
+        "drift_alarms": list[StoredAlarm](d.learner.drift_alarms),
         "checkpoint": d.checkpoints.info(),
-        "text": dict(d.text.status),
+        "text": d.text.status.copy(),
         "catalog": {"items": len(d.catalog.ids)},
         "top_items": [str(x) for x in d.learner.popular(10)],
         "inbox": dict(d.inbox_counts),
         "http": {
-            **d.http_counts,
+            "refused": d.http_counts["refused"],
+            "timed_out": d.http_counts["timed_out"],
             "open": len(d.server.server_state.connections) if d.server is not None else 0,
             "max_connections": sc.max_connections,
         },
         "threads": {"restarts": dict(d.restarts)},
     }
-    return jsonable(out)
+    return cast(StatsResponse, jsonable(out))
 
 
 def metrics_text(d: Daemon) -> str:
     """Prometheus text exposition of every meter, plus the model's progressive quality and alarms."""
     quality = current_quality(d.learner.stats())
-    extra: list[str] = []
-    extra += labelled_gauge(
-        "rtrec_progressive",
-        "Progressive (predict-then-learn) quality of the model.",
-        [({"metric": k}, float(v)) for k, v in quality.items()],
-    )
     counts: dict[str, int] = collections.Counter(a["detector"] for a in d.learner.drift_alarms)
-    extra += labelled_gauge(
-        "rtrec_drift_alarms_by_detector",
-        "Drift alarms raised, by detector.",
-        [({"detector": k}, n) for k, n in counts.items()],
-    )
+    extra = [
+        labelled_gauge(
+            "rtrec_progressive",
+            "Progressive (predict-then-learn) quality of the model.",
+            "metric",
+            quality.items(),  # type: ignore[arg-type]
+        ),
+        labelled_gauge(
+            "rtrec_drift_alarms_by_detector", "Drift alarms raised, by detector.", "detector", counts.items()
+        ),
+    ]
     return d.meters.registry.render(extra)
 
 
-def current_quality(model: dict[str, Any]) -> dict[str, Any]:
+def current_quality(model: LearnerStats) -> Quality:
     """The latest progressive AUC, log loss and CTR of ``learner.stats()`` (finite values only)."""
-    progressive = model.get("progressive") or {}
-    out: dict[str, Any] = {}
+    progressive = model["progressive"]
+    out = Quality()
     for key in ("auc", "logloss", "ctr"):
-        v = progressive.get(key)
-        if isinstance(v, int | float | np.floating) and math.isfinite(float(v)):
-            out[key] = float(v)
+        v = progressive[key]  # type: ignore[literal-required]
+        if v is not None and math.isfinite(float(v)):
+            out[key] = float(v)  # type: ignore[literal-required]
     return out

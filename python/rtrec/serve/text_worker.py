@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtrec.config import Config
+from rtrec.contracts import TextStatus
 from rtrec.errors import RtrecError
 from rtrec.text import centre
 
@@ -34,7 +35,7 @@ class TextWorker:
         self.cfg = cfg
         self.log = log_
         self.encoder: Any = None
-        self.status: dict[str, Any] = {
+        self.status: TextStatus = {
             "enabled": cfg.text.enabled,
             "status": "starting" if cfg.text.enabled else "disabled",
             "device": None,
@@ -76,15 +77,23 @@ class TextWorker:
                 continue
             self.items_changed.clear()
             table = items()
-            self.status.update(queue=int(table.num_rows), status="encoding")
+            self.status.update({"queue": int(table.num_rows), "status": "encoding"})
             try:
-                res = cache.refresh(table, progress=lambda done, total: self.status.update(queue=total - done))
+                res = cache.refresh(table, progress=lambda done, total: self.status.update({"queue": total - done}))
                 ids, matrix = cache.all()
             except Exception as exc:
                 log.exception("text encoding failed")
-                self.status.update(status=f"error: {exc}", queue=0)
+                self.status.update({"status": f"error: {exc}", "queue": 0})
                 continue
-            self.status.update({k: res.get(k) for k in ("encoded", "cached", "items_per_s")}, queue=0, status="ready")
+            self.status.update(
+                {
+                    "encoded": res["encoded"],
+                    "cached": res["cached"],
+                    "items_per_s": res["items_per_s"],
+                    "queue": 0,
+                    "status": "ready",
+                }
+            )
             if len(ids):
                 mean = np.asarray(matrix, dtype=np.float32).mean(axis=0)
                 self._centred = ({str(i): j for j, i in enumerate(ids)}, centre(matrix, mean), mean)
