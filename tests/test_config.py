@@ -43,7 +43,13 @@ def test_home_config_file_is_read(rtrec_home: Path) -> None:
         ("[learner]\nbatchsize = 3\n", "unknown config key 'batchsize' in \\[learner\\]"),
         ("[nope]\n", "unknown config key 'nope'"),
         ("[learner]\nbatch_size = 'big'\n", "learner.batch_size must be an integer"),
-        ("[features]\nbits = 40\n", "features.bits must be between 1 and 32"),
+        ("[features]\nbits = 40\n", "features.bits must be less than or equal to 32, got 40"),
+        ("[learner]\nlr = true\n", "learner.lr must be a number, got True"),
+        ("[learner]\nmlp_hidden = [32, 0]\n", "learner.mlp_hidden.1 must be greater than or equal to 1"),
+        ("[serve]\nexploration = 'greedy'\n", "serve.exploration must be 'none', 'epsilon' or 'softmax'"),
+        ("[labels]\npositive = { click = 'a lot' }\n", "labels.positive.click must be a number"),
+        ("[serve]\nepsilon = 1.5\n", "serve.epsilon must be less than or equal to 1"),
+        ("learner = 3\n", "config key learner must be a table"),
         ("[features]\ncrosses = [['user', 'zzz']]\n", "crosses names 'zzz'"),
         ("[labels]\npositive = { clik = 1.0 }\n", "unknown event type 'clik'"),
         ("[text]\nenabled = 'yes'\n", "text.enabled must be true or false"),
@@ -55,6 +61,15 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, match: str) -> None
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(p)
+
+
+def test_values_are_coerced_to_their_declared_types(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[learner]\nlr = 1\nmlp_hidden = [8, 4]\n[features]\ncrosses = [['user', 'item']]\n")
+    cfg = load_config(p)
+    assert cfg.learner.lr == 1.0 and isinstance(cfg.learner.lr, float)
+    assert cfg.learner.mlp_hidden == (8, 4)
+    assert cfg.features.crosses == (("user", "item"),)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
