@@ -64,7 +64,7 @@ def main() -> None:
                 pq.write_table(log, path)
                 row = {"seed": seed, "log": name, **replay(base, path, items, Path(tmp) / f"r-{name}{seed}", True)}
                 ref = replay(user_level, path, items, Path(tmp) / f"u-{name}{seed}", False)
-                row["models"]["user_level"] = ref["models"]["online_lr"]
+                row["models"]["user_level"] = ref["models"]["linear"]
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     summary: dict[str, Any] = {"events": args.events, "text": not args.no_text}

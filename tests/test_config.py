@@ -72,6 +72,14 @@ def test_values_are_coerced_to_their_declared_types(tmp_path: Path) -> None:
     assert cfg.features.crosses == (("user", "item"),)
 
 
+def test_a_renamed_key_says_its_new_name(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[learner]\nwide_blend = 0.2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert "wide_blend" in str(exc.value) and exc.value.hint == "renamed to learner.linear_blend"
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")

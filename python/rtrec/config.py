@@ -109,10 +109,10 @@ class LearnerConfig:
     # Adagrad step sizes: dense layers, and the hashed embedding tables (sparse rows).
     lr: Positive = 0.02
     sparse_lr: Positive = 0.1
-    # Step size of the per-example logistic regression whose logit feeds the CTR model.
-    wide_lr: NonNegative = 0.5
-    # Served logit = (1 - wide_blend) * CTR model + wide_blend * per-example model.
-    wide_blend: Share = 0.5
+    # Step size of the linear model (per-example online logistic regression; its logit feeds the CTR model).
+    linear_lr: NonNegative = 0.5
+    # Served logit = (1 - linear_blend) * CTR model + linear_blend * linear model.
+    linear_blend: Share = 0.5
     embedding_dim: Count = 16
     mlp_hidden: tuple[Count, ...] = (32,)
     weight_decay: NonNegative = 0.0
@@ -127,7 +127,8 @@ class LearnerConfig:
     counter_half_life_s: Positive = 7 * 24 * 3600.0
     # Half-life of the per-user "recent CTR" counter (the current session's mood), in seconds.
     recent_half_life_s: Positive = 3600.0
-    # Page-Hinkley on each batch's normalised entropy (log loss / entropy of the click rate).
+    # Page-Hinkley on the normalised entropy (log loss / entropy of the click rate) of each 512
+    # examples; the first 10 observations only set its mean (bench/drift.py).
     drift_delta: NonNegative = 0.01
     drift_threshold: Positive = 0.3
     drift_alpha: Share = 0.95
@@ -291,6 +292,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
 
 _SECTIONS = TypeAdapter(Config)
 
+# Keys that were renamed: the error says what to write instead.
+RENAMED = {"learner.wide_lr": "learner.linear_lr", "learner.wide_blend": "learner.linear_blend"}
+
 FRIENDLY = {
     "int_type": "must be an integer",
     "int_from_float": "must be an integer",
@@ -321,7 +325,8 @@ def _config_error(err: Any) -> ConfigError:
         for part in loc[:-1]:
             cls = typing.get_type_hints(cls)[part]
         known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
-        return ConfigError(f"unknown config key {loc[-1]!r} in {section}", hint=f"known keys: {known}")
+        hint = f"renamed to {RENAMED[key]}" if (key := ".".join(loc)) in RENAMED else f"known keys: {known}"
+        return ConfigError(f"unknown config key {loc[-1]!r} in {section}", hint=hint)
     key = ".".join(loc)
     reason = FRIENDLY.get(err["type"]) or err["msg"][:1].lower() + err["msg"][1:]
     reason = reason.replace("input should be", "must be")

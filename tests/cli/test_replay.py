@@ -42,7 +42,7 @@ def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
     data = json.loads(r.stdout)
     assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models"}
     assert data["events"] == 1_500 and data["events_per_s"] > 0 and data["requests"] > 100
-    assert set(data["models"]) == {"rtrec", "popularity", "static", "online_lr"}
+    assert set(data["models"]) == {"rtrec", "popularity", "static", "linear"}
     for row in data["models"].values():
         assert {"auc", "group_auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
         assert row["group_auc"] is not None

@@ -126,7 +126,7 @@ class Sequential:
                 earlier[key][0] += 1
                 earlier[key][1] += y
         self._update(rows)
-        names = [n for n in dense_names(make_cfg()) if not n.startswith("text_") and n != "wide_logit"]
+        names = [n for n in dense_names(make_cfg()) if not n.startswith("text_") and n != "linear_logit"]
         return np.array([[f[n] for n in names] for f in out])
 
     @staticmethod
@@ -177,7 +177,7 @@ def test_counters_and_cross_encodings_match_a_sequential_reference(
         rows = [(u, i, t, float(y)) for u, i, y in rows_]
         b = f.transform(examples(rows))
         expected = ref.batch(rows)
-        got = np.delete(b.dense, BASE_DENSE.index("wide_logit"), axis=1)
+        got = np.delete(b.dense, BASE_DENSE.index("linear_logit"), axis=1)
         np.testing.assert_allclose(got[:, : expected.shape[1]], expected, rtol=1e-5, atol=1e-5)
         assert np.all(b.dense[:, TEXT_SIM] == 0.0)
         f.update(b)

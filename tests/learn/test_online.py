@@ -92,8 +92,8 @@ def assert_same_learner(a: OnlineLearner, b: OnlineLearner) -> None:
     np.testing.assert_array_equal(fa.user_counts.npos, fb.user_counts.npos)
     assert fa.prior == fb.prior
     assert_same_state(a.labeler.state_dict(), b.labeler.state_dict())
-    assert a.wide.state()[2:] == b.wide.state()[2:]
-    np.testing.assert_array_equal(a.wide.state()[0], b.wide.state()[0])
+    assert a.linear.state()[2:] == b.linear.state()[2:]
+    np.testing.assert_array_equal(a.linear.state()[0], b.linear.state()[0])
 
 
 def assert_same_state(a: Any, b: Any, where: str = "labeler") -> None:
@@ -185,7 +185,7 @@ def test_relearning_the_stream_after_load_learns_nothing_twice(cfg: Config, stre
 
 # -- 2. the shared check suite --------------------------------------------------------------------------
 
-KINDS = ["rtrec", "online_lr", "popularity", "static"]
+KINDS = ["rtrec", "linear", "popularity", "static"]
 
 
 def one_variant(cfg: Config, name: str) -> list[Variant]:
@@ -392,7 +392,7 @@ def test_recovers_from_an_abrupt_preference_shift(tmp_path: Path, cfg: Config) -
     ts_all = np.concatenate([b.column("ts").cast(pa.int64()).to_numpy() for b in batches]) / 1e6
     pre_events = int((ts_all < shift).sum())
     # The static model stops learning at the shift: it shows how much the shift costs.
-    static = replace(default_variant(cfg), name="static", train_examples=pre_events // 2, wide_blend=0.0)
+    static = replace(default_variant(cfg), name="static", train_examples=pre_events // 2, linear_blend=0.0)
     variants = [default_variant(cfg), static]
     learner = make_learner(cfg, items, variants)
     ts_chunks: list[np.ndarray] = []
@@ -579,7 +579,7 @@ def test_before_chunk_sees_each_chunk_before_anything_learns_it(cfg: Config, str
 
     def hook(r: Any) -> None:
         seen.append(
-            np.array_equal(learner.wide.state()[0], before["wide"])
+            np.array_equal(learner.linear.state()[0], before["linear"])
             and np.array_equal(learner.featurizer.item_counts.n, before["n"])
             and learner.model_version == before["version"]
         )
@@ -588,7 +588,7 @@ def test_before_chunk_sees_each_chunk_before_anything_learns_it(cfg: Config, str
     bs = cfg.learner.batch_size
     for b in batches:
         for start in range(0, b.num_rows, bs):
-            before["wide"] = learner.wide.state()[0].copy()
+            before["linear"] = learner.linear.state()[0].copy()
             before["n"] = learner.featurizer.item_counts.n.copy()
             before["version"] = learner.model_version
             learner.learn(b.slice(start, bs))

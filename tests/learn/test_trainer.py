@@ -12,7 +12,7 @@ import torch
 from rtrec import _native
 from rtrec.config import Config, load_config
 from rtrec.learn import OnlineLearner, Trainer, Variant, default_variant
-from rtrec.learn.featurize import WIDE, Batch, Featurizer
+from rtrec.learn.featurize import LINEAR, Batch, Featurizer
 from tests.learn.streams import T0, events
 
 SMALL = {
@@ -20,7 +20,7 @@ SMALL = {
     "features": {"bits": 14},
     # Replay mixing on, so that these tests exercise it (the default mix is off); the CTR model
     # served alone, without the per-example model's logit blended in.
-    "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0, "wide_blend": 0.0},
+    "learner": {"batch_size": 32, "replay_capacity": 1_000, "replay_ratio": 1.0, "linear_blend": 0.0},
 }
 
 
@@ -53,12 +53,12 @@ def batch(feat: Featurizer, rows: list[tuple[int, str, str, str]], start_seq: in
     )
     b = feat.transform(ex)
     # The per-example model's logit, as the learner fills it in: each row predicted, then learned.
-    wide = WIDE_MODELS.setdefault(id(feat), _native.OnlineLinear(cfg_bits(feat), feat.cfg.learner.wide_lr))
-    b.dense[:, WIDE] = wide.predict_learn(b.indices, b.offsets, b.labels, b.weights)
+    linear = LINEAR_MODELS.setdefault(id(feat), _native.OnlineLinear(cfg_bits(feat), feat.cfg.learner.linear_lr))
+    b.dense[:, LINEAR] = linear.predict_learn(b.indices, b.offsets, b.labels, b.weights)
     return b
 
 
-WIDE_MODELS: dict[int, _native.OnlineLinear] = {}
+LINEAR_MODELS: dict[int, _native.OnlineLinear] = {}
 
 
 def cfg_bits(feat: Featurizer) -> int:

@@ -64,14 +64,14 @@ def test_no_model_beats_chance_within_requests_on_permuted_feedback(
     cfg = load_config(overrides={"text": {"enabled": True, "model": str(model), "device": "cpu"}})
     rep = run_replay(permuted, cfg, items_path=items, report_dir=tmp_path / "perm")
     names = set(rep.models)
-    assert {"rtrec", "static", "online_lr", "popularity", "rtrec_no_text", "rtrec_with_distill"} <= names
+    assert {"rtrec", "static", "linear", "popularity", "rtrec_no_text", "rtrec_with_distill"} <= names
     # A model that sees only user- and request-level features sets the bar for global AUC.
     user_level = replace(
         load_config(overrides={"text": {"enabled": False}}),
         features=replace(cfg.features, namespaces=("user", "hour", "weekday", "device"), crosses=()),
     )
     ref = run_replay(permuted, user_level, items_path=items, report_dir=tmp_path / "ref", ablations=False)
-    bar = ref.models["online_lr"]["auc"]
+    bar = ref.models["linear"]["auc"]
     assert rep.data["requests"] > 2_000
     for name, row in rep.models.items():
         assert row["group_auc"] == pytest.approx(0.5, abs=0.03), (name, row["group_auc"])

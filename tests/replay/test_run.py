@@ -54,7 +54,7 @@ def test_replay_writes_report_plot_and_checkpoint(cfg: Config, sim_files: tuple[
         assert row["hr_at_10"] is not None and row["ranked_events"] > 0
     assert data["models"]["popularity"]["logloss"] is None
     assert data["models"]["popularity"]["calibration"] is None
-    for name in ("rtrec", "static", "online_lr"):
+    for name in ("rtrec", "static", "linear"):
         assert data["models"][name]["logloss"] > 0
     assert data["models"]["rtrec"]["auc"] > 0.65
     assert (
@@ -106,7 +106,7 @@ def test_replay_variants(cfg: Config) -> None:
     vs = replay_variants(cfg, 1_000, text=False)
     assert [v.name for v in vs] == ["rtrec", *BASELINES]
     kinds = {v.name: v for v in vs}
-    assert kinds["popularity"].kind == "popularity" and kinds["online_lr"].kind == "wide"
+    assert kinds["popularity"].kind == "popularity" and kinds["linear"].kind == "linear"
     assert kinds["static"].train_examples == int(1_000 * cfg.replay.static_fraction)
     assert kinds["rtrec"].train_examples is None
     assert replay_variants(cfg, 0, text=False)[2].train_examples == 1
@@ -132,7 +132,7 @@ def test_plot_colours_follow_the_model_in_both_panels(tmp_path: Path, monkeypatc
 
     figs: list[Any] = []
     monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
-    models = ("rtrec", "popularity", "static", "online_lr")
+    models = ("rtrec", "popularity", "static", "linear")
     wins = [
         {"models": {m: {"auc": 0.6 + 0.01 * k, "logloss": None if m == "popularity" else 0.5} for m in models}}
         for k in range(3)
@@ -141,5 +141,5 @@ def test_plot_colours_follow_the_model_in_both_panels(tmp_path: Path, monkeypatc
     auc_ax, ll_ax = figs[0].axes
     auc = {line.get_label(): line.get_color() for line in auc_ax.get_lines()}
     ll = {line.get_label(): line.get_color() for line in ll_ax.get_lines()}
-    assert set(ll) == {"rtrec", "static", "online_lr"}  # popularity has no log loss
+    assert set(ll) == {"rtrec", "static", "linear"}  # popularity has no log loss
     assert all(ll[m] == auc[m] for m in ll)  # ... and the rows after it keep their colours

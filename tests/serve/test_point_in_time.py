@@ -56,7 +56,7 @@ def test_learned_features_of_a_clicked_recommendation_equal_the_served_ones(tmp_
     expected = np.array([served["dense"][n] for n in names], dtype=np.float32)
     np.testing.assert_array_equal(rows["dense"][r], expected)
     # The served context was a tablet; the impression's own context is ignored for what was served.
-    assert served["dense"]["wide_logit"] != 0.0
+    assert served["dense"]["linear_logit"] != 0.0
 
 
 def test_a_restart_keeps_pending_impressions_with_their_snapshots(tmp_path: Path) -> None:

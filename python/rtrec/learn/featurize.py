@@ -60,9 +60,9 @@ BASE_DENSE = (
     "item_ctr_all",
     "user_ctr_all",
     "user_ctr_recent",
-    "wide_logit",
+    "linear_logit",
 )
-WIDE = BASE_DENSE.index("wide_logit")
+LINEAR = BASE_DENSE.index("linear_logit")
 TEXT_NBR = -2
 TEXT_SIM = -1
 USER_CTR_ALL = BASE_DENSE.index("user_ctr_all")
@@ -284,7 +284,7 @@ class Featurizer:
         read_keys: np.ndarray | None = None,
         earlier: Resolved | None = None,
     ) -> np.ndarray:
-        """Dense features of rows as of ``ts``; the ``wide_logit`` column is left 0 for the caller.
+        """Dense features of rows as of ``ts``; the ``linear_logit`` column is left 0 for the caller.
 
         With ``earlier`` and ``read_keys`` each row also counts the chunk's examples that
         resolved before it (:func:`resolved_before`).
@@ -317,7 +317,7 @@ class Featurizer:
     def transform(self, ex: pa.Table, *, stats: bool = False) -> Batch:
         """Features of labelled rows that are each read, then resolved, in order (as ratings are).
 
-        Registers new users and items but learns nothing: ``wide_logit`` stays 0.
+        Registers new users and items but learns nothing: ``linear_logit`` stays 0.
         """
         user_col = pc.cast(ex.column("user_id"), pa.string()).combine_chunks()
         item_col = pc.cast(ex.column("item_id"), pa.string()).combine_chunks()
@@ -367,7 +367,7 @@ class Featurizer:
         *,
         item_ids: list[str] | None = None,
     ) -> Batch:
-        """Rows pairing one user with many items, for ranking; ``wide_logit`` is left 0 for the caller.
+        """Rows pairing one user with many items, for ranking; ``linear_logit`` is left 0 for the caller.
 
         Reads only: an unknown user gets no index and no state (its rows read user row 0,
         and the user features are overwritten with the prior). With ``item_ids`` (one per row)

@@ -31,7 +31,7 @@ from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
-from rtrec.learn.featurize import WIDE, Batch, Featurizer
+from rtrec.learn.featurize import LINEAR, Batch, Featurizer
 from rtrec.learn.metrics import logloss, progressive
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
@@ -69,9 +69,10 @@ class OnlineLearner:
             torch.set_num_threads(cfg.learner.threads)
         self.text_dim = text_dim if cfg.text.enabled else 0
         self.featurizer = Featurizer(cfg)
-        # The per-example logistic regression on the hashed features: its logit as each row is
-        # read is a feature, so per-event adaptation reaches the mini-batch model at once.
-        self.wide = _native.OnlineLinear(min(cfg.features.bits, 30), cfg.learner.wide_lr)
+        # The linear model: per-example online logistic regression on the hashed features (as
+        # Vowpal Wabbit learns), beside the CTR model. Its logit as each row is read is a CTR
+        # feature, so per-event adaptation reaches the mini-batch model at once.
+        self.linear = _native.OnlineLinear(min(cfg.features.bits, 30), cfg.learner.linear_lr)
         vs = list(variants) if variants else [default_variant(cfg)]
         self.trainers: dict[str, Trainer] = {v.name: Trainer(v, cfg, self.text_dim) for v in vs}
         self.main = next(iter(self.trainers))
@@ -86,7 +87,7 @@ class OnlineLearner:
         self.events_seen = 0
         self.examples_seen = 0
         # Hooks for evaluation: ``before_chunk`` sees the examples a chunk resolves before any
-        # state (the per-example model included) learns from the chunk; ``on_chunk`` sees each
+        # state (the linear model included) learns from the chunk; ``on_chunk`` sees each
         # mini-batch of examples, with its recorded predictions, once the models learned it.
         self.before_chunk: Callable[[step.Resolving], None] | None = None
         # Called between the phases of a learn step: the daemon lets requests in flight run
@@ -224,7 +225,7 @@ class OnlineLearner:
                 if keep:
                     res.predictions.setdefault(name, []).append(np.asarray(probs, np.float64))
                 if name == self.main and len(tr.alarms) > alarms:
-                    self.wide.forget(self.cfg.learner.drift_forget)
+                    self.linear.forget(self.cfg.learner.drift_forget)
             b.preds = preds
             if self.on_chunk is not None:
                 self.on_chunk(b)
@@ -316,7 +317,7 @@ class OnlineLearner:
     ) -> Batch:
         """Rows pairing one user with many items, with every feature the models read (no state changes)."""
         b = self.featurizer.candidates(user_id, item_idx, ts, context, item_ids=item_ids)
-        b.dense[:, WIDE] = self.wide.predict(b.indices, b.offsets)
+        b.dense[:, LINEAR] = self.linear.predict(b.indices, b.offsets)
         return b
 
     def remember_served(self, request_id: str, batch: Batch, rows: Sequence[int], probs: Sequence[float]) -> None:
@@ -434,7 +435,7 @@ class OnlineLearner:
                 "examples_seen": self.examples_seen,
                 "labeler": self.labeler.state_dict() if labeler else None,
                 "featurizer": self.featurizer.state_dict(),
-                "wide": self.wide.state(),
+                "linear": self.linear.state(),
                 "consumed": {u: sorted(s) for u, s in self.consumed.items()},
                 "trainers": {k: t.state_dict() for k, t in self.trainers.items()},
                 "history": list(self.history),
@@ -481,7 +482,7 @@ class OnlineLearner:
         self.examples_seen = state["examples_seen"]
         self.labeler.load_state_dict(state["labeler"])
         self.featurizer.load_state_dict(state["featurizer"])
-        self.wide = _native.OnlineLinear.from_state(*state["wide"])
+        self.linear = _native.OnlineLinear.from_state(*state["linear" if "linear" in state else "wide"])  # "wide": 0.1
         self.consumed = {int(u): set(v) for u, v in state["consumed"].items()}
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)

@@ -6,7 +6,7 @@ For a chunk (at most ``learner.batch_size`` events, in sequence order):
    slot keeps each new impression, and which examples resolve in the chunk, in stream order;
 2. every read is hashed; an impression of a slate the daemon served takes the features the
    ranker scored instead (:class:`rtrec.learn.served.ServedCache`);
-3. the per-example model walks reads and resolutions in stream order: it predicts each read
+3. the linear model walks reads and resolutions in stream order: it predicts each read
    (its logit is a feature) and learns each example when its label resolves;
 4. the dense features of the reads count exactly the examples resolved before them
    (:func:`rtrec.learn.featurize.resolved_before`);
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rtrec.labels import Plan, csr_gather, request_hashes
-from rtrec.learn.featurize import WIDE, Batch, Resolved, epoch_seconds
+from rtrec.learn.featurize import LINEAR, Batch, Resolved, epoch_seconds
 
 if TYPE_CHECKING:
     from rtrec.learn.online import LearnResult, OnlineLearner
@@ -80,7 +80,7 @@ def learn_resolved(learner: OnlineLearner, plan: Plan, res: LearnResult, keep: b
     """Learn a plan that reads nothing (impressions expired or drained)."""
     if learner.before_chunk is not None and plan.n_examples:
         learner.before_chunk(_resolving(learner, plan, None, None, None))
-    _wide_ops(learner, None, plan)
+    _linear_ops(learner, None, plan)
     _resolve(learner, plan, None, res, keep)
 
 
@@ -172,13 +172,13 @@ def _read(
         request=rid,
         collision_rate=hashed.collision_rate,
     )
-    logits = _wide_ops(learner, b, plan)
+    logits = _linear_ops(learner, b, plan)
     if len(ev) == len(r) == plan.n_examples and np.array_equal(plan.ex_row, r):
         earlier = Resolved(u, i, labels, 2 * r + 2, xind, xoff, aligned=True)  # a chunk of ratings
     else:
         earlier = _resolved(learner, plan, b, ev, ev_pos)
     b.dense = f.dense(u, i, ts, xind, xoff, read_keys=read_keys, earlier=earlier)
-    b.dense[:, WIDE] = logits
+    b.dense[:, LINEAR] = logits
     for k, row in zip(hit, hit_rows.tolist(), strict=True):
         s = served[k]
         assert s is not None
@@ -204,8 +204,8 @@ def csr_replace(
     return csr_gather(arena, starts, lengths)
 
 
-def _wide_ops(learner: OnlineLearner, reads: Batch | None, plan: Plan) -> np.ndarray:
-    """Run the per-example model over reads and resolutions in stream order; return the reads' logits.
+def _linear_ops(learner: OnlineLearner, reads: Batch | None, plan: Plan) -> np.ndarray:
+    """Run the linear model over reads and resolutions in stream order; return the reads' logits.
 
     A read of an impression is predicted only (weight 0); a read of a labelled event is
     predicted, then learned at once; an impression's example is learned when it resolves.
@@ -227,11 +227,11 @@ def _wide_ops(learner: OnlineLearner, reads: Batch | None, plan: Plan) -> np.nda
         return np.zeros(0, np.float32)
     if not len(sl) and reads is not None:
         # Reads only (a ratings log): already in stream order.
-        return learner.wide.predict_learn(reads.indices, reads.offsets, reads.labels, reads.weights)
+        return learner.linear.predict_learn(reads.indices, reads.offsets, reads.labels, reads.weights)
     order = np.argsort(keys, kind="stable")
     starts, lengths = off[:-1], np.diff(off)
     op_ind, op_off = csr_gather(ind, starts[order], lengths[order])
-    logits = learner.wide.predict_learn(
+    logits = learner.linear.predict_learn(
         op_ind,
         op_off,
         np.ascontiguousarray(labels[order], np.float32),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from rtrec import _native
 from rtrec.config import Config
 from rtrec.contracts import DriftAlarm, ReplayStats
-from rtrec.learn.featurize import TEXT_NBR, TEXT_SIM, USER_CTR_ALL, WIDE, Batch, Featurizer, dense_names
+from rtrec.learn.featurize import LINEAR, TEXT_NBR, TEXT_SIM, USER_CTR_ALL, Batch, Featurizer, dense_names
 from rtrec.learn.metrics import EPS, PageHinkley
 from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 
@@ -31,8 +31,8 @@ class Variant:
     """What one trainer learns. ``rtrec`` is the product; the others are baselines and ablations.
 
     kind: ``ctr`` (the CTR model), ``lr`` (mini-batch logistic regression on the same hashed
-    features), ``wide`` (the featurizer's per-example logistic regression, as Vowpal Wabbit
-    learns) or ``popularity`` (recency-decayed positive count of the item, no learning).
+    features), ``linear`` (the learner's linear model: per-example online logistic regression,
+    as Vowpal Wabbit learns) or ``popularity`` (recency-decayed positive count of the item, no learning).
     ``train_examples`` freezes the model after that many examples (the static baseline).
     """
 
@@ -43,8 +43,8 @@ class Variant:
     distill: bool = True
     replay: bool = True
     train_examples: int | None = None
-    # Weight of the per-example model's logit in the served logit (None: learner.wide_blend).
-    wide_blend: float | None = None
+    # Weight of the linear model's logit in the served logit (None: learner.linear_blend).
+    linear_blend: float | None = None
 
 
 def default_variant(cfg: Config, name: str = "rtrec") -> Variant:
@@ -148,8 +148,8 @@ class Trainer:
         """Click probabilities (for ``popularity``: a score that is not a probability)."""
         if self.variant.kind == "popularity":
             return feat.item_counts.positives(b.item_idx, b.ts)
-        if self.variant.kind == "wide":
-            return 1.0 / (1.0 + np.exp(-b.dense[:, WIDE].astype(np.float64)))
+        if self.variant.kind == "linear":
+            return 1.0 / (1.0 + np.exp(-b.dense[:, LINEAR].astype(np.float64)))
         assert self.model is not None
         return self._served(b, self.model(self._input(b, feat)))
 
@@ -175,11 +175,11 @@ class Trainer:
 
     def _served(self, b: Batch, logits: torch.Tensor) -> np.ndarray:
         if self.variant.kind == "ctr":
-            # Serve an ensemble: the CTR model's logit averaged with the per-example model's
+            # Serve an ensemble: the CTR model's logit averaged with the linear model's
             # (each learns on its own; the blend beat both alone on every stream we replayed).
-            a = self.cfg.learner.wide_blend if self.variant.wide_blend is None else self.variant.wide_blend
+            a = self.cfg.learner.linear_blend if self.variant.linear_blend is None else self.variant.linear_blend
             if a:
-                logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, WIDE])
+                logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, LINEAR])
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def learn(

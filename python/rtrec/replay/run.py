@@ -28,7 +28,7 @@ from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
 from rtrec.learn.step import Resolving
 
-BASELINES = ("popularity", "static", "online_lr")
+BASELINES = ("popularity", "static", "linear")
 # The language-model pieces (see README): 1 item text features, 2 user interest vector,
 # 3 text prior and distillation. Each gets a row with that piece switched the other way.
 PIECES = ("item_text", "user_vector", "distill")
@@ -51,10 +51,10 @@ def replay_variants(cfg: Config, total_events: int, *, text: bool, with_ablation
     out = [
         main,
         Variant("popularity", kind="popularity", replay=False),
-        # Frozen after the first part of the stream, and served without the per-example model
+        # Frozen after the first part of the stream, and served without the linear model
         # (which never stops learning): the model as a batch-trained system would ship it.
-        replace(main, name="static", train_examples=static_n, wide_blend=0.0),
-        Variant("online_lr", kind="wide", item_text=False, user_vector=False, distill=False, replay=False),
+        replace(main, name="static", train_examples=static_n, linear_blend=0.0),
+        Variant("linear", kind="linear", item_text=False, user_vector=False, distill=False, replay=False),
     ]
     if text and with_ablations:
         out += ablations(main)
@@ -180,7 +180,7 @@ def _run(
     threshold = cfg.replay.cold_threshold
 
     def before_chunk(b: Resolving) -> None:
-        # Ranking is measured before any state (counters, the per-example model) sees the chunk.
+        # Ranking is measured before any state (counters, the linear model) sees the chunk.
         if not n_catalog or cfg.replay.ranking_sample <= 0:
             return
         t0 = time.perf_counter()
