@@ -130,3 +130,45 @@ class OnlineLinear:
     def from_state(
         weights: npt.NDArray[np.float32], sq_sum: npt.NDArray[np.float32], bias: float, bias_sq: float, lr: float
     ) -> OnlineLinear: ...
+
+class CoVisitation:
+    """Time-decayed item-to-item co-visitation with bounded memory.
+
+    Each positive event pairs its item with the user's last ``history`` engaged items, both
+    ways, with a weight that halves every ``half_life_s`` seconds of event time and shrinks
+    with the distance in the history. Each item keeps at most ``max_neighbours`` neighbours.
+    Scores are cosine-like: ``C(a, b) / sqrt(n_a * n_b)``. Items and users are integer indices.
+    """
+
+    def __new__(cls, max_neighbours: int = 32, history: int = 20, half_life_s: float = ...) -> Self: ...
+    def observe(
+        self,
+        users: npt.NDArray[np.int64],
+        items: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.float64],
+        weights: npt.NDArray[np.float32],
+    ) -> None:
+        """Fold in positive events in stream order (``ts``: epoch seconds; ``weights`` > 0)."""
+    def history(self, user: int) -> npt.NDArray[np.int64]:
+        """The user's recent engaged items, oldest first."""
+    def neighbours(self, item: int, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The item's ``k`` nearest items and their scores, best first."""
+    def recommend(
+        self, user: int, k: int, exclude: npt.NDArray[np.int64] | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``k`` best neighbours of the user's history (not the history itself, nor ``exclude``)."""
+    def score(self, user: int, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Each item's co-visitation score for the user (0 where none)."""
+    def forget_user(self, user: int) -> bool:
+        """Drop the user's history; whether there was one."""
+    @property
+    def items(self) -> int: ...
+    @property
+    def users(self) -> int: ...
+    @property
+    def pairs(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
+    def state(self) -> bytes: ...
+    @staticmethod
+    def from_state(data: bytes) -> CoVisitation: ...

@@ -198,6 +198,32 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class RetrieveConfig:
+    """Candidate retrieval and the ranker over the candidates (see ``rtrec.retrieve``)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = SECTION
+
+    # Candidates each source contributes before merging; the merged set is ranked.
+    per_source: Count = 100
+    # Item-to-item co-visitation: neighbours kept per item, history items paired with each
+    # new positive, and the half-life of a pair's weight in event-time seconds (0: none).
+    max_neighbours: Count = 32
+    history: Count = 20
+    covisit_half_life_s: Seconds = 30 * 86400.0
+    # Trending: half-life of the decayed popularity, overall and within categories.
+    trending_half_life_s: Positive = 86400.0
+    # Fresh items: at most this many under-exposed items join the candidates (the newest
+    # first, then a random draw), an item counting as fresh below ``fresh_below`` positives.
+    fresh: Annotated[int, Strict(), Field(ge=0)] = 20
+    fresh_below: Count = 5
+    # The ranker: a softmax over each trained positive and ``negatives`` of its candidates,
+    # trained on this share of positive events (each costs one retrieval and CTR scoring).
+    negatives: Count = 32
+    train_share: Share = 0.25
+    lr: Positive = 0.05
+
+
+@dataclass(frozen=True)
 class ReplayConfig:
     """``rtrec replay`` evaluation (see ``rtrec.replay``)."""
 
@@ -224,6 +250,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
 
     @property
     def db_path(self) -> Path:

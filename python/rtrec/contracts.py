@@ -127,6 +127,23 @@ class TextFeatureStats(TypedDict):
     items_with_text: int
 
 
+class RankerStats(TypedDict):
+    trained: int  # positives the ranker learned from
+    weights: dict[str, float]  # feature -> weight (rtrec.retrieve.FEATURES)
+
+
+class RetrievalStats(TypedDict):
+    """Candidate sources and the ranker (``OnlineLearner.retrieval_stats()``)."""
+
+    covisit_items: int
+    covisit_users: int
+    covisit_pairs: int
+    covisit_bytes: int
+    # Share of trained positives that the user's candidates held (the ranker's reach).
+    candidate_recall: float | None
+    rankers: dict[str, RankerStats]
+
+
 class LearnerStats(TypedDict):
     """``OnlineLearner.stats()``: the served model's state."""
 
@@ -144,6 +161,7 @@ class LearnerStats(TypedDict):
     drift: DriftState
     hashing: HashingStats
     text: TextFeatureStats
+    retrieval: RetrievalStats
 
 
 # ------------------------------------------------------------------------------ the daemon
@@ -209,14 +227,16 @@ class FreshnessStats(TypedDict):
     recommend: Percentiles  # from an events batch acknowledged to a recommend using it
 
 
-class RecommendStats(TypedDict):
-    rate: float
+class RecommendStats(TypedDict, total=False):
+    rate: Required[float]
     requests_total: float
-    explored_items_total: float
-    latency: Percentiles
-    policy: str
-    epsilon: float
-    temperature: float
+    explored_items_total: Required[float]
+    latency: Required[Percentiles]
+    policy: Required[str]
+    epsilon: Required[float]
+    temperature: Required[float]
+    # Items served per candidate source since start (an item two sources proposed counts for both).
+    sources: dict[str, float]
 
 
 class HttpStats(TypedDict, total=False):

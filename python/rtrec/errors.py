@@ -23,6 +23,13 @@ class InvalidInputError(RtrecError, ValueError):
     """Input that cannot be used as given: the message names the field and the reason."""
 
 
+class NotFoundError(RtrecError, KeyError):
+    """A request names something rtrec does not know (an item id): HTTP 404."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class ConfigError(RtrecError):
     """A configuration file, environment variable or flag holds an invalid value."""
 

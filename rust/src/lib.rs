@@ -4,6 +4,7 @@
 //! tested with `cargo test`. `python` (behind the `python` feature, which maturin turns on)
 //! holds every PyO3 binding and the mapping of [`error::Error`] onto `rtrec.errors`.
 
+pub mod covisit;
 pub mod error;
 pub mod hash;
 pub mod linear;

@@ -10,6 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+use crate::covisit::CoVisitation as CoreCoVisitation;
 use crate::error::Error;
 use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
 use crate::linear::OnlineLinear as CoreLinear;
@@ -565,11 +566,135 @@ impl OnlineLinear {
     }
 }
 
+/// Time-decayed item-to-item co-visitation with bounded neighbour lists. See `rtrec._native.pyi`.
+#[pyclass(module = "rtrec._native", frozen)]
+struct CoVisitation {
+    inner: Mutex<CoreCoVisitation>,
+}
+
+fn with_covisit<T: Send>(
+    py: Python<'_>,
+    m: &Mutex<CoreCoVisitation>,
+    f: impl FnOnce(&mut CoreCoVisitation) -> T + Send,
+) -> PyResult<T> {
+    py.detach(|| m.lock().ok().map(|mut r| f(&mut r)))
+        .ok_or_else(|| PyRuntimeError::new_err("co-visitation lock poisoned by an earlier panic"))
+}
+
+type Scored<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+
+fn scored(py: Python<'_>, v: Vec<(u32, f32)>) -> Scored<'_> {
+    let idx: Vec<i64> = v.iter().map(|e| e.0 as i64).collect();
+    let s: Vec<f32> = v.iter().map(|e| e.1).collect();
+    (idx.into_pyarray(py), s.into_pyarray(py))
+}
+
+#[pymethods]
+impl CoVisitation {
+    #[new]
+    #[pyo3(signature = (max_neighbours = 32, history = 20, half_life_s = f64::INFINITY))]
+    fn new(max_neighbours: usize, history: usize, half_life_s: f64) -> PyResult<Self> {
+        Ok(CoVisitation {
+            inner: Mutex::new(CoreCoVisitation::new(max_neighbours, history, half_life_s)?),
+        })
+    }
+
+    fn observe(
+        &self,
+        py: Python<'_>,
+        users: PyReadonlyArray1<'_, i64>,
+        items: PyReadonlyArray1<'_, i64>,
+        ts: PyReadonlyArray1<'_, f64>,
+        weights: PyReadonlyArray1<'_, f32>,
+    ) -> PyResult<()> {
+        let (u, i, t, w) = (
+            users.as_slice()?,
+            items.as_slice()?,
+            ts.as_slice()?,
+            weights.as_slice()?,
+        );
+        Ok(with_covisit(py, &self.inner, |c| c.observe(u, i, t, w))??)
+    }
+
+    fn history<'py>(&self, py: Python<'py>, user: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let h = with_covisit(py, &self.inner, |c| c.history(user))?;
+        Ok(h.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))
+    }
+
+    fn neighbours<'py>(&self, py: Python<'py>, item: i64, k: usize) -> PyResult<Scored<'py>> {
+        let v = with_covisit(py, &self.inner, |c| c.neighbours(item, k))?;
+        Ok(scored(py, v))
+    }
+
+    #[pyo3(signature = (user, k, exclude = None))]
+    fn recommend<'py>(
+        &self,
+        py: Python<'py>,
+        user: i64,
+        k: usize,
+        exclude: Option<PyReadonlyArray1<'py, i64>>,
+    ) -> PyResult<Scored<'py>> {
+        let ex: &[i64] = match &exclude {
+            Some(a) => a.as_slice()?,
+            None => &[],
+        };
+        let v = with_covisit(py, &self.inner, |c| c.recommend(user, k, ex))?;
+        Ok(scored(py, v))
+    }
+
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        user: i64,
+        items: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let i = items.as_slice()?;
+        Ok(with_covisit(py, &self.inner, |c| c.score(user, i))?.into_pyarray(py))
+    }
+
+    fn forget_user(&self, py: Python<'_>, user: i64) -> PyResult<bool> {
+        with_covisit(py, &self.inner, |c| c.forget_user(user))
+    }
+
+    #[getter]
+    fn items(&self, py: Python<'_>) -> PyResult<usize> {
+        with_covisit(py, &self.inner, |c| c.items())
+    }
+
+    #[getter]
+    fn users(&self, py: Python<'_>) -> PyResult<usize> {
+        with_covisit(py, &self.inner, |c| c.users())
+    }
+
+    #[getter]
+    fn pairs(&self, py: Python<'_>) -> PyResult<u64> {
+        with_covisit(py, &self.inner, |c| c.pairs())
+    }
+
+    #[getter]
+    fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+        with_covisit(py, &self.inner, |c| c.memory_bytes())
+    }
+
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let b = with_covisit(py, &self.inner, |c| c.to_bytes())?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    #[staticmethod]
+    fn from_state(data: &[u8]) -> PyResult<Self> {
+        Ok(CoVisitation {
+            inner: Mutex::new(CoreCoVisitation::from_bytes(data)?),
+        })
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeatureHasher>()?;
     m.add_class::<ReplayBuffer>()?;
     m.add_class::<OnlineLinear>()?;
+    m.add_class::<CoVisitation>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())

@@ -569,30 +569,44 @@ def test_save_is_atomic(cfg: Config, checkpoint: Path, monkeypatch: pytest.Monke
     assert sorted(p.name for p in folder.iterdir()) == ["learner.ckpt"]
 
 
-def test_before_chunk_sees_each_chunk_before_anything_learns_it(cfg: Config, stream: Any) -> None:
-    # The ranking evaluation of `rtrec replay` runs in this hook: the per-example model, the
-    # counters and the CTR model must not have seen the chunk's labels yet.
+def test_the_evaluator_ranks_each_example_before_anything_learns_it(cfg: Config, stream: Any) -> None:
+    # The ranking evaluation of `rtrec replay` runs in these hooks: the per-example model, the
+    # counters and the CTR model must not have seen the chunk's labels yet, and the candidate
+    # sources hold the examples before the ranked one and not the ranked one itself.
     _, batches, items = stream
     learner = make_learner(cfg, items)
     seen: list[bool] = []
+    ranked: list[bool] = []
     before: dict[str, Any] = {}
 
-    def hook(r: Any) -> None:
-        seen.append(
-            np.array_equal(learner.linear.state()[0], before["linear"])
-            and np.array_equal(learner.featurizer.item_counts.n, before["n"])
-            and learner.model_version == before["version"]
-        )
+    class Hook:
+        def pick(self, r: Any) -> np.ndarray:
+            seen.append(
+                np.array_equal(learner.linear.state()[0], before["linear"])
+                and np.array_equal(learner.featurizer.item_counts.n, before["n"])
+                and learner.model_version == before["version"]
+            )
+            return np.flatnonzero(r.labels >= 0.5)
 
-    learner.before_chunk = hook
+        def rank(self, r: Any, row: int) -> None:
+            u = int(r.user_idx[row])
+            mine = r.user_idx == u
+            earlier = set(r.item_idx[:row][mine[:row]].tolist())
+            later = set(r.item_idx[row:][mine[row:]].tolist()) - earlier - before["held"].get(u, set())
+            held = learner.retrieval.interacted.get(u, set())
+            ranked.append(earlier <= held and not (later & held))
+
+    learner.evaluator = Hook()
     bs = cfg.learner.batch_size
     for b in batches:
         for start in range(0, b.num_rows, bs):
             before["linear"] = learner.linear.state()[0].copy()
             before["n"] = learner.featurizer.item_counts.n.copy()
             before["version"] = learner.model_version
+            before["held"] = {u: set(v) for u, v in learner.retrieval.interacted.items()}
             learner.learn(b.slice(start, bs))
     assert len(seen) > 10 and all(seen)
+    assert len(ranked) > 10 and all(ranked)
 
 
 def test_a_showing_counts_once_in_live_metrics_and_its_followups_are_learned(cfg: Config) -> None:

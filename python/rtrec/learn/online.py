@@ -25,7 +25,7 @@ import torch
 
 from rtrec import _native
 from rtrec.config import EVENT_TYPES, Config
-from rtrec.contracts import DriftAlarm, LearnerStats
+from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
@@ -35,6 +35,9 @@ from rtrec.learn.featurize import LINEAR, Batch, Featurizer
 from rtrec.learn.metrics import logloss, progressive
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
+from rtrec.rank import pipeline
+from rtrec.rank.model import ListRanker
+from rtrec.retrieve.sources import Retrieval
 
 # Feedback after which an item is not recommended to that user again (by default).
 CONSUMED_TYPES = ("rating", "purchase", "dismiss")
@@ -76,6 +79,18 @@ class OnlineLearner:
         vs = list(variants) if variants else [default_variant(cfg)]
         self.trainers: dict[str, Trainer] = {v.name: Trainer(v, cfg, self.text_dim) for v in vs}
         self.main = next(iter(self.trainers))
+        # Candidate sources and the ranker over them (rtrec.retrieve, rtrec.rank). The served
+        # variant ranks with its own ranker; in replay, so does each of its text ablations.
+        self.retrieval = Retrieval(
+            cfg.retrieve, self.featurizer, cold_below=cfg.replay.cold_threshold, seed=cfg.learner.seed
+        )
+        self.rankers = {
+            v.name: ListRanker(cfg.retrieve.lr, text=v.item_text)
+            for v in vs
+            if v.name == self.main or v.name.startswith(f"{MAIN}_")
+        }
+        self.rank_rng = np.random.default_rng(cfg.learner.seed + 1)
+        self.rank_recall = [0, 0]  # trained positives the candidates held, trained positives tried
         self.labeler = Labeler(cfg.labels, dense_dim=len(self.featurizer.dense_names), n_preds=len(self.trainers))
         self.served = ServedCache()
         self.validator = Validator(cfg.events)
@@ -86,10 +101,11 @@ class OnlineLearner:
         self.model_version = 0
         self.events_seen = 0
         self.examples_seen = 0
-        # Hooks for evaluation: ``before_chunk`` sees the examples a chunk resolves before any
-        # state (the linear model included) learns from the chunk; ``on_chunk`` sees each
-        # mini-batch of examples, with its recorded predictions, once the models learned it.
-        self.before_chunk: Callable[[step.Resolving], None] | None = None
+        # Hooks for evaluation: ``evaluator`` picks examples of each chunk before any state
+        # (the linear model included) learns from it, and ranks each as it would be served
+        # (rtrec.rank.pipeline.advance); ``on_chunk`` sees each mini-batch of examples, with
+        # its recorded predictions, once the models learned it.
+        self.evaluator: pipeline.Evaluator | None = None
         # Called between the phases of a learn step: the daemon lets requests in flight run
         # there, so that one step's Python does not hold the interpreter from them throughout.
         self.yield_point: Callable[[], None] | None = None
@@ -346,6 +362,10 @@ class OnlineLearner:
         ]
         self.served.put(request_id, batch.item_idx[r].tolist(), snaps)
 
+    def clock(self) -> float:
+        """Now, for scoring: the wall clock, or the newest learned event time when that is later."""
+        return self._clock()
+
     def _clock(self) -> float:
         last = self.history[-1]["ts"] if self.history else None
         return max(time.time(), last) if last is not None else time.time()
@@ -387,6 +407,18 @@ class OnlineLearner:
             skip = set(exclude)
             return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
 
+    def retrieval_stats(self) -> RetrievalStats:
+        tried = self.rank_recall[1]
+        cv = self.retrieval.covisit
+        return {
+            "covisit_items": cv.items,
+            "covisit_users": cv.users,
+            "covisit_pairs": cv.pairs,
+            "covisit_bytes": cv.memory_bytes,
+            "candidate_recall": self.rank_recall[0] / tried if tried else None,
+            "rankers": {k: {"trained": r.trained, "weights": r.weights()} for k, r in self.rankers.items()},
+        }
+
     @property
     def drift_alarms(self) -> list[DriftAlarm]:
         return list(self.trainers[self.main].alarms)
@@ -418,6 +450,7 @@ class OnlineLearner:
                 "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
                 "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
                 "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
+                "retrieval": self.retrieval_stats(),
             }
 
     # -- checkpoints ----------------------------------------------------------------------------------
@@ -437,6 +470,9 @@ class OnlineLearner:
                 "featurizer": self.featurizer.state_dict(),
                 "linear": self.linear.state(),
                 "consumed": {u: sorted(s) for u, s in self.consumed.items()},
+                "retrieval": self.retrieval.state_dict(),
+                "rankers": {k: r.state_dict() for k, r in self.rankers.items()},
+                "rank_recall": list(self.rank_recall),
                 "trainers": {k: t.state_dict() for k, t in self.trainers.items()},
                 "history": list(self.history),
             }
@@ -486,5 +522,11 @@ class OnlineLearner:
         self.consumed = {int(u): set(v) for u, v in state["consumed"].items()}
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)
+        if "retrieval" in state:  # checkpoints from before retrieval rebuild it as events come
+            self.retrieval.load_state_dict(state["retrieval"])
+            for k, r in state["rankers"].items():
+                if k in self.rankers:
+                    self.rankers[k].load_state_dict(r)
+            self.rank_recall = list(state["rank_recall"])
         self.history.extend(state["history"])
         return self

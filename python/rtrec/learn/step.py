@@ -4,6 +4,8 @@ For a chunk (at most ``learner.batch_size`` events, in sequence order):
 
 1. the labeller plans it (:meth:`rtrec.labels.Labeler.plan`): which rows are read now, which
    slot keeps each new impression, and which examples resolve in the chunk, in stream order;
+   the candidate sources take the resolved examples in stream order, the rankers training on
+   sampled positives as they go (:func:`rtrec.rank.pipeline.advance`);
 2. every read is hashed; an impression of a slate the daemon served takes the features the
    ranker scored instead (:class:`rtrec.learn.served.ServedCache`);
 3. the linear model walks reads and resolutions in stream order: it predicts each read
@@ -30,6 +32,7 @@ import pyarrow.compute as pc
 
 from rtrec.labels import Plan, csr_gather, request_hashes
 from rtrec.learn.featurize import LINEAR, Batch, Resolved, epoch_seconds
+from rtrec.rank import pipeline
 
 if TYPE_CHECKING:
     from rtrec.learn.online import LearnResult, OnlineLearner
@@ -65,8 +68,8 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
     user_idx, item_idx = f.ids(user_col, item_col)
     learner.note_consumed(user_idx, item_idx, t.column("event_type"))
     plan = learner.labeler.plan(t, user_idx, item_idx, clock_us=round(time.time() * 1e6))
-    if learner.before_chunk is not None and plan.n_examples:
-        learner.before_chunk(_resolving(learner, plan, user_idx, item_idx, t))
+    if plan.n_examples:
+        pipeline.advance(learner, _resolving(learner, plan, user_idx, item_idx, t))
     if len(plan.reads):
         learner.pause()
         reads = _read(learner, t, plan, user_col, item_col, user_idx, item_idx, stats)
@@ -78,8 +81,8 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
 
 def learn_resolved(learner: OnlineLearner, plan: Plan, res: LearnResult, keep: bool) -> None:
     """Learn a plan that reads nothing (impressions expired or drained)."""
-    if learner.before_chunk is not None and plan.n_examples:
-        learner.before_chunk(_resolving(learner, plan, None, None, None))
+    if plan.n_examples:
+        pipeline.advance(learner, _resolving(learner, plan, None, None, None))
     _linear_ops(learner, None, plan)
     _resolve(learner, plan, None, res, keep)
 

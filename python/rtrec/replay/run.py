@@ -27,6 +27,8 @@ from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
 from rtrec.learn.step import Resolving
+from rtrec.rank.pipeline import rank_variants
+from rtrec.retrieve.sources import SOURCES
 
 BASELINES = ("popularity", "static", "linear")
 # The language-model pieces (see README): 1 item text features, 2 user interest vector,
@@ -71,8 +73,42 @@ class _Collected:
     cold_item: list[np.ndarray] = field(default_factory=list)
     cold_user: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    ranks: dict[str, list[int]] = field(default_factory=dict)
+    ranking: dict[str, _Ranking] = field(default_factory=dict)  # per model row
+    sources: dict[str, _Ranking] = field(default_factory=dict)  # per candidate source alone
     rank_seconds: float = 0.0
+
+
+MISSED = 1 << 30  # the rank of a target the list does not hold
+
+
+@dataclass
+class _Ranking:
+    """Where each sampled target landed in one list, and what every top-10 showed."""
+
+    ranks: list[int] = field(default_factory=list)
+    cold: list[bool] = field(default_factory=list)
+    shown: set[int] = field(default_factory=set)
+
+    def add(self, items: np.ndarray, target: int, cold: bool) -> None:
+        """``items``: the list, best first (at least its top 50)."""
+        where = np.flatnonzero(items[:50] == target)
+        self.ranks.append(int(where[0]) if len(where) else MISSED)
+        self.cold.append(cold)
+        self.shown.update(items[:10].tolist())
+
+    def metrics(self, n_catalog: int) -> dict[str, float | int | None]:
+        r = np.asarray(self.ranks, np.int64)
+        hr, ndcg = rank_metrics(self.ranks)
+        cold = np.asarray(self.cold, bool)
+        return {
+            "hr_at_10": hr,
+            "ndcg_at_10": ndcg,
+            "recall_at_50": float((r < 50).mean()) if len(r) else None,
+            "coverage_at_10": len(self.shown) / n_catalog if n_catalog else None,
+            "cold_hr_at_10": float((r[cold] < 10).mean()) if cold.any() else None,
+            "ranked_events": len(r),
+            "cold_ranked_events": int(cold.sum()),
+        }
 
 
 @dataclass
@@ -179,18 +215,22 @@ def _run(
     n_catalog = items.num_rows
     threshold = cfg.replay.cold_threshold
 
-    def before_chunk(b: Resolving) -> None:
-        # Ranking is measured before any state (counters, the linear model) sees the chunk.
-        if not n_catalog or cfg.replay.ranking_sample <= 0:
-            return
-        t0 = time.perf_counter()
-        # A follow-up (an add-to-cart after its click) is the same showing's item again: not ranked twice.
-        first = (b.labels >= 0.5) & (b.origin != FOLLOWUP)
-        pick = np.flatnonzero(first & (rng.random(len(b)) < cfg.replay.ranking_sample))
-        users, items = learner.featurizer.users.ids, learner.featurizer.items.ids
-        for r in pick.tolist():
-            _rank_one(learner, users[b.user_idx[r]], items[b.item_idx[r]], float(b.ts[r]), n_catalog, col)
-        col.rank_seconds += time.perf_counter() - t0
+    class Ranking:
+        """Top-K evaluation: each model row ranks a sample of positives as it would serve them."""
+
+        def pick(self, r: Resolving) -> np.ndarray:
+            if not n_catalog or cfg.replay.ranking_sample <= 0:
+                return np.zeros(0, np.int64)
+            # A follow-up (an add-to-cart after its click) is the same showing's item again: not ranked twice.
+            first = (r.labels >= 0.5) & (r.origin != FOLLOWUP)
+            return np.flatnonzero(first & (rng.random(len(r)) < cfg.replay.ranking_sample))
+
+        def rank(self, r: Resolving, row: int) -> None:
+            t0 = time.perf_counter()
+            users, items = learner.featurizer.users.ids, learner.featurizer.items.ids
+            user, item = users[r.user_idx[row]], items[r.item_idx[row]]
+            _rank_one(learner, user, item, float(r.ts[row]), n_catalog, threshold, col)
+            col.rank_seconds += time.perf_counter() - t0
 
     def on_chunk(b: Batch) -> None:
         col.labels.append(b.labels.copy())
@@ -201,7 +241,7 @@ def _run(
         col.cold_item.append(b.item_n < threshold)
         col.cold_user.append(b.user_n < threshold)
 
-    learner.before_chunk = before_chunk
+    learner.evaluator = Ranking()
     learner.on_chunk = on_chunk
     done = 0
     t0 = time.perf_counter()
@@ -222,7 +262,7 @@ def _run(
         from rtrec.serve.checkpoints import CHECKPOINT_DIR
 
         learner.save(Path(home) / CHECKPOINT_DIR / f"learner-{learner.last_seq:012d}.ckpt")
-    data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary)
+    data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary, n_catalog)
     (report_dir / "report.json").write_text(json.dumps(jsonable(data, digits=6), indent=2) + "\n")
     _plot(data, report_dir / "report.png")
     return ReplayReport(data=jsonable(data, digits=6), report_dir=report_dir, checkpoint=ckpt)
@@ -235,27 +275,45 @@ def _has_text(items: pa.Table) -> bool:
     return False
 
 
-def _rank_one(learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_catalog: int, col: _Collected) -> None:
-    """Rank the positive ``item_id`` among all catalog items the user has not interacted with."""
+def _rank_one(
+    learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_catalog: int, threshold: int, col: _Collected
+) -> None:
+    """Rank the positive ``item_id`` for its user as each model row would serve it.
+
+    The served pipeline and its ablations (``learner.rankers``) rank their retrieved
+    candidates; every other model ranks all catalog items the user has not interacted with.
+    Each candidate source's own list is kept too.
+    """
     f = learner.featurizer
     known = f.items.get(item_id)  # the learner registered every item of the chunk before this hook
     assert known is not None
     target = int(known)
+    cold = bool(f.item_counts.n[target] < threshold)
     user = f.users.get(user_id)
-    seen = f.user_items.get(user, set()) if user is not None else set()
-    keep = np.ones(n_catalog, dtype=bool)
-    if seen:
-        keep[[i for i in seen if i < n_catalog]] = False
-    cand = np.flatnonzero(keep).astype(np.int64)
-    if target >= n_catalog or not keep[target]:
-        cand = np.append(cand, target)
-    cb = learner.candidates(user_id, cand, ts)
-    where = int(np.flatnonzero(cand == target)[0])
-    for name, tr in learner.trainers.items():
-        s = tr.predict(cb, f)
-        # Ties count against the model: rank = items scoring at least as high, less the target.
-        rank = int((s > s[where]).sum() + (s == s[where]).sum() - 1)
-        col.ranks.setdefault(name, []).append(rank)
+    others = [n for n in learner.trainers if n not in learner.rankers]
+    if others:
+        seen = f.user_items.get(user, set()) if user is not None else set()
+        keep = np.ones(n_catalog, dtype=bool)
+        if seen:
+            keep[[i for i in seen if i < n_catalog]] = False
+        cand = np.flatnonzero(keep).astype(np.int64)
+        if target >= n_catalog or not keep[target]:
+            cand = np.append(cand, target)
+        cb = learner.candidates(user_id, cand, ts)
+        for name in others:
+            s = learner.trainers[name].predict(cb, f)
+            # Ties count against the model: a target tied with others ranks after them all.
+            order = np.lexsort((cand == target, -s))
+            col.ranking.setdefault(name, _Ranking()).add(cand[order[:50]], target, cold)
+    if learner.rankers:
+        ranked = rank_variants(learner, user_id, ts, list(learner.rankers), point_in_time=True)
+        for name in learner.rankers:
+            rk = ranked.get(name)
+            items = rk.cands.items[rk.order()] if rk is not None else np.zeros(0, np.int64)
+            col.ranking.setdefault(name, _Ranking()).add(items, target, cold)
+        lists = next(iter(ranked.values())).cands.lists if ranked else {}
+        for source in SOURCES:
+            col.sources.setdefault(source, _Ranking()).add(lists.get(source, np.zeros(0, np.int64)), target, cold)
 
 
 def _one_row_per_showing(col: _Collected, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,6 +347,7 @@ def _report(
     learn_s: float,
     text_info: dict[str, Any] | None,
     summary: Any,
+    n_catalog: int,
 ) -> dict[str, Any]:
     y = np.concatenate(col.labels) if col.labels else np.zeros(0)
     ts = np.concatenate(col.ts) if col.ts else np.zeros(0)
@@ -316,7 +375,6 @@ def _report(
     for name, tr in learner.trainers.items():
         p = np.concatenate(col.preds[name])[keep] if col.preds.get(name) else np.zeros(0)
         probabilistic = tr.variant.kind != "popularity"
-        hr, ndcg = rank_metrics(col.ranks.get(name, []))
         row: dict[str, Any] = _metrics(y, p, probabilistic)
         row["group_auc"] = group_auc(y[req != 0], p[req != 0], req[req != 0]) if grouped else None
         row.update(
@@ -325,9 +383,8 @@ def _report(
                 "cold_logloss": logloss(y[cold_i], p[cold_i]) if probabilistic else None,
                 "cold_user_auc": auc(y[cold_u], p[cold_u]),
                 "cold_user_logloss": logloss(y[cold_u], p[cold_u]) if probabilistic else None,
-                "hr_at_10": hr,
-                "ndcg_at_10": ndcg,
-                "ranked_events": len(col.ranks.get(name, [])),
+                **col.ranking.get(name, _Ranking()).metrics(n_catalog),
+                "ranking": "pipeline" if name in learner.rankers else "catalog",
                 "kind": tr.variant.kind,
                 "drift_alarms": len(tr.alarms),
             }
@@ -350,6 +407,8 @@ def _report(
         "rejected_events": len(summary.rejected),
         "duplicate_events": summary.duplicates,
         "models": models,
+        "sources": {name: r.metrics(n_catalog) for name, r in col.sources.items()},
+        "retrieval": learner.retrieval_stats(),
         "windows": windows,
         "drift_alarms": learner.drift_alarms,
         "text": text_info,

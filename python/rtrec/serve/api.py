@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rtrec import __version__
 from rtrec.contracts import Health, StatsResponse
-from rtrec.errors import InvalidInputError, Overloaded, RtrecError, StorageError
+from rtrec.errors import InvalidInputError, NotFoundError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
 
 
@@ -44,7 +44,10 @@ class Service(Protocol):
         context: dict[str, Any] | None,
         policy: str | None,
         explain: bool = False,
+        category: str | None = None,
+        exclude: list[str] | None = None,
     ) -> dict[str, Any]: ...
+    def similar(self, item_id: str, k: int) -> dict[str, Any]: ...
     def stats(self) -> StatsResponse: ...
     def metrics_text(self) -> str: ...
     def health(self) -> Health: ...
@@ -241,6 +244,10 @@ def create_app(service: Service) -> FastAPI:
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
         return _error(503, str(exc), exc.hint)
 
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, str(exc), exc.hint)
+
     @app.exception_handler(RtrecError)
     async def _rtrec(request: Request, exc: RtrecError) -> JSONResponse:
         return _error(422, str(exc), exc.hint)
@@ -317,9 +324,12 @@ def create_app(service: Service) -> FastAPI:
         policy: str | None = Query(None, description="Override the exploration policy: none, epsilon or softmax."),
         explain: bool = Query(
             False,
-            description="Also return, per item, the features the model scored (hashed indices, dense values by "
-            "name) and its probability: what is learned when the impression is logged with this request_id.",
+            description="Also return, per item, the candidate sources that proposed it, each ranking feature's "
+            "contribution to its score, and the features the CTR model scored (hashed indices, dense values by "
+            "name) with its probability: what is learned when the impression is logged with this request_id.",
         ),
+        category: str | None = Query(None, max_length=512, description="Only items of this catalog category."),
+        exclude: str | None = Query(None, description="Comma-separated item ids never to return."),
     ) -> Response:
         """A slate with scores and the propensity with which each item was shown."""
         ctx: dict[str, Any] | None = None
@@ -333,14 +343,34 @@ def create_app(service: Service) -> FastAPI:
         cands = [c for c in (s.strip() for s in candidates.split(",")) if c] if candidates is not None else None
         if cands is not None and len(cands) > service.max_batch:
             raise PayloadTooLarge(f"candidates lists {len(cands)} items, over the limit of {service.max_batch}")
+        skip = [c for c in (s.strip() for s in exclude.split(",")) if c] if exclude is not None else None
+        if skip is not None and len(skip) > service.max_batch:
+            raise PayloadTooLarge(f"exclude lists {len(skip)} items, over the limit of {service.max_batch}")
         # Off the event loop: a user's first request reads their history from the log, and a
         # stranger's request text runs the text encoder; neither may hold up other requests.
         out = await run_in_threadpool(
             lambda: service.recommend(
-                user_id, k, exclude_seen=exclude_seen, candidates=cands, context=ctx, policy=policy, explain=explain
+                user_id,
+                k,
+                exclude_seen=exclude_seen,
+                candidates=cands,
+                context=ctx,
+                policy=policy,
+                explain=explain,
+                category=category,
+                exclude=skip,
             )
         )
         return JSONResponse(out)
+
+    @app.get("/v1/similar", tags=["serve"])
+    async def similar(
+        item_id: str = Query(..., min_length=1, max_length=512, description="The item to find neighbours of."),
+        k: int = Query(10, ge=1, le=1000, description="How many similar items."),
+    ) -> Response:
+        """Items like ``item_id``: co-visitation (who engaged with it also engaged with) blended with
+        text similarity, so a brand-new item with text has neighbours too. Each item says its source."""
+        return JSONResponse(await run_in_threadpool(lambda: service.similar(item_id, k)))
 
     @app.get("/v1/stats", tags=["ops"])
     async def stats() -> Response:

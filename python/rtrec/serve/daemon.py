@@ -248,9 +248,17 @@ class Daemon:
         context: dict[str, Any] | None = None,
         policy: str | None = None,
         explain: bool = False,
+        category: str | None = None,
+        exclude: list[str] | None = None,
     ) -> dict[str, Any]:
         with self.recommending:
-            return self.ranker.recommend(user_id, k, exclude_seen, candidates, context, policy, explain)
+            return self.ranker.recommend(
+                user_id, k, exclude_seen, candidates, context, policy, explain, category=category, exclude=exclude
+            )
+
+    def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
+        with self.recommending:
+            return self.ranker.similar(item_id, k)
 
     def health(self) -> Health:
         return status.health(self)

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from rtrec.contracts import Percentiles
+from rtrec.retrieve.sources import SOURCES
 
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -267,6 +268,10 @@ class Meters:
         self.learned = r.counter("events_learned_total", "Events learned by the model.")
         self.recommends = r.counter("recommend_requests_total", "Recommend requests served.")
         self.explored = r.counter("recommend_explored_items_total", "Items shown by exploration, not by score.")
+        self.from_source = {
+            s: r.counter(f"recommend_items_from_{s}_total", f"Items served that the {s} candidate source proposed.")
+            for s in (*SOURCES, "catalog")
+        }
         self.items = r.counter("items_upserted_total", "Catalog items inserted or replaced.")
         self.learn_errors = r.counter("learner_errors_total", "Learner batches that raised.")
         self.throttled = r.counter(

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtrec.config import Config
+from rtrec.errors import NotFoundError
+from rtrec.rank import pipeline
+from rtrec.retrieve.sources import FEATURES
 from rtrec.serve.catalog import Catalog
 from rtrec.serve.metrics import Meters
 from rtrec.serve.policy import select_slate
@@ -59,21 +62,33 @@ class Ranker:
         context: dict[str, Any] | None,
         policy: str | None,
         explain: bool = False,
+        *,
+        category: str | None = None,
+        exclude: list[str] | None = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
         sc = self.cfg.serve
         policy = policy or sc.exploration
-        known, seen = self.user_state(user_id)
+        known, consumed = self.user_state(user_id)
+        # Never shown: what the user consumed (unless exclude_seen is off) and what the request excludes.
+        skip = (consumed if exclude_seen else set()) | set(exclude or ())
         catalog = self.catalog()
         learned_seq = int(self.learner.last_seq)
         version = int(self.learner.model_version)
+        if candidates is None and known:
+            out = self._pipeline(user_id, k, exclude_seen, skip, catalog, context, policy, explain, category)
+            out.update(model_version=version, learned_seq=learned_seq)
+            self._observe(t0, int(out.pop("_explored")))
+            return out
+        if category is not None:
+            candidates = self._in_category(category, catalog, candidates)
         if candidates is None:
             # Score everything the model knows in one call (its fast path), then keep the catalog.
             ids, raw, batch = self._score(user_id, None, context)
             in_catalog, index, fresh_all = catalog.view(ids)
             keep = in_catalog.copy()
-            if exclude_seen and seen:
-                for item in list(seen):
+            if skip:
+                for item in list(skip):
                     j = index.get(item)
                     if j is not None:
                         keep[j] = False
@@ -88,7 +103,7 @@ class Ranker:
                     return None
                 return int(np.searchsorted(pos, j))
         else:
-            cand = [c for c in dict.fromkeys(candidates) if not (exclude_seen and c in seen)]
+            cand = [c for c in dict.fromkeys(candidates) if c not in skip]
             fresh = np.array([catalog.bonus(c) for c in cand])
             _, scores, batch = self._score(user_id, cand, context) if cand else ([], np.zeros(0), None)
             pos = np.arange(len(cand))
@@ -118,13 +133,34 @@ class Ranker:
                 rows, probs = pos[slate.indices], model_p[slate.indices]
                 self.learner.remember_served(request_id, batch, rows, probs)
                 if explain:
-                    names = self.learner.featurizer.dense_names
                     for it, r, p in zip(items, rows.tolist(), probs.tolist(), strict=True):
-                        it["features"] = {
-                            "hashed": batch.indices[batch.offsets[r] : batch.offsets[r + 1]].tolist(),
-                            "dense": dict(zip(names, batch.dense[r].tolist(), strict=True)),
-                            "model_probability": p,
-                        }
+                        it["sources"] = ["catalog" if candidates is None else "request"]
+                        it["features"] = self._features(batch, r, p)
+        self._observe(t0, explored)
+        return {
+            "request_id": request_id,
+            "model_version": version,
+            "learned_seq": learned_seq,
+            "policy": policy,
+            "cold_start": not known,
+            "items": items,
+        }
+
+    def similar(self, item_id: str, k: int) -> dict[str, Any]:
+        """Items like ``item_id`` (see :meth:`rtrec.retrieve.Retrieval.similar`); an unknown id is an error."""
+        f = self.learner.featurizer
+        j = f.items.get(item_id)
+        if j is None:
+            raise NotFoundError(f"item_id: {item_id!r} is not a known item", hint="post it to /v1/items first")
+        catalog = self.catalog()
+        ids = f.items.ids
+        out = []
+        for i, score, source in self.learner.retrieval.similar(j, 2 * k):
+            if not catalog.index or ids[i] in catalog.index:
+                out.append({"item_id": ids[i], "score": score, "source": source})
+        return {"item_id": item_id, "items": out[:k]}
+
+    def _observe(self, t0: float, explored: int) -> None:
         m = self.meters
         now = time.monotonic()
         for ack in self.learned_acks():
@@ -133,13 +169,101 @@ class Ranker:
         m.explored.inc(explored)
         m.recommend_rate.mark()
         m.lat_recommend.observe(time.perf_counter() - t0)
+
+    def _in_category(self, category: str, catalog: Catalog, candidates: list[str] | None) -> list[str]:
+        """``candidates`` (or every known item) of ``category``."""
+        f = self.learner.featurizer
+        pool = candidates if candidates is not None else list(f.items.ids)
+        cats = f.category
+        out = []
+        for item in pool:
+            j = f.items.get(item)
+            if j is not None and j < len(cats) and cats[j] == category and (not catalog.index or item in catalog.index):
+                out.append(item)
+        return out
+
+    def _pipeline(
+        self,
+        user_id: str,
+        k: int,
+        exclude_seen: bool,
+        skip: set[str],
+        catalog: Catalog,
+        context: dict[str, Any] | None,
+        policy: str,
+        explain: bool,
+        category: str | None,
+    ) -> dict[str, Any]:
+        """A known user: retrieve candidates from every source, rank them, explore, log propensities."""
+        learner = self.learner
+        f = learner.featurizer
+        excl = [j for j in (f.items.get(i) for i in skip) if j is not None]
+        hist = learner.retrieval.history(f.users.get(user_id)) if exclude_seen else np.zeros(0, np.int64)
+        ranked = pipeline.rank(
+            learner,
+            user_id,
+            learner.clock(),
+            exclude=np.concatenate([np.asarray(excl, np.int64), hist]),
+            category=category,
+            context=context,
+            consumed=False,  # in skip already
+            at_least=k,
+        )
+        request_id = uuid.uuid4().hex
+        items: list[dict[str, Any]] = []
+        explored = 0
+        if ranked is not None and len(ranked.cands):
+            ids = f.items.ids
+            rows = np.arange(len(ranked.cands))
+            if catalog.index:  # items named by events but never posted to the catalog are not served
+                rows = rows[[ids[i] in catalog.index for i in ranked.cands.items.tolist()]]
+            scores = ranked.scores[rows]
+            with self._rng_lock:
+                slate = select_slate(
+                    scores,
+                    k,
+                    policy=policy,
+                    epsilon=self.cfg.serve.epsilon,
+                    temperature=self.cfg.serve.temperature,
+                    rng=self._rng,
+                )
+            chosen = rows[slate.indices]
+            contrib = learner.rankers[learner.main].contributions(ranked.x[chosen]) if explain else None
+            for n, (r, p) in enumerate(zip(chosen.tolist(), slate.propensities.tolist(), strict=True)):
+                it: dict[str, Any] = {
+                    "item_id": ids[ranked.cands.items[r]],
+                    "score": float(ranked.scores[r]),
+                    "propensity": float(p),
+                }
+                sources = ranked.cands.sources_of(r)
+                for s in sources:
+                    self.meters.from_source[s].inc()
+                if explain:
+                    assert contrib is not None
+                    it["sources"] = sources
+                    it["probability"] = float(ranked.probs[r])
+                    it["contributions"] = {
+                        name: float(v) for name, v in zip(FEATURES, contrib[n].tolist(), strict=True) if v
+                    }
+                    it["features"] = self._features(ranked.batch, r, float(ranked.probs[r]))
+                items.append(it)
+            explored = int(slate.explored.sum())
+            if len(chosen):
+                learner.remember_served(request_id, ranked.batch, chosen, ranked.probs[chosen])
         return {
             "request_id": request_id,
-            "model_version": version,
-            "learned_seq": learned_seq,
             "policy": policy,
-            "cold_start": not known,
+            "cold_start": False,
             "items": items,
+            "_explored": explored,
+        }
+
+    def _features(self, batch: Any, r: int, p: float) -> dict[str, Any]:
+        names = self.learner.featurizer.dense_names
+        return {
+            "hashed": batch.indices[batch.offsets[r] : batch.offsets[r + 1]].tolist(),
+            "dense": dict(zip(names, batch.dense[r].tolist(), strict=True)),
+            "model_probability": p,
         }
 
     def _score(

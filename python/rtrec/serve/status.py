@@ -71,6 +71,7 @@ def stats(d: Daemon) -> StatsResponse:
             "policy": sc.exploration,
             "epsilon": sc.epsilon,
             "temperature": sc.temperature,
+            "sources": {name: c.value for name, c in m.from_source.items()},
         },
         "model_version": int(d.learner.model_version),
         "quality": current_quality(model),

@@ -1,0 +1,199 @@
+"""Retrieve, score, rank: the served pipeline for a known user, and the ranker's training.
+
+``rank`` merges the sources' candidates (:class:`rtrec.retrieve.Retrieval`), scores them
+with the CTR model (its logit is a ranking feature), and orders them with the learner's
+:class:`~rtrec.rank.model.ListRanker`. ``advance`` runs in the learn step, before any model
+learns the chunk: it feeds the sources in stream order, and each sampled positive is ranked
+against its own candidates as they were when the user engaged, so the ranker learns (and
+the evaluation measures) only what could have been seen.
+
+Variants: ``learner.rankers`` maps a trainer's name to its ranker. In ``rtrec replay`` the
+served pipeline (``rtrec``) and its text ablations each have one; a ranker without text
+sees no text features and no candidates only the text source proposed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from rtrec.labels import FOLLOWUP
+from rtrec.retrieve.sources import CTR, SOURCES, Candidates
+
+if TYPE_CHECKING:
+    from rtrec.learn.batch import Batch
+    from rtrec.learn.online import OnlineLearner
+    from rtrec.learn.step import Resolving
+
+__all__ = ["Evaluator", "Ranked", "advance", "exclusions", "rank", "rank_variants"]
+
+_CONTENT = 1 << SOURCES.index("content")
+
+
+@dataclass
+class Ranked:
+    """One variant's ranking of one request's candidates (rows in candidate order)."""
+
+    cands: Candidates
+    x: np.ndarray  # ranking features
+    scores: np.ndarray  # the ranker's score
+    probs: np.ndarray  # the CTR model's click probability
+    batch: Batch  # the CTR features scored (rows as ``cands``)
+
+    def order(self) -> np.ndarray:
+        """Candidate rows, best first."""
+        return np.argsort(-self.scores, kind="stable")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def _without_text(c: Candidates) -> np.ndarray:
+    """Rows not proposed by the text source alone."""
+    return c.mask != _CONTENT
+
+
+def _take(c: Candidates, rows: np.ndarray) -> Candidates:
+    return Candidates(items=c.items[rows], mask=c.mask[rows], lists=c.lists)
+
+
+def exclusions(
+    learner: OnlineLearner,
+    user: int | None,
+    extra: np.ndarray | None = None,
+    *,
+    point_in_time: bool = False,
+    consumed: bool = True,
+) -> np.ndarray:
+    """Items never recommended to ``user`` (their recent engaged items are skipped by retrieval too).
+
+    Served: what the user consumed (``CONSUMED_TYPES``; none with ``consumed=False``), and
+    ``extra``. ``point_in_time`` (training and
+    evaluation inside a learn step, where the chunk's own consuming events are already
+    noted): every item with an example of the user resolved before this one.
+    """
+    if user is None or not consumed:
+        base: set[int] = set()
+    elif point_in_time:
+        base = learner.retrieval.interacted.get(user, set())
+    else:
+        base = learner.consumed.get(user, set())
+    out = np.fromiter(base, np.int64, len(base))
+    return out if extra is None else np.concatenate([out, np.asarray(extra, np.int64)])
+
+
+def rank_variants(
+    learner: OnlineLearner,
+    user_id: str,
+    now: float,
+    names: list[str],
+    *,
+    exclude: np.ndarray | None = None,
+    category: str | None = None,
+    context: dict[str, Any] | None = None,
+    cands: Candidates | None = None,
+    point_in_time: bool = False,
+    consumed: bool = True,
+    at_least: int = 0,
+) -> dict[str, Ranked]:
+    """Rank the user's candidates with each named variant (one retrieval, one feature pass)."""
+    f = learner.featurizer
+    user = f.users.get(user_id)
+    if cands is None:
+        excl = exclusions(learner, user, exclude, point_in_time=point_in_time, consumed=consumed)
+        text = any(learner.rankers[n].text for n in names)
+        cands = learner.retrieval.retrieve(user, now, excl, category=category, text=text, at_least=at_least)
+    out: dict[str, Ranked] = {}
+    if not len(cands):
+        return out
+    x = learner.retrieval.features(user, cands, now)
+    batch = learner.candidates(user_id, cands.items, now, context)
+    for name in names:
+        ranker = learner.rankers[name]
+        probs = learner.trainers[name].predict(batch, f)
+        xv = x.copy()
+        xv[:, CTR] = _logit(probs)
+        if ranker.text:
+            out[name] = Ranked(cands, xv, ranker.score(xv), np.asarray(probs, np.float64), batch)
+        else:
+            rows = np.flatnonzero(_without_text(cands))
+            sub = xv[rows]
+            out[name] = Ranked(
+                _take(cands, rows), sub, ranker.score(sub), np.asarray(probs, np.float64)[rows], batch.take(rows)
+            )
+    return out
+
+
+def rank(learner: OnlineLearner, user_id: str, now: float, **kw: Any) -> Ranked | None:
+    """The serving variant's ranking (None when there is nothing to rank)."""
+    return rank_variants(learner, user_id, now, [learner.main], **kw).get(learner.main)
+
+
+class Evaluator(Protocol):
+    """Ranks sampled examples as they are served (``rtrec replay``'s top-K evaluation)."""
+
+    def pick(self, r: Resolving) -> np.ndarray:
+        """Rows of the chunk to rank; called before anything learns the chunk."""
+
+    def rank(self, r: Resolving, row: int) -> None:
+        """Rank the example ``row``; called just before it reaches the candidate sources."""
+
+
+def advance(learner: OnlineLearner, r: Resolving) -> None:
+    """Fold a chunk's resolved examples into the candidate sources, in stream order.
+
+    Just before a sampled positive reaches the sources, the evaluator ranks it and the
+    rankers train on it, each with the sources as they were when the user engaged: the
+    items the user engaged with earlier in the chunk count, later ones do not.
+    """
+    ev = learner.evaluator.pick(r) if learner.evaluator is not None else np.zeros(0, np.int64)
+    tr = _train_rows(learner, r)
+    marks = np.union1d(ev, tr).astype(np.int64)
+    evaluate, training = set(ev.tolist()), set(tr.tolist())
+    names = list(learner.rankers)
+    text = any(learner.rankers[n].text for n in names)
+    start = 0
+    for k in marks.tolist():
+        if k > start:
+            learner.retrieval.observe(r.user_idx[start:k], r.item_idx[start:k], r.ts[start:k], r.labels[start:k])
+            start = k
+        if k in evaluate and learner.evaluator is not None:
+            learner.evaluator.rank(r, k)
+        if k in training:
+            _train_one(learner, int(r.user_idx[k]), int(r.item_idx[k]), float(r.ts[k]), names, text)
+    if start < len(r):
+        learner.retrieval.observe(r.user_idx[start:], r.item_idx[start:], r.ts[start:], r.labels[start:])
+
+
+def _train_rows(learner: OnlineLearner, r: Resolving) -> np.ndarray:
+    share = learner.cfg.retrieve.train_share
+    if not learner.rankers or share <= 0:
+        return np.zeros(0, np.int64)
+    pos = (r.labels >= 0.5) & (r.origin != FOLLOWUP)
+    return np.flatnonzero(pos & (learner.rank_rng.random(len(r)) < share))
+
+
+def _train_one(learner: OnlineLearner, user: int, item: int, ts: float, names: list[str], text: bool) -> None:
+    """Rank ``item`` against negatives from its user's candidates; train every ranker on it.
+
+    A positive its user's candidates missed is not trained on: the ranker only ever orders
+    candidates (the miss is counted in ``rank_recall``).
+    """
+    cfg = learner.cfg.retrieve
+    cands = learner.retrieval.retrieve(user, ts, exclusions(learner, user, point_in_time=True), text=text)
+    hit = np.flatnonzero(cands.items == item)
+    learner.rank_recall[0] += len(hit) > 0
+    learner.rank_recall[1] += 1
+    others = np.flatnonzero(cands.items != item)
+    if not len(hit) or not len(others):
+        return
+    neg = learner.rank_rng.choice(others, size=min(cfg.negatives, len(others)), replace=False)
+    sub = _take(cands, np.concatenate([hit[:1], neg]))
+    user_id = learner.featurizer.users.ids[user]
+    for name, ranked in rank_variants(learner, user_id, ts, names, cands=sub).items():
+        if ranked.cands.items[0] == item:  # a ranker without text never sees a text-only target
+            learner.rankers[name].learn(ranked.x)

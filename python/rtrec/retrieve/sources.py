@@ -1,0 +1,379 @@
+"""Candidate sources, updated by the learn step, read by the ranker.
+
+Four sources each propose items for a user, best first:
+
+- ``covisit``: items co-visited with the user's recent engaged items (time-decayed,
+  bounded neighbour lists, in Rust: :class:`rtrec._native.CoVisitation`);
+- ``content``: items whose text embedding is closest to the user's interest vector and to
+  the mean of the items the user just engaged with (a new item is reached by its text);
+- ``trending``: decayed popularity, overall and within the user's categories;
+- ``fresh``: under-exposed items, the newest first, then a random draw.
+
+:meth:`Retrieval.retrieve` merges and deduplicates them (a few hundred items) and
+:meth:`Retrieval.features` describes each candidate for the ranker. Reads never change state;
+:meth:`Retrieval.observe` (the learn step, one writer) does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rtrec import _native
+from rtrec.config import RetrieveConfig
+
+if TYPE_CHECKING:
+    from rtrec.learn.featurize import Featurizer
+
+__all__ = ["FEATURES", "SOURCES", "Candidates", "Retrieval"]
+
+SOURCES = ("covisit", "content", "trending", "fresh")
+# What the ranker reads of each candidate (see :meth:`Retrieval.features`); the CTR model's
+# logit is filled in by the caller, which scores the candidates with it.
+FEATURES = (
+    "covisit",
+    "content_user",
+    "content_recent",
+    "trending",
+    "trending_category",
+    "category_affinity",
+    "ctr_logit",
+    "popularity",
+    "cold",
+    *(f"from_{s}" for s in SOURCES),
+)
+TEXT_FEATURES = ("content_user", "content_recent", "from_content")
+CTR = FEATURES.index("ctr_logit")
+RECENT = 5  # history items whose mean embedding the content source also queries with
+_RESCALE = 2.0**40
+
+
+@dataclass
+class Candidates:
+    """Merged candidates of one request: item indices, which sources proposed each, and the
+    sources' own ranked lists (kept for evaluating each source alone)."""
+
+    items: np.ndarray  # int64, deduplicated, in the order first proposed
+    mask: np.ndarray  # uint8, bit k set when SOURCES[k] proposed the item
+    lists: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sources_of(self, row: int) -> list[str]:
+        m = int(self.mask[row])
+        return [s for k, s in enumerate(SOURCES) if m >> k & 1] or ["catalog"]
+
+
+class Retrieval:
+    """The candidate sources' state (one writer: :meth:`observe`) and their read paths."""
+
+    def __init__(self, cfg: RetrieveConfig, featurizer: Featurizer, *, cold_below: int = 5, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.f = featurizer
+        self.cold_below = cold_below
+        half = cfg.covisit_half_life_s if cfg.covisit_half_life_s > 0 else math.inf
+        self.covisit = _native.CoVisitation(cfg.max_neighbours, cfg.history, half)
+        # Decayed popularity at one reference time: an event at ``t`` adds 2^((t - t_ref) / half).
+        self.trend = np.zeros(0, np.float64)
+        self.t_ref: float | None = None
+        self.count = np.zeros(0, np.float32)  # all-time positives per item
+        # user -> items with an example so far, in stream order (the exclusions of the
+        # ranking evaluation and of the rankers' training, which run inside a learn step).
+        self.interacted: dict[int, set[int]] = {}
+        self.version = 0
+        self._top: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
+        self._unit: tuple[int, np.ndarray] | None = None  # (id of the centred matrix, unit rows)
+        self._rng = np.random.default_rng(seed)
+
+    # -- the learn step ---------------------------------------------------------------------
+    def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
+        """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source.
+        Only positives count: an engagement, not a showing; every example marks its item as
+        one the user interacted with."""
+        for u, i in zip(users.tolist(), items.tolist(), strict=True):
+            self.interacted.setdefault(u, set()).add(i)
+        pos = labels >= 0.5
+        if not pos.any():
+            return
+        users, items, ts = users[pos].astype(np.int64), items[pos].astype(np.int64), ts[pos].astype(np.float64)
+        self._grow(int(items.max()) + 1)
+        self.covisit.observe(users, items, ts, np.ones(len(items), np.float32))
+        if self.t_ref is None:
+            self.t_ref = float(ts.min())
+        half = self.cfg.trending_half_life_s
+        scale = np.exp2((ts - self.t_ref) / half)
+        if scale.max() > _RESCALE:
+            self.trend *= 2.0 ** (-(float(ts.max()) - self.t_ref) / half)
+            self.t_ref = float(ts.max())
+            scale = np.exp2((ts - self.t_ref) / half)
+        np.add.at(self.trend, items, scale)
+        np.add.at(self.count, items, 1.0)
+        self.version += 1
+
+    def _grow(self, n: int) -> None:
+        if n > len(self.trend):
+            size = max(n, int(len(self.trend) * 1.5) + 16)
+            self.trend = np.concatenate([self.trend, np.zeros(size - len(self.trend))])
+            self.count = np.concatenate([self.count, np.zeros(size - len(self.count), np.float32)])
+
+    # -- reads -------------------------------------------------------------------------------
+    def trending_now(self, items: np.ndarray, now: float) -> np.ndarray:
+        """Decayed positive count of ``items`` as of ``now`` (epoch seconds)."""
+        out = np.zeros(len(items))
+        if self.t_ref is None:
+            return out
+        ok = items < len(self.trend)
+        out[ok] = self.trend[items[ok]] * 2.0 ** (-(now - self.t_ref) / self.cfg.trending_half_life_s)
+        return out
+
+    def _tops(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Items by decayed popularity, overall and per category (rebuilt once per learn step)."""
+        top = self._top
+        if top is not None and top[0] == self.version:
+            return top[1], top[2]
+        n = min(len(self.f.items), len(self.trend))
+        order = np.argsort(-self.trend[:n], kind="stable")
+        order = order[self.trend[order] > 0]
+        per = self.cfg.per_source
+        overall = order[:per]
+        cats: dict[str, list[int]] = {}
+        category = self.f.category
+        for i in order.tolist():
+            c = category[i] if i < len(category) else None
+            if c is None:
+                continue
+            lst = cats.setdefault(c, [])
+            if len(lst) < per:
+                lst.append(i)
+        by_cat = {c: np.array(v, np.int64) for c, v in cats.items()}
+        self._top = (self.version, overall, by_cat)
+        return overall, by_cat
+
+    def history(self, user: int | None) -> np.ndarray:
+        return self.covisit.history(user) if user is not None and user >= 0 else np.zeros(0, np.int64)
+
+    def user_categories(self, hist: np.ndarray) -> dict[str, float]:
+        """Share of the user's recent engaged items in each category."""
+        out: dict[str, float] = {}
+        cats = self.f.category
+        for i in hist.tolist():
+            c = cats[i] if i < len(cats) else None
+            if c is not None:
+                out[c] = out.get(c, 0.0) + 1.0 / len(hist)
+        return out
+
+    def _unit_text(self) -> np.ndarray | None:
+        """Unit-length centred item embeddings (zero rows: no text), cached per change of the embeddings."""
+        f = self.f
+        if not f.text_dim:
+            return None
+        n = len(f.items)
+        key = id(f._centred) if f._centred is not None else 0
+        cached = self._unit
+        if cached is not None and cached[0] == key and len(cached[1]) >= n and key:
+            return cached[1]
+        unit = f.centred_text(np.arange(n))
+        self._unit = (id(f._centred), unit)
+        return unit
+
+    def _queries(self, user: int | None, hist: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        unit = self._unit_text()
+        if unit is None:
+            return None, None
+        q_user = None
+        if user is not None and 0 <= user < len(self.f.user_vec):
+            v = self.f.user_vec[user]
+            nv = float(np.linalg.norm(v))
+            q_user = v / nv if nv > 1e-6 else None
+        q_recent = None
+        recent = hist[-RECENT:]
+        recent = recent[recent < len(unit)]
+        if len(recent):
+            v = unit[recent].mean(axis=0)
+            nv = float(np.linalg.norm(v))
+            q_recent = v / nv if nv > 1e-6 else None
+        return q_user, q_recent
+
+    def retrieve(
+        self,
+        user: int | None,
+        now: float,
+        exclude: np.ndarray,
+        *,
+        category: str | None = None,
+        text: bool = True,
+        at_least: int = 0,
+    ) -> Candidates:
+        """Each source's best items for ``user`` (an index, or None for a stranger), merged.
+
+        ``exclude`` (item indices) never comes back; with ``category``, only items of that
+        category do. When the sources hold fewer than ``at_least`` items, the rest of the
+        catalog fills in, most engaged first (no source bit: ``catalog`` in explanations).
+        """
+        per = self.cfg.per_source
+        n_items = len(self.f.items)
+        hist = self.history(user)
+        skip = np.zeros(n_items + 1, bool)
+        ex = np.asarray(exclude, np.int64)
+        skip[ex[(ex >= 0) & (ex < n_items)]] = True
+        if category is not None:
+            cats = self.f.category
+            skip[:n_items] |= np.array([cats[i] != category for i in range(n_items)], bool)
+        lists: dict[str, np.ndarray] = {}
+        if user is not None and len(hist):
+            ids, _ = self.covisit.recommend(user, per * 2 if category else per, None)
+            ids = ids[ids < n_items]
+            lists["covisit"] = ids[~skip[ids]][:per]
+        if text:
+            unit = self._unit_text()
+            q_user, q_recent = self._queries(user, hist)
+            if unit is not None and (q_user is not None or q_recent is not None):
+                sims = np.zeros(len(unit), np.float32)
+                for q in (q_user, q_recent):
+                    if q is not None:
+                        sims += unit @ q.astype(np.float32)
+                sims = sims[:n_items]
+                sims[skip[:n_items] | ~self.f.has_text[:n_items]] = -np.inf
+                lists["content"] = _top_k(sims, per)
+        overall, by_cat = self._tops()
+        if category is not None:
+            trend = by_cat.get(category, np.zeros(0, np.int64))
+        else:
+            parts = [overall]
+            for c, _share in sorted(self.user_categories(hist).items(), key=lambda kv: -kv[1])[:2]:
+                parts.append(by_cat.get(c, np.zeros(0, np.int64))[: per // 2])
+            trend = _unique(np.concatenate(parts))
+        trend = trend[trend < n_items]
+        lists["trending"] = trend[~skip[trend]][: per * 2]
+        if self.cfg.fresh:
+            lists["fresh"] = self._fresh(n_items, skip)
+        order = [s for s in SOURCES if s in lists]
+        allc = np.concatenate([lists[s] for s in order]) if order else np.zeros(0, np.int64)
+        items = _unique(allc.astype(np.int64))
+        if len(items) < at_least:
+            free = ~skip[:n_items]
+            free[items] = False
+            rest = np.flatnonzero(free)
+            count = np.zeros(len(rest), np.float32)
+            ok = rest < len(self.count)
+            count[ok] = self.count[rest[ok]]
+            rest = rest[np.argsort(-count, kind="stable")][: at_least - len(items)]
+            items = np.concatenate([items, rest.astype(np.int64)])
+        mask = np.zeros(len(items), np.uint8)
+        where = {int(i): r for r, i in enumerate(items.tolist())}
+        for s in order:
+            bit = 1 << SOURCES.index(s)
+            for i in lists[s].tolist():
+                mask[where[int(i)]] |= bit
+        return Candidates(items=items, mask=mask, lists=lists)
+
+    def _fresh(self, n_items: int, skip: np.ndarray) -> np.ndarray:
+        count = np.zeros(n_items, np.float32)
+        m = min(n_items, len(self.count))
+        count[:m] = self.count[:m]
+        pool = np.flatnonzero((count < self.cfg.fresh_below) & ~skip[:n_items])
+        if not len(pool):
+            return np.zeros(0, np.int64)
+        half = self.cfg.fresh // 2
+        newest = pool[-half:][::-1] if half else pool[:0]
+        rest = pool[: max(len(pool) - half, 0)]
+        draw = self._rng.choice(rest, size=min(self.cfg.fresh - len(newest), len(rest)), replace=False)
+        return np.concatenate([newest, np.sort(draw)]).astype(np.int64)
+
+    def features(self, user: int | None, cands: Candidates, now: float) -> np.ndarray:
+        """One row per candidate, one column per :data:`FEATURES` (``ctr_logit`` left at 0)."""
+        items = cands.items
+        n = len(items)
+        x = np.zeros((n, len(FEATURES)), np.float32)
+        if not n:
+            return x
+        hist = self.history(user)
+        if user is not None and len(hist):
+            x[:, 0] = np.log1p(100.0 * self.covisit.score(user, items))
+        unit = self._unit_text()
+        if unit is not None:
+            q_user, q_recent = self._queries(user, hist)
+            ok = items < len(unit)
+            rows = unit[items[ok]]
+            if q_user is not None:
+                x[ok, 1] = rows @ q_user.astype(np.float32)
+            if q_recent is not None:
+                x[ok, 2] = rows @ q_recent.astype(np.float32)
+        trend = self.trending_now(items, now)
+        x[:, 3] = np.log1p(trend)
+        cats = self.f.category
+        item_cat = [cats[i] if i < len(cats) else None for i in items.tolist()]
+        affinity = self.user_categories(hist)
+        if affinity:
+            x[:, 5] = [affinity.get(c, 0.0) if c is not None else 0.0 for c in item_cat]
+            x[:, 4] = x[:, 3] * x[:, 5]
+        count = np.zeros(n, np.float32)
+        ok = items < len(self.count)
+        count[ok] = self.count[items[ok]]
+        x[:, 7] = np.log1p(count)
+        x[:, 8] = count < self.cold_below
+        for k in range(len(SOURCES)):
+            x[:, 9 + k] = (cands.mask >> k) & 1
+        return x
+
+    def similar(self, item: int, k: int) -> list[tuple[int, float, str]]:
+        """Items like ``item``: co-visitation neighbours blended with text neighbours, best first."""
+        ids, sims = self.covisit.neighbours(item, 4 * k)
+        score: dict[int, list[float]] = {}
+        if len(sims):
+            top = float(sims.max()) or 1.0
+            for i, s in zip(ids.tolist(), sims.tolist(), strict=True):
+                score[i] = [s / top, 0.0]
+        f = self.f
+        if f.text_dim and item < len(f.nbr_idx) and f.has_text[item]:
+            for i, s in zip(f.nbr_idx[item].tolist(), f.nbr_sim[item].tolist(), strict=True):
+                if s > 0 and i != item:
+                    score.setdefault(i, [0.0, 0.0])[1] = s
+        out = []
+        for i, (cv, tx) in score.items():
+            if i == item or i >= len(f.items):
+                continue
+            source = "covisit+text" if cv > 0 and tx > 0 else ("covisit" if cv > 0 else "text")
+            out.append((i, cv + 0.5 * tx, source))
+        out.sort(key=lambda r: (-r[1], r[0]))
+        return out[:k]
+
+    # -- persistence -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "covisit": self.covisit.state(),
+            "trend": self.trend.copy(),
+            "t_ref": self.t_ref,
+            "count": self.count.copy(),
+            "version": self.version,
+            "interacted": {u: sorted(v) for u, v in self.interacted.items()},
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.covisit = _native.CoVisitation.from_state(s["covisit"])
+        self.trend, self.t_ref, self.count = s["trend"], s["t_ref"], s["count"]
+        self.version = int(s["version"]) + 1
+        self.interacted = {int(u): set(v) for u, v in s["interacted"].items()}
+        self._top = None
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest finite scores, best first."""
+    finite = np.isfinite(scores)
+    m = int(finite.sum())
+    if m == 0:
+        return np.zeros(0, np.int64)
+    k = min(k, m)
+    part = np.argpartition(-scores, k - 1)[:k]
+    part = part[np.isfinite(scores[part])]
+    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """``a`` without repeats, in first-seen order."""
+    _, first = np.unique(a, return_index=True)
+    return a[np.sort(first)]
