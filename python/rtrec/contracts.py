@@ -132,6 +132,14 @@ class RankerStats(TypedDict):
     weights: dict[str, float]  # feature -> weight (rtrec.retrieve.FEATURES)
 
 
+class LiveRanking(TypedDict):
+    """Where the served ranking put items just before their users engaged with them (a sample)."""
+
+    n: int
+    hr_at_10: float | None
+    ndcg_at_10: float | None
+
+
 class RetrievalStats(TypedDict):
     """Candidate sources and the ranker (``OnlineLearner.retrieval_stats()``)."""
 
@@ -141,6 +149,7 @@ class RetrievalStats(TypedDict):
     covisit_bytes: int
     # Share of trained positives that the user's candidates held (the ranker's reach).
     candidate_recall: float | None
+    live: LiveRanking
     rankers: dict[str, RankerStats]
 
 

@@ -40,12 +40,17 @@ def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
     r = runner.invoke(app, [*args, "--config", str(config)])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models"}
+    assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models", "sources"}
     assert data["events"] == 1_500 and data["events_per_s"] > 0 and data["requests"] > 100
     assert set(data["models"]) == {"rtrec", "popularity", "static", "linear"}
-    for row in data["models"].values():
+    for name, row in data["models"].items():
         assert {"auc", "group_auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
+        assert {"recall_at_50", "coverage_at_10", "cold_hr_at_10"} <= set(row)
+        assert row["ranking"] == ("pipeline" if name == "rtrec" else "catalog")
         assert row["group_auc"] is not None
+    assert set(data["sources"]) == {"covisit", "content", "trending", "fresh"}
+    for row in data["sources"].values():
+        assert row["ranked_events"] == data["models"]["rtrec"]["ranked_events"] > 0
     assert data["models"]["popularity"]["logloss"] is None
     assert (out / "report.json").exists() and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list(out.glob("learner-*.ckpt"))) == 1
@@ -61,6 +66,7 @@ def test_replay_table_output(sim_files: tuple[Path, Path], tmp_path: Path) -> No
     assert r.exit_code == 0, r.output
     assert "rtrec replay: 1,500 events" in r.stdout and "report:" in r.stdout and "checkpoint:" in r.stdout
     assert "group_auc" in r.stdout  # an impression log: the per-request AUC is in the table
+    assert "source: covisit" in r.stdout and "recall_at_50" in r.stdout
     assert len(list((home / "checkpoints").glob("learner-*.ckpt"))) == 1
 
 

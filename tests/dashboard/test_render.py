@@ -20,6 +20,8 @@ def home(tmp_path_factory):
         daemon.log.ingest(events(pattern(1500)))
         daemon.log.ingest(events(pattern(300, start=1500, flip=True), 6001))
         daemon.learn_now()
+        for _ in range(3):
+            assert daemon.recommend("u0", 2, exclude_seen=False, policy="none")["items"]
         assert daemon.checkpoint() is not None
         stats = daemon.stats()
     finally:
@@ -62,8 +64,15 @@ def test_render_shows_a_running_daemons_stats(home):
         f"{model['hashing']['collision_rate']:.2%}",
         f"{stats['learn']['learned_seq']:,}",
         stats["top_items"][0],
+        "Retrieval and ranking",
+        f"n {model['retrieval']['live']['n']:,}",
+        f"{model['retrieval']['candidate_recall']:.1%}",
+        f"{model['retrieval']['covisit_pairs']:,} pairs",
     ):
         assert needle in out, needle
+    served = stats["recommend"]["sources"]
+    assert sum(served.values()) == 6  # three slates of two
+    assert " · ".join(f"{k} {v / 6:.0%}" for k, v in served.items() if v) in out
 
 
 def test_render_a_stopped_daemons_home(home):

@@ -64,21 +64,26 @@ def replay(
         )
     data = result.data
     if as_json:
-        keys = ("events", "examples", "evaluated", "requests", "events_per_s", "models")
+        keys = ("events", "examples", "evaluated", "requests", "events_per_s", "models", "sources")
         typer.echo(json.dumps({k: data[k] for k in keys}))
         return
     from rich.table import Table
 
     table = Table(title=f"rtrec replay: {data['events']:,} events, {data['events_per_s']:,.0f} events/s")
-    cols: tuple[str, ...] = ("auc", "logloss", "calibration", "cold_auc", "cold_user_auc", "hr_at_10", "ndcg_at_10")
+    # The served list first: top-K of each model row (``rtrec`` is the retrieve-and-rank pipeline,
+    # other rows rank the whole catalog by their own score); then click-through quality.
+    rank_cols = ("hr_at_10", "ndcg_at_10", "recall_at_50", "coverage_at_10", "cold_hr_at_10")
+    cols: tuple[str, ...] = (*rank_cols, "auc", "logloss", "calibration", "cold_auc", "cold_user_auc")
     if data.get("requests"):
         # Impression logs: the per-request AUC (as in the MIND benchmark) next to the global one.
-        cols = ("auc", "group_auc", *cols[1:])
+        cols = (*rank_cols, "auc", "group_auc", *cols[len(rank_cols) + 1 :])
     table.add_column("model", no_wrap=True)
     for c in cols:
         table.add_column(c, justify="right", overflow="fold")
     for name, row in data["models"].items():
         table.add_row(name, *("-" if row.get(c) is None else f"{row[c]:.4f}" for c in cols))
+    for name, row in data.get("sources", {}).items():
+        table.add_row(f"source: {name}", *("-" if row.get(c) is None else f"{row[c]:.4f}" for c in cols))
     import sys
 
     from rich.console import Console

@@ -178,6 +178,36 @@ def _internals(s: StatsResponse) -> Panel:
     return _kv("Internals", rows)
 
 
+def _retrieval(s: StatsResponse) -> Panel:
+    """Where served items come from, and how well the served ranking places what users then engage with."""
+    rec = s.get("recommend")
+    served = rec.get("sources", {}) if rec else {}
+    total = sum(served.values())
+    share = " · ".join(f"{name} {n / total:.0%}" for name, n in served.items() if n) if total else DASH
+    model = s.get("model")
+    hr_s = recall_s = cv_s = trained_s = DASH
+    if model is not None:
+        r = model["retrieval"]
+        live = r["live"]
+        if live["n"]:
+            hr, ndcg = _num(live["hr_at_10"], "{:.3f}"), _num(live["ndcg_at_10"], "{:.3f}")
+            hr_s = f"HR@10 {hr} · NDCG@10 {ndcg} · n {live['n']:,}"
+        recall_s = _num(r["candidate_recall"], "{:.1%}")
+        cv_s = (
+            f"{r['covisit_items']:,} items · {r['covisit_pairs']:,} pairs · "
+            f"{_num(r['covisit_bytes'] / 2**20, '{:,.1f}')} MiB"
+        )
+        trained_s = ", ".join(f"{name} {st['trained']:,}" for name, st in r["rankers"].items()) or DASH
+    rows: list[tuple[str, RenderableType | str]] = [
+        ("served from", share),
+        ("ranking (live)", hr_s),
+        ("candidate recall", recall_s),
+        ("co-visitation", cv_s),
+        ("ranker trained on", trained_s),
+    ]
+    return _kv("Retrieval and ranking", rows)
+
+
 def _top_items(s: StatsResponse) -> Panel:
     t = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     t.add_column("#", justify="right", style="dim")
@@ -205,7 +235,7 @@ def render(stats: StatsResponse) -> RenderableType:
     side.add_column(ratio=1)
     side.add_column(ratio=1)
     side.add_row(_top_items(stats), _alarms(stats))
-    return Group(_header(stats), _flow(stats), _quality(stats), _internals(stats), side)
+    return Group(_header(stats), _flow(stats), _quality(stats), _retrieval(stats), _internals(stats), side)
 
 
 def live(fetch: Callable[[], StatsResponse], console: Console, refresh_s: float = 1.0) -> None:

@@ -25,14 +25,14 @@ import torch
 
 from rtrec import _native
 from rtrec.config import EVENT_TYPES, Config
-from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
+from rtrec.contracts import DriftAlarm, LearnerStats, LiveRanking, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
 from rtrec.learn.featurize import LINEAR, Batch, Featurizer
-from rtrec.learn.metrics import logloss, progressive
+from rtrec.learn.metrics import logloss, progressive, rank_metrics
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 from rtrec.rank import pipeline
@@ -91,6 +91,7 @@ class OnlineLearner:
         }
         self.rank_rng = np.random.default_rng(cfg.learner.seed + 1)
         self.rank_recall = [0, 0]  # trained positives the candidates held, trained positives tried
+        self.live_ranks: deque[int] = deque(maxlen=2000)  # served rank of recent positives (pipeline.MISSED)
         self.labeler = Labeler(cfg.labels, dense_dim=len(self.featurizer.dense_names), n_preds=len(self.trainers))
         self.served = ServedCache()
         self.validator = Validator(cfg.events)
@@ -416,6 +417,7 @@ class OnlineLearner:
             "covisit_pairs": cv.pairs,
             "covisit_bytes": cv.memory_bytes,
             "candidate_recall": self.rank_recall[0] / tried if tried else None,
+            "live": _live(list(self.live_ranks)),
             "rankers": {k: {"trained": r.trained, "weights": r.weights()} for k, r in self.rankers.items()},
         }
 
@@ -530,3 +532,8 @@ class OnlineLearner:
             self.rank_recall = list(state["rank_recall"])
         self.history.extend(state["history"])
         return self
+
+
+def _live(ranks: list[int]) -> LiveRanking:
+    hr, ndcg = rank_metrics(ranks)
+    return {"n": len(ranks), "hr_at_10": hr, "ndcg_at_10": ndcg}

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Evaluator", "Ranked", "advance", "exclusions", "rank", "rank_variants"]
 
 _CONTENT = 1 << SOURCES.index("content")
+MISSED = 1 << 30  # the rank of an item its user's candidates did not hold
+LIVE_SHARE = 0.125  # trained positives also ranked among all their candidates, for live HR@10
 
 
 @dataclass
@@ -188,12 +190,22 @@ def _train_one(learner: OnlineLearner, user: int, item: int, ts: float, names: l
     hit = np.flatnonzero(cands.items == item)
     learner.rank_recall[0] += len(hit) > 0
     learner.rank_recall[1] += 1
+    user_id = learner.featurizer.users.ids[user]
+    if learner.rank_rng.random() < LIVE_SHARE:
+        # Live ranking quality: where the served ranking would have put the item, among all candidates.
+        where = MISSED
+        if len(hit):
+            ranked = rank_variants(learner, user_id, ts, [learner.main], cands=cands).get(learner.main)
+            if ranked is not None:
+                order = ranked.cands.items[ranked.order()]
+                found = np.flatnonzero(order == item)
+                where = int(found[0]) if len(found) else MISSED
+        learner.live_ranks.append(where)
     others = np.flatnonzero(cands.items != item)
     if not len(hit) or not len(others):
         return
     neg = learner.rank_rng.choice(others, size=min(cfg.negatives, len(others)), replace=False)
     sub = _take(cands, np.concatenate([hit[:1], neg]))
-    user_id = learner.featurizer.users.ids[user]
     for name, ranked in rank_variants(learner, user_id, ts, names, cands=sub).items():
         if ranked.cands.items[0] == item:  # a ranker without text never sees a text-only target
             learner.rankers[name].learn(ranked.x)

@@ -43,9 +43,14 @@ FEATURES = (
     "ctr_logit",
     "popularity",
     "cold",
+    # A cold item has little co-visitation or popularity to go by: how much its text and its
+    # few co-visits should count is learned apart.
+    "cold_content",
+    "cold_covisit",
     *(f"from_{s}" for s in SOURCES),
 )
-TEXT_FEATURES = ("content_user", "content_recent", "from_content")
+TEXT_FEATURES = ("content_user", "content_recent", "cold_content", "from_content")
+FROM = FEATURES.index(f"from_{SOURCES[0]}")
 CTR = FEATURES.index("ctr_logit")
 RECENT = 5  # history items whose mean embedding the content source also queries with
 _RESCALE = 2.0**40
@@ -316,8 +321,10 @@ class Retrieval:
         count[ok] = self.count[items[ok]]
         x[:, 7] = np.log1p(count)
         x[:, 8] = count < self.cold_below
+        x[:, 9] = x[:, 8] * np.maximum(x[:, 1], x[:, 2])
+        x[:, 10] = x[:, 8] * x[:, 0]
         for k in range(len(SOURCES)):
-            x[:, 9 + k] = (cands.mask >> k) & 1
+            x[:, FROM + k] = (cands.mask >> k) & 1
         return x
 
     def similar(self, item: int, k: int) -> list[tuple[int, float, str]]:

@@ -165,3 +165,48 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+GENRES = ("drama", "comedy", "action", "romance", "scifi", "horror")
+
+
+def genre_world(
+    *, per_genre: int = 40, users: int = 150, ratings_per_user: int = 25, t0: float = 1_700_000_000.0, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A small film catalog and a history of star ratings, for retrieval tests and benchmarks.
+
+    Each user has a favourite genre (horror is the least common, so popularity alone does
+    not serve its fans) and rates mostly films of it, highly; other films get low ratings.
+    Returns (items for ``/v1/items``, events for ``/v1/events``).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    items = [
+        {"item_id": f"{g}-{i}", "title": f"A {g} film, number {i}", "category": g, "tags": [g]}
+        for g in GENRES
+        for i in range(per_genre)
+    ]
+    share = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    events: list[dict[str, Any]] = []
+    t = t0
+    for u in range(users):
+        fav = GENRES[int(rng.choice(len(GENRES), p=share))]
+        for _ in range(ratings_per_user):
+            own = rng.random() < 0.8
+            g = fav if own else GENRES[int(rng.integers(len(GENRES)))]
+            # Within a genre, lower numbers are the better-known films.
+            i = min(int(rng.geometric(0.08)) - 1, per_genre - 1)
+            stars = float(rng.integers(4, 6) if g == fav else rng.integers(1, 4))
+            t += float(rng.integers(1, 60))
+            events.append(
+                {
+                    "event_id": f"w{len(events)}",
+                    "ts": t,
+                    "user_id": f"user-{u}",
+                    "item_id": f"{g}-{i}",
+                    "event_type": "rating",
+                    "value": stars,
+                }
+            )
+    return items, events
