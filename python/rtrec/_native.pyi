@@ -11,7 +11,7 @@ from typing import Any, Literal, Self, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FORMAT_VERSION", "FeatureHasher", "OnlineLinear", "ReplayBuffer", "murmur3_32"]
+__all__ = ["FORMAT_VERSION", "CoVisitation", "FeatureHasher", "OnlineLinear", "ReplayBuffer", "murmur3_32"]
 
 FORMAT_VERSION: int
 
@@ -131,6 +131,7 @@ class OnlineLinear:
         weights: npt.NDArray[np.float32], sq_sum: npt.NDArray[np.float32], bias: float, bias_sq: float, lr: float
     ) -> OnlineLinear: ...
 
+@final
 class CoVisitation:
     """Time-decayed item-to-item co-visitation with bounded memory.
 

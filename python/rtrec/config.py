@@ -216,6 +216,9 @@ class RetrieveConfig:
     # first, then a random draw), an item counting as fresh below ``fresh_below`` positives.
     fresh: Annotated[int, Strict(), Field(ge=0)] = 20
     fresh_below: Count = 5
+    # Content: above this many items with text, an IVF index (approximate) replaces exact search.
+    ann_above: Count = 200_000
+    ann_probe: Count = 16
     # The ranker: a softmax over each trained positive and ``negatives`` of its candidates,
     # trained on this share of positive events (each costs one retrieval and CTR scoring).
     negatives: Count = 32

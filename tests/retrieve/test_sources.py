@@ -12,6 +12,7 @@ from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.learn import OnlineLearner
 from rtrec.rank import ListRanker, pipeline
 from rtrec.retrieve import FEATURES
+from rtrec.retrieve.ann import IVFIndex
 from tests.learn.streams import T0, events
 
 CATS = ("horror", "comedy", "drama")
@@ -33,7 +34,11 @@ def embeddings(ids: list[str]) -> np.ndarray:
 
 @pytest.fixture
 def learner() -> OnlineLearner:
-    cfg = load_config(overrides={"text": {"enabled": True}, "retrieve": {"per_source": 10, "fresh": 4}})
+    return make_learner()
+
+
+def make_learner(**retrieve: int) -> OnlineLearner:
+    cfg = load_config(overrides={"text": {"enabled": True}, "retrieve": {"per_source": 10, "fresh": 4, **retrieve}})
     learner = OnlineLearner(cfg, text_dim=8)
     items = catalog()
     learner.set_catalog(items)
@@ -150,3 +155,32 @@ def test_native_covisitation_checks_its_input() -> None:
         _native.CoVisitation.from_state(cv.state()[:-3])
     back = _native.CoVisitation.from_state(cv.state())
     assert back.neighbours(1, 5)[0].tolist() == [0] and back.pairs == cv.pairs == 1
+
+
+def test_ivf_index_finds_the_nearest_items() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 16)).astype(np.float32)
+    x = centres[rng.integers(50, size=5000)] + 0.3 * rng.standard_normal((5000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = IVFIndex(x, lists=40)
+    assert index.offsets[-1] == len(x) and sorted(index.order.tolist()) == list(range(len(x)))
+    recall = []
+    for q in x[:20]:
+        exact = set(np.argsort(-(x @ q))[:10].tolist())
+        got, sims = index.search(x, q, 10, probe=8)
+        assert np.all(np.diff(sims) <= 0)
+        recall.append(len(exact & set(got.tolist())) / 10)
+    assert np.mean(recall) >= 0.9
+    skip = np.zeros(len(x), bool)
+    skip[index.search(x, x[0], 10, probe=8)[0]] = True
+    assert not skip[index.search(x, x[0], 10, probe=8, skip=skip)[0]].any()
+
+
+def test_content_retrieval_through_the_index_on_a_large_catalog() -> None:
+    big = make_learner(ann_above=10)  # every catalog counts as large here
+    assert big.retrieval._ann is not None
+    big.learn(events([(500 + k, "fan", f"horror-{k}", "click") for k in range(4)], start_seq=10_000))
+    fan = big.featurizer.users.get("fan")
+    c = big.retrieval.retrieve(fan, float(T0 + 600), pipeline.exclusions(big, fan, point_in_time=True))
+    content = names(big, c.lists["content"])
+    assert "horror-new" in content and all(i.startswith("horror") for i in content[:5])

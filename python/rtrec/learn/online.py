@@ -85,7 +85,7 @@ class OnlineLearner:
             cfg.retrieve, self.featurizer, cold_below=cfg.replay.cold_threshold, seed=cfg.learner.seed
         )
         self.rankers = {
-            v.name: ListRanker(cfg.retrieve.lr, text=v.item_text)
+            v.name: ListRanker(cfg.retrieve.lr, text=v.item_text, user_vector=v.user_vector)
             for v in vs
             if v.name == self.main or v.name.startswith(f"{MAIN}_")
         }
@@ -131,6 +131,7 @@ class OnlineLearner:
                     hint="the text model changed since this checkpoint; start from a fresh home or the old model",
                 )
             self.featurizer.set_item_embeddings(list(ids), matrix)
+        self.retrieval.reindex()  # outside the lock: seconds on a large catalog, and reads go on meanwhile
 
     # -- learning -------------------------------------------------------------------------------------
     def learn(self, events: pa.RecordBatch | pa.Table, *, keep_predictions: bool = False) -> LearnResult:

@@ -30,14 +30,18 @@ PRIOR = {
 
 
 class ListRanker:
-    """Scores candidates ``x @ w``; ``text=False`` zeroes the text features (an ablation)."""
+    """Scores candidates ``x @ w``. Ablations: ``text=False`` zeroes the text features,
+    ``user_vector=False`` the similarity to the user's interest vector."""
 
-    def __init__(self, lr: float = 0.05, *, text: bool = True) -> None:
+    def __init__(self, lr: float = 0.05, *, text: bool = True, user_vector: bool = True) -> None:
         self.lr = lr
         self.text = text
         self.w = np.array([PRIOR.get(f, 0.0) for f in FEATURES], np.float64)
         self.g2 = np.ones(len(FEATURES), np.float64)
-        self.mask = np.array([text or f not in TEXT_FEATURES for f in FEATURES], np.float64)
+        off = set(TEXT_FEATURES) if not text else set()
+        if not user_vector:
+            off.add("content_user")
+        self.mask = np.array([f not in off for f in FEATURES], np.float64)
         self.w *= self.mask
         self.trained = 0
         self.loss_sum = 0.0

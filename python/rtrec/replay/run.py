@@ -87,27 +87,32 @@ class _Ranking:
 
     ranks: list[int] = field(default_factory=list)
     cold: list[bool] = field(default_factory=list)
+    new: list[bool] = field(default_factory=list)
     shown: set[int] = field(default_factory=set)
 
-    def add(self, items: np.ndarray, target: int, cold: bool) -> None:
+    def add(self, items: np.ndarray, target: int, cold: bool, new: bool) -> None:
         """``items``: the list, best first (at least its top 50)."""
         where = np.flatnonzero(items[:50] == target)
         self.ranks.append(int(where[0]) if len(where) else MISSED)
         self.cold.append(cold)
+        self.new.append(new)
         self.shown.update(items[:10].tolist())
 
     def metrics(self, n_catalog: int) -> dict[str, float | int | None]:
         r = np.asarray(self.ranks, np.int64)
         hr, ndcg = rank_metrics(self.ranks)
-        cold = np.asarray(self.cold, bool)
+        cold, new = np.asarray(self.cold, bool), np.asarray(self.new, bool)
         return {
             "hr_at_10": hr,
             "ndcg_at_10": ndcg,
             "recall_at_50": float((r < 50).mean()) if len(r) else None,
             "coverage_at_10": len(self.shown) / n_catalog if n_catalog else None,
             "cold_hr_at_10": float((r[cold] < 10).mean()) if cold.any() else None,
+            # Items nobody had engaged with before: only their text (or chance) can find them.
+            "new_hr_at_10": float((r[new] < 10).mean()) if new.any() else None,
             "ranked_events": len(r),
             "cold_ranked_events": int(cold.sum()),
+            "new_ranked_events": int(new.sum()),
         }
 
 
@@ -289,6 +294,7 @@ def _rank_one(
     assert known is not None
     target = int(known)
     cold = bool(f.item_counts.n[target] < threshold)
+    new = bool(learner.retrieval.count[target] == 0) if target < len(learner.retrieval.count) else True
     user = f.users.get(user_id)
     others = [n for n in learner.trainers if n not in learner.rankers]
     if others:
@@ -304,16 +310,16 @@ def _rank_one(
             s = learner.trainers[name].predict(cb, f)
             # Ties count against the model: a target tied with others ranks after them all.
             order = np.lexsort((cand == target, -s))
-            col.ranking.setdefault(name, _Ranking()).add(cand[order[:50]], target, cold)
+            col.ranking.setdefault(name, _Ranking()).add(cand[order[:50]], target, cold, new)
     if learner.rankers:
         ranked = rank_variants(learner, user_id, ts, list(learner.rankers), point_in_time=True)
         for name in learner.rankers:
             rk = ranked.get(name)
             items = rk.cands.items[rk.order()] if rk is not None else np.zeros(0, np.int64)
-            col.ranking.setdefault(name, _Ranking()).add(items, target, cold)
+            col.ranking.setdefault(name, _Ranking()).add(items, target, cold, new)
         lists = next(iter(ranked.values())).cands.lists if ranked else {}
         for source in SOURCES:
-            col.sources.setdefault(source, _Ranking()).add(lists.get(source, np.zeros(0, np.int64)), target, cold)
+            col.sources.setdefault(source, _Ranking()).add(lists.get(source, np.zeros(0, np.int64)), target, cold, new)
 
 
 def _one_row_per_showing(col: _Collected, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,7 @@ class Retrieval:
         self.version = 0
         self._top: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
         self._unit: tuple[int, np.ndarray] | None = None  # (id of the centred matrix, unit rows)
+        self._ann: tuple[np.ndarray, Any] | None = None  # (the unit matrix it indexes, IVFIndex)
         self._rng = np.random.default_rng(seed)
 
     # -- the learn step ---------------------------------------------------------------------
@@ -237,13 +238,9 @@ class Retrieval:
             unit = self._unit_text()
             q_user, q_recent = self._queries(user, hist)
             if unit is not None and (q_user is not None or q_recent is not None):
-                sims = np.zeros(len(unit), np.float32)
-                for q in (q_user, q_recent):
-                    if q is not None:
-                        sims += unit @ q.astype(np.float32)
-                sims = sims[:n_items]
-                sims[skip[:n_items] | ~self.f.has_text[:n_items]] = -np.inf
-                lists["content"] = _top_k(sims, per)
+                # Similarity to both queries summed is similarity to their sum.
+                q = sum(v for v in (q_user, q_recent) if v is not None)
+                lists["content"] = self._nearest(unit, np.asarray(q, np.float32), per, skip, n_items)
         overall, by_cat = self._tops()
         if category is not None:
             trend = by_cat.get(category, np.zeros(0, np.int64))
@@ -275,6 +272,38 @@ class Retrieval:
             for i in lists[s].tolist():
                 mask[where[int(i)]] |= bit
         return Candidates(items=items, mask=mask, lists=lists)
+
+    def _nearest(self, unit: np.ndarray, q: np.ndarray, k: int, skip: np.ndarray, n_items: int) -> np.ndarray:
+        """The ``k`` items with text nearest ``q``: exact, or through the IVF index on large catalogs
+        (items added since it was built are searched exactly)."""
+        ann = self._ann
+        if ann is not None and ann[0] is unit:
+            index = ann[1]
+            mask = skip[: len(unit)] | ~self.f.has_text[: len(unit)]
+            rows, sims = index.search(unit, q, k, self.cfg.ann_probe, mask)
+            tail = np.arange(index.n, n_items)
+            if len(tail):
+                tail = tail[~mask[tail]]
+                rows = np.concatenate([rows, tail])
+                sims = np.concatenate([sims, unit[tail] @ q])
+            return rows[np.argsort(-sims, kind="stable")[:k]].astype(np.int64)
+        sims = (unit @ q)[:n_items]
+        sims[skip[:n_items] | ~self.f.has_text[:n_items]] = -np.inf
+        return _top_k(sims, k)
+
+    def reindex(self) -> bool:
+        """Build the IVF index over the current text embeddings when the catalog is large
+        (``retrieve.ann_above`` items with text); returns whether one was built. Call it from
+        the thread that changed the embeddings: it takes seconds at a million items, and
+        readers keep the exact search (or the previous index) meanwhile."""
+        unit = self._unit_text()
+        if unit is None or int(self.f.has_text.sum()) < self.cfg.ann_above:
+            self._ann = None
+            return False
+        from rtrec.retrieve.ann import IVFIndex
+
+        self._ann = (unit, IVFIndex(unit))
+        return True
 
     def _fresh(self, n_items: int, skip: np.ndarray) -> np.ndarray:
         count = np.zeros(n_items, np.float32)
