@@ -169,8 +169,11 @@ impl CoVisitation {
             let f = self.unit(ts[k]) * w;
             self.counts[item as usize] += f;
             let hist = self.histories.entry(users[k] as u64).or_default();
-            if hist.contains(&item) {
-                continue; // engaging again with a recent item adds no new pairs
+            if let Some(at) = hist.iter().position(|&i| i == item) {
+                // Engaging again with a recent item adds no new pairs; it becomes the newest.
+                hist.remove(at);
+                hist.push_back(item);
+                continue;
             }
             let others: Vec<u32> = hist.iter().rev().copied().collect();
             hist.push_back(item);
@@ -328,6 +331,12 @@ impl CoVisitation {
         }
         if r.at != data.len() {
             return Err(Error::Corrupt("co-visitation state: trailing bytes".into()));
+        }
+        let in_range = |i: &u32| (*i as usize) < n;
+        if !cv.neighbours.iter().all(|l| l.iter().all(|e| in_range(&e.0)))
+            || !cv.histories.values().all(|h| h.iter().all(in_range))
+        {
+            return Err(Error::Corrupt("co-visitation state: an item index out of range".into()));
         }
         Ok(cv)
     }

@@ -171,6 +171,16 @@ class Featurizer:
         self._centred = None
         self._find_neighbours(idx)
 
+    def unit_text(self) -> np.ndarray:
+        """The whole centred embedding matrix (unit rows; zero rows: no text), without a copy.
+
+        It may hold more rows than there are items (capacity). It is replaced, not changed,
+        when the embeddings change or the arrays grow: a reader keeps a consistent matrix.
+        """
+        self.centred_text(np.zeros(0, np.int64))  # builds or grows it
+        assert self._centred is not None
+        return self._centred
+
     def centred_text(self, idx: np.ndarray) -> np.ndarray:
         """Item embeddings centred on the catalog's mean embedding (:func:`rtrec.text.centre`).
 

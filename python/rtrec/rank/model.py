@@ -40,7 +40,7 @@ class ListRanker:
         self.g2 = np.ones(len(FEATURES), np.float64)
         off = set(TEXT_FEATURES) if not text else set()
         if not user_vector:
-            off.add("content_user")
+            off.update(("content_user", "cold_content"))
         self.mask = np.array([f not in off for f in FEATURES], np.float64)
         self.w *= self.mask
         self.trained = 0

@@ -169,6 +169,7 @@ def advance(learner: OnlineLearner, r: Resolving) -> None:
             _train_one(learner, int(r.user_idx[k]), int(r.item_idx[k]), float(r.ts[k]), names, text)
     if start < len(r):
         learner.retrieval.observe(r.user_idx[start:], r.item_idx[start:], r.ts[start:], r.labels[start:])
+    learner.retrieval.commit()
 
 
 def _train_rows(learner: OnlineLearner, r: Resolving) -> np.ndarray:
@@ -207,5 +208,5 @@ def _train_one(learner: OnlineLearner, user: int, item: int, ts: float, names: l
     neg = learner.rank_rng.choice(others, size=min(cfg.negatives, len(others)), replace=False)
     sub = _take(cands, np.concatenate([hit[:1], neg]))
     for name, ranked in rank_variants(learner, user_id, ts, names, cands=sub).items():
-        if ranked.cands.items[0] == item:  # a ranker without text never sees a text-only target
+        if len(ranked.cands) > 1 and ranked.cands.items[0] == item:  # without text: no text-only target
             learner.rankers[name].learn(ranked.x)

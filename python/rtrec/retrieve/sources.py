@@ -83,16 +83,14 @@ class Retrieval:
         half = cfg.covisit_half_life_s if cfg.covisit_half_life_s > 0 else math.inf
         self.covisit = _native.CoVisitation(cfg.max_neighbours, cfg.history, half)
         # Decayed popularity at one reference time: an event at ``t`` adds 2^((t - t_ref) / half).
-        self.trend = np.zeros(0, np.float64)
-        self.t_ref: float | None = None
+        self._trend: tuple[np.ndarray, float | None] = (np.zeros(0, np.float64), None)  # (counts, t_ref)
         self.count = np.zeros(0, np.float32)  # all-time positives per item
         # user -> items with an example so far, in stream order (the exclusions of the
         # ranking evaluation and of the rankers' training, which run inside a learn step).
         self.interacted: dict[int, set[int]] = {}
-        self.version = 0
+        self.version = 0  # bumped once per learn chunk (the top lists are rebuilt then, not per event)
         self._top: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
-        self._unit: tuple[int, np.ndarray] | None = None  # (id of the centred matrix, unit rows)
-        self._ann: tuple[np.ndarray, Any] | None = None  # (the unit matrix it indexes, IVFIndex)
+        self._ann: Any = None  # IVFIndex over the item text, on large catalogs
         self._rng = np.random.default_rng(seed)
 
     # -- the learn step ---------------------------------------------------------------------
@@ -108,32 +106,43 @@ class Retrieval:
         users, items, ts = users[pos].astype(np.int64), items[pos].astype(np.int64), ts[pos].astype(np.float64)
         self._grow(int(items.max()) + 1)
         self.covisit.observe(users, items, ts, np.ones(len(items), np.float32))
-        if self.t_ref is None:
-            self.t_ref = float(ts.min())
+        trend, t_ref = self._trend
+        if t_ref is None:
+            t_ref = float(ts.min())
         half = self.cfg.trending_half_life_s
-        scale = np.exp2((ts - self.t_ref) / half)
+        scale = np.exp2(np.minimum((ts - t_ref) / half, 1000.0))
         if scale.max() > _RESCALE:
-            self.trend *= 2.0 ** (-(float(ts.max()) - self.t_ref) / half)
-            self.t_ref = float(ts.max())
-            scale = np.exp2((ts - self.t_ref) / half)
-        np.add.at(self.trend, items, scale)
+            # A new array: readers hold the old one with its own reference time until the swap.
+            t_new = float(ts.max())
+            trend = trend * float(np.exp2(max(-(t_new - t_ref) / half, -1000.0)))
+            t_ref = t_new
+            scale = np.exp2((ts - t_ref) / half)
+        np.add.at(trend, items, scale)
         np.add.at(self.count, items, 1.0)
+        self._trend = (trend, t_ref)
+
+    def commit(self) -> None:
+        """The end of a learn chunk: lists derived from the sources (trending tops) are rebuilt on next read."""
         self.version += 1
 
     def _grow(self, n: int) -> None:
-        if n > len(self.trend):
-            size = max(n, int(len(self.trend) * 1.5) + 16)
-            self.trend = np.concatenate([self.trend, np.zeros(size - len(self.trend))])
+        trend, t_ref = self._trend
+        if n > len(trend):
+            size = max(n, int(len(trend) * 1.5) + 16)
+            self._trend = (np.concatenate([trend, np.zeros(size - len(trend))]), t_ref)
             self.count = np.concatenate([self.count, np.zeros(size - len(self.count), np.float32)])
 
     # -- reads -------------------------------------------------------------------------------
     def trending_now(self, items: np.ndarray, now: float) -> np.ndarray:
         """Decayed positive count of ``items`` as of ``now`` (epoch seconds)."""
         out = np.zeros(len(items))
-        if self.t_ref is None:
+        trend, t_ref = self._trend
+        if t_ref is None:
             return out
-        ok = items < len(self.trend)
-        out[ok] = self.trend[items[ok]] * 2.0 ** (-(now - self.t_ref) / self.cfg.trending_half_life_s)
+        ok = items < len(trend)
+        out[ok] = trend[items[ok]] * float(
+            np.exp2(np.clip(-(now - t_ref) / self.cfg.trending_half_life_s, -1000, 1000))
+        )
         return out
 
     def _tops(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -141,9 +150,10 @@ class Retrieval:
         top = self._top
         if top is not None and top[0] == self.version:
             return top[1], top[2]
-        n = min(len(self.f.items), len(self.trend))
-        order = np.argsort(-self.trend[:n], kind="stable")
-        order = order[self.trend[order] > 0]
+        trend = self._trend[0]
+        n = min(len(self.f.items), len(trend))
+        order = np.argsort(-trend[:n], kind="stable")
+        order = order[trend[order] > 0]
         per = self.cfg.per_source
         overall = order[:per]
         cats: dict[str, list[int]] = {}
@@ -173,18 +183,8 @@ class Retrieval:
         return out
 
     def _unit_text(self) -> np.ndarray | None:
-        """Unit-length centred item embeddings (zero rows: no text), cached per change of the embeddings."""
-        f = self.f
-        if not f.text_dim:
-            return None
-        n = len(f.items)
-        key = id(f._centred) if f._centred is not None else 0
-        cached = self._unit
-        if cached is not None and cached[0] == key and len(cached[1]) >= n and key:
-            return cached[1]
-        unit = f.centred_text(np.arange(n))
-        self._unit = (id(f._centred), unit)
-        return unit
+        """Unit-length centred item embeddings (zero rows: no text); None without text."""
+        return self.f.unit_text() if self.f.text_dim else None
 
     def _queries(self, user: int | None, hist: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         unit = self._unit_text()
@@ -221,7 +221,8 @@ class Retrieval:
         catalog fills in, most engaged first (no source bit: ``catalog`` in explanations).
         """
         per = self.cfg.per_source
-        n_items = len(self.f.items)
+        # Arrays grow while requests read them (the learner registers items first): read a prefix all hold.
+        n_items = min(len(self.f.items), len(self.f.category), len(self.f.has_text) if self.f.text_dim else 1 << 62)
         hist = self.history(user)
         skip = np.zeros(n_items + 1, bool)
         ex = np.asarray(exclude, np.int64)
@@ -276,19 +277,19 @@ class Retrieval:
     def _nearest(self, unit: np.ndarray, q: np.ndarray, k: int, skip: np.ndarray, n_items: int) -> np.ndarray:
         """The ``k`` items with text nearest ``q``: exact, or through the IVF index on large catalogs
         (items added since it was built are searched exactly)."""
-        ann = self._ann
-        if ann is not None and ann[0] is unit:
-            index = ann[1]
-            mask = skip[: len(unit)] | ~self.f.has_text[: len(unit)]
+        n = min(n_items, len(unit), len(self.f.has_text))
+        mask = skip[:n] | ~self.f.has_text[:n]
+        index = self._ann
+        if index is not None and index.n <= n:
             rows, sims = index.search(unit, q, k, self.cfg.ann_probe, mask)
-            tail = np.arange(index.n, n_items)
+            tail = np.arange(index.n, n)
             if len(tail):
                 tail = tail[~mask[tail]]
                 rows = np.concatenate([rows, tail])
                 sims = np.concatenate([sims, unit[tail] @ q])
             return rows[np.argsort(-sims, kind="stable")[:k]].astype(np.int64)
-        sims = (unit @ q)[:n_items]
-        sims[skip[:n_items] | ~self.f.has_text[:n_items]] = -np.inf
+        sims = unit[:n] @ q
+        sims[mask] = -np.inf
         return _top_k(sims, k)
 
     def reindex(self) -> bool:
@@ -297,12 +298,13 @@ class Retrieval:
         the thread that changed the embeddings: it takes seconds at a million items, and
         readers keep the exact search (or the previous index) meanwhile."""
         unit = self._unit_text()
-        if unit is None or int(self.f.has_text.sum()) < self.cfg.ann_above:
+        n = min(len(self.f.items), len(self.f.has_text))
+        if unit is None or int(self.f.has_text[:n].sum()) < self.cfg.ann_above:
             self._ann = None
             return False
         from rtrec.retrieve.ann import IVFIndex
 
-        self._ann = (unit, IVFIndex(unit))
+        self._ann = IVFIndex(unit[:n])
         return True
 
     def _fresh(self, n_items: int, skip: np.ndarray) -> np.ndarray:
@@ -369,6 +371,15 @@ class Retrieval:
             for i, s in zip(f.nbr_idx[item].tolist(), f.nbr_sim[item].tolist(), strict=True):
                 if s > 0 and i != item:
                     score.setdefault(i, [0.0, 0.0])[1] = s
+        if f.text_dim and not any(tx for _, tx in score.values()):
+            # No precomputed text neighbours (a large catalog, or an item newer than them): search.
+            unit = self._unit_text()
+            n = min(len(f.items), len(f.has_text))
+            if unit is not None and item < min(n, len(unit)) and f.has_text[item]:
+                skip = np.zeros(n + 1, bool)
+                skip[item] = True
+                for i in self._nearest(unit, unit[item], k, skip, n).tolist():
+                    score.setdefault(i, [0.0, 0.0])[1] = max(float(unit[i] @ unit[item]), 1e-6)
         out = []
         for i, (cv, tx) in score.items():
             if i == item or i >= len(f.items):
@@ -382,8 +393,8 @@ class Retrieval:
     def state_dict(self) -> dict[str, Any]:
         return {
             "covisit": self.covisit.state(),
-            "trend": self.trend.copy(),
-            "t_ref": self.t_ref,
+            "trend": self._trend[0].copy(),
+            "t_ref": self._trend[1],
             "count": self.count.copy(),
             "version": self.version,
             "interacted": {u: sorted(v) for u, v in self.interacted.items()},
@@ -391,7 +402,7 @@ class Retrieval:
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.covisit = _native.CoVisitation.from_state(s["covisit"])
-        self.trend, self.t_ref, self.count = s["trend"], s["t_ref"], s["count"]
+        self._trend, self.count = (s["trend"], s["t_ref"]), s["count"]
         self.version = int(s["version"]) + 1
         self.interacted = {int(u): set(v) for u, v in s["interacted"].items()}
         self._top = None

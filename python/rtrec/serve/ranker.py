@@ -75,7 +75,7 @@ class Ranker:
         catalog = self.catalog()
         learned_seq = int(self.learner.last_seq)
         version = int(self.learner.model_version)
-        if candidates is None and known:
+        if candidates is None and self.learner.featurizer.users.get(user_id) is not None:
             out = self._pipeline(user_id, k, exclude_seen, skip, catalog, context, policy, explain, category)
             out.update(model_version=version, learned_seq=learned_seq)
             self._observe(t0, int(out.pop("_explored")))
