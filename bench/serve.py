@@ -7,6 +7,7 @@ prints progress to stderr. The last line of stdout is one JSON object.
     python bench/serve.py latency     # p50/p99 of GET /v1/recommend with 10,000 catalog items
     python bench/serve.py freshness   # POST acknowledged -> learned / reflected, at 1,000 events/s background
     python bench/serve.py ingest      # events/s committed, POST batches of 1,000
+    python bench/serve.py genre       # 30 five-star ratings of one genre -> 5 of the top 10, seconds
     python bench/serve.py all
 
 Targets from the issue: latency p99 < 10 ms; freshness p50 < 100 ms and p99 < 1 s;
@@ -28,6 +29,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
@@ -284,9 +287,64 @@ def bench_ingest(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         d.terminate()
 
 
+def bench_genre(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    """A new user posts 30 five-star ratings of one genre: seconds from the POST's answer until at
+    least 5 of their top-10 are of that genre (polled every 10 ms), one user per trial."""
+    from rtrec.serve.testing import GENRES, genre_world
+
+    d = start(args, home)
+    try:
+        conn = Conn(d.url)
+        items, history = genre_world(per_genre=200, users=1000, ratings_per_user=20)
+        conn.request("POST", "/v1/items", json.dumps(items).encode())
+        for lo in range(0, len(history), 5000):
+            conn.request("POST", "/v1/events", json.dumps(history[lo : lo + 5000]).encode())
+        wait_learned(conn)
+        say(f"{len(items):,} films, {len(history):,} earlier ratings learned")
+        seconds, counts = [], []
+        t_event = history[-1]["ts"] + 1000.0
+        for trial in range(args.trials):
+            genre = GENRES[trial % len(GENRES)]
+            user = f"newcomer-{trial}"
+            ratings = [
+                {
+                    "event_id": f"g{trial}-{i}",
+                    "ts": t_event + i,
+                    "user_id": user,
+                    "item_id": f"{genre}-{i}",
+                    "event_type": "rating",
+                    "value": 5.0,
+                }
+                for i in range(30)
+            ]
+            t_event += 100.0
+            status, _ = conn.request("POST", "/v1/events", json.dumps(ratings).encode())
+            assert status == 200
+            acked = time.perf_counter()
+            got = 0
+            while time.perf_counter() - acked < 10.0:
+                _, rec = conn.request("GET", f"/v1/recommend?user_id={user}&k=10&policy=none")
+                got = sum(it["item_id"].startswith(f"{genre}-") for it in rec["items"])
+                if got >= 5:
+                    break
+                time.sleep(0.01)
+            seconds.append(time.perf_counter() - acked)
+            counts.append(got)
+            say(f"{user} ({genre}): {got} of 10 after {seconds[-1]:.3f} s")
+        return {
+            "catalog_items": len(items),
+            "earlier_ratings": len(history),
+            "trials": args.trials,
+            "seconds_to_5_of_10": {"p50": round(float(np.median(seconds)), 3), "max": round(max(seconds), 3)},
+            "genre_items_in_top_10": counts,
+        }
+    finally:
+        d.terminate()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["latency", "freshness", "ingest", "all"])
+    p.add_argument("mode", choices=["latency", "freshness", "ingest", "genre", "all"])
     p.add_argument("--items", type=int, default=10_000)
     p.add_argument("--users", type=int, default=1_000)
     p.add_argument("--warm-events", type=int, default=20_000)
@@ -297,6 +355,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=300)
     p.add_argument("--connections", type=int, default=2)
     p.add_argument("--policy", default="epsilon")
+    p.add_argument("--trials", type=int, default=12, help="genre: new users, one after another")
     p.add_argument("--text", action="store_true", help="enable the text encoder (slower start)")
     args = p.parse_args()
     modes = ["latency", "freshness", "ingest"] if args.mode == "all" else [args.mode]
@@ -306,7 +365,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
         for mode in modes:
-            fn = {"latency": bench_latency, "freshness": bench_freshness, "ingest": bench_ingest}[mode]
+            fn = {"latency": bench_latency, "freshness": bench_freshness, "ingest": bench_ingest, "genre": bench_genre}[
+                mode
+            ]
             result[mode] = fn(args, Path(tmp) / mode)
     print(json.dumps(result))
 

@@ -1,9 +1,8 @@
 """Turns rows into model inputs: hashed features, counters and text features.
 
-The :class:`Featurizer` owns the per-user and per-item state the models read: id maps,
-time-decayed popularity and CTR counters, target encodings of crosses, the catalog's side
-information, item text embeddings and user interest vectors. Reading features never
-changes that state; :meth:`Featurizer.update` folds learned examples into it.
+The :class:`Featurizer` owns the per-user and per-item state the models read (id maps, decayed
+counters, target encodings, catalog side information, text embeddings, user interest vectors).
+Reading never changes it; :meth:`Featurizer.update` folds learned examples into it.
 
 A row is read at one point of the stream (an impression when it is shown, a rating when it
 arrives) and its label resolves later. Within a chunk, :func:`resolved_before` gives each
@@ -172,14 +171,9 @@ class Featurizer:
         self._find_neighbours(idx)
 
     def unit_text(self) -> np.ndarray:
-        """The whole centred embedding matrix (unit rows; zero rows: no text), without a copy.
-
-        It may hold more rows than there are items (capacity). It is replaced, not changed,
-        when the embeddings change or the arrays grow: a reader keeps a consistent matrix.
-        """
+        """The whole centred matrix, capacity rows included; replaced (never changed) when it changes."""
         self.centred_text(np.zeros(0, np.int64))  # builds or grows it
-        assert self._centred is not None
-        return self._centred
+        return self._centred  # type: ignore[return-value]
 
     def centred_text(self, idx: np.ndarray) -> np.ndarray:
         """Item embeddings centred on the catalog's mean embedding (:func:`rtrec.text.centre`).

@@ -25,14 +25,14 @@ import torch
 
 from rtrec import _native
 from rtrec.config import EVENT_TYPES, Config
-from rtrec.contracts import DriftAlarm, LearnerStats, LiveRanking, RetrievalStats
+from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
-from rtrec.learn import step
+from rtrec.learn import stats, step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
 from rtrec.learn.featurize import LINEAR, Batch, Featurizer
-from rtrec.learn.metrics import logloss, progressive, rank_metrics
+from rtrec.learn.metrics import logloss
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 from rtrec.rank import pipeline
@@ -410,17 +410,7 @@ class OnlineLearner:
             return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
 
     def retrieval_stats(self) -> RetrievalStats:
-        tried = self.rank_recall[1]
-        cv = self.retrieval.covisit
-        return {
-            "covisit_items": cv.items,
-            "covisit_users": cv.users,
-            "covisit_pairs": cv.pairs,
-            "covisit_bytes": cv.memory_bytes,
-            "candidate_recall": self.rank_recall[0] / tried if tried else None,
-            "live": _live(list(self.live_ranks)),
-            "rankers": {k: {"trained": r.trained, "weights": r.weights()} for k, r in self.rankers.items()},
-        }
+        return stats.retrieval(self)
 
     @property
     def drift_alarms(self) -> list[DriftAlarm]:
@@ -429,32 +419,7 @@ class OnlineLearner:
     def stats(self, window_s: float = 3600.0) -> LearnerStats:
         """Progressive metrics (overall and per minute over the last hour), replay and state sizes."""
         with self._lock:
-            tr = self.trainers[self.main]
-            return {
-                "model_version": self.model_version,
-                "last_seq": self.last_seq,
-                "events_seen": self.events_seen,
-                "examples_seen": self.examples_seen,
-                "pending_impressions": self.labeler.pending,
-                "labels": {
-                    "pending": self.labeler.pending,
-                    "retained": self.labeler.retained,
-                    "snapshot_bytes": self.labeler.store.nbytes,
-                    "expired_early": self.labeler.expired_early,
-                    "dropped": self.labeler.dropped,
-                    "window_s": self.cfg.labels.impression_window_s,
-                    "late_window_s": self.cfg.labels.late_window_s,
-                },
-                "served_snapshots": {"held": len(self.served), "used": self.served.used},
-                "users": len(self.featurizer.users),
-                "items": len(self.featurizer.items),
-                "progressive": progressive(list(self.history), time.time(), window_s),
-                "replay": tr.replay_stats(),
-                "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
-                "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
-                "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
-                "retrieval": self.retrieval_stats(),
-            }
+            return stats.learner(self, window_s)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, *, labeler: bool = True) -> dict[str, Any]:
@@ -533,8 +498,3 @@ class OnlineLearner:
             self.rank_recall = list(state["rank_recall"])
         self.history.extend(state["history"])
         return self
-
-
-def _live(ranks: list[int]) -> LiveRanking:
-    hr, ndcg = rank_metrics(ranks)
-    return {"n": len(ranks), "hr_at_10": hr, "ndcg_at_10": ndcg}

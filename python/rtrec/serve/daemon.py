@@ -238,23 +238,10 @@ class Daemon:
 
     # ------------------------------------------------------- recommend, reports
 
-    def recommend(
-        self,
-        user_id: str,
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        candidates: list[str] | None = None,
-        context: dict[str, Any] | None = None,
-        policy: str | None = None,
-        explain: bool = False,
-        category: str | None = None,
-        exclude: list[str] | None = None,
-    ) -> dict[str, Any]:
+    def recommend(self, user_id: str, k: int = 10, **request: Any) -> dict[str, Any]:
+        """A slate for ``user_id``; ``request`` as :meth:`rtrec.serve.ranker.Ranker.recommend` takes it."""
         with self.recommending:
-            return self.ranker.recommend(
-                user_id, k, exclude_seen, candidates, context, policy, explain, category=category, exclude=exclude
-            )
+            return self.ranker.recommend(user_id, k, **request)
 
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
         with self.recommending:

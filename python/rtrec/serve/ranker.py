@@ -57,15 +57,22 @@ class Ranker:
         self,
         user_id: str,
         k: int,
-        exclude_seen: bool,
-        candidates: list[str] | None,
-        context: dict[str, Any] | None,
-        policy: str | None,
-        explain: bool = False,
         *,
+        exclude_seen: bool = True,
+        candidates: list[str] | None = None,
+        context: dict[str, Any] | None = None,
+        policy: str | None = None,
+        explain: bool = False,
         category: str | None = None,
         exclude: list[str] | None = None,
     ) -> dict[str, Any]:
+        """A slate of ``k`` items with the propensity each was shown with.
+
+        A user the learner knows gets the retrieve-and-rank pipeline; a stranger, or a request
+        naming its ``candidates``, gets them (or the catalog) scored by the CTR model.
+        ``exclude_seen`` leaves out what the user consumed; ``category`` and ``exclude``
+        filter; ``explain`` adds each item's sources, feature contributions and features.
+        """
         t0 = time.perf_counter()
         sc = self.cfg.serve
         policy = policy or sc.exploration

@@ -1,0 +1,64 @@
+"""What the learner reports about itself: the typed stats the daemon, ``rtrec inspect`` and replay read."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from rtrec.contracts import LearnerStats, LiveRanking, RetrievalStats
+from rtrec.learn.metrics import progressive, rank_metrics
+
+if TYPE_CHECKING:
+    from rtrec.learn.online import OnlineLearner
+
+__all__ = ["learner", "retrieval"]
+
+
+def retrieval(self: OnlineLearner) -> RetrievalStats:
+    tried = self.rank_recall[1]
+    cv = self.retrieval.covisit
+    return {
+        "covisit_items": cv.items,
+        "covisit_users": cv.users,
+        "covisit_pairs": cv.pairs,
+        "covisit_bytes": cv.memory_bytes,
+        "candidate_recall": self.rank_recall[0] / tried if tried else None,
+        "live": _live(list(self.live_ranks)),
+        "rankers": {k: {"trained": r.trained, "weights": r.weights()} for k, r in self.rankers.items()},
+    }
+
+
+def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
+    """Progressive metrics (overall and per minute over the last hour), replay and state sizes.
+    The caller holds the learner's lock."""
+    tr = self.trainers[self.main]
+    return {
+        "model_version": self.model_version,
+        "last_seq": self.last_seq,
+        "events_seen": self.events_seen,
+        "examples_seen": self.examples_seen,
+        "pending_impressions": self.labeler.pending,
+        "labels": {
+            "pending": self.labeler.pending,
+            "retained": self.labeler.retained,
+            "snapshot_bytes": self.labeler.store.nbytes,
+            "expired_early": self.labeler.expired_early,
+            "dropped": self.labeler.dropped,
+            "window_s": self.cfg.labels.impression_window_s,
+            "late_window_s": self.cfg.labels.late_window_s,
+        },
+        "served_snapshots": {"held": len(self.served), "used": self.served.used},
+        "users": len(self.featurizer.users),
+        "items": len(self.featurizer.items),
+        "progressive": progressive(list(self.history), time.time(), window_s),
+        "replay": tr.replay_stats(),
+        "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
+        "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
+        "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
+        "retrieval": self.retrieval_stats(),
+    }
+
+
+def _live(ranks: list[int]) -> LiveRanking:
+    hr, ndcg = rank_metrics(ranks)
+    return {"n": len(ranks), "hr_at_10": hr, "ndcg_at_10": ndcg}
