@@ -222,7 +222,7 @@ class RetrieveConfig:
     # The ranker: a softmax over each trained positive and ``negatives`` of its candidates,
     # trained on this share of positive events (each costs one retrieval and CTR scoring).
     negatives: Count = 32
-    train_share: Share = 0.25
+    train_share: Share = 0.05
     lr: Positive = 0.05
 
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from rtrec.config import Config, load_config
 from rtrec.events import EXAMPLE_SCHEMA
-from rtrec.learn.featurize import BASE_DENSE, TEXT_SIM, Featurizer, dense_names, epoch_seconds, resolved_before
+from rtrec.learn.columns import BASE_DENSE, TEXT_SIM, dense_names, epoch_seconds
+from rtrec.learn.featurize import Featurizer, resolved_before
 
 HALF_LIFE = 3600.0
 RECENT_HALF_LIFE = 600.0

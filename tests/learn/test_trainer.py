@@ -12,7 +12,8 @@ import torch
 from rtrec import _native
 from rtrec.config import Config, load_config
 from rtrec.learn import OnlineLearner, Trainer, Variant, default_variant
-from rtrec.learn.featurize import LINEAR, Batch, Featurizer
+from rtrec.learn.columns import LINEAR
+from rtrec.learn.featurize import Batch, Featurizer
 from tests.learn.streams import T0, events
 
 SMALL = {

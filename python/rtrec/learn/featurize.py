@@ -24,6 +24,17 @@ import pyarrow.compute as pc
 from rtrec.config import Config
 from rtrec.features import Hasher
 from rtrec.learn.batch import Batch
+from rtrec.learn.columns import (
+    BASE_DENSE,
+    BUILTIN_NAMESPACES,
+    MAX_NEIGHBOUR_ITEMS,
+    TEXT_NBR,
+    TEXT_NEIGHBOURS,
+    TEXT_SIM,
+    context_column,
+    dense_names,
+    epoch_seconds,
+)
 from rtrec.learn.counters import (
     PRIOR_COUNT,
     Counters,
@@ -38,52 +49,7 @@ from rtrec.learn.counters import (
 )
 from rtrec.text import centre
 
-__all__ = [
-    "BASE_DENSE",
-    "Batch",
-    "Featurizer",
-    "Resolved",
-    "dense_names",
-    "earlier_in_group",
-    "epoch_seconds",
-    "resolved_before",
-]
-
-# Dense columns, in order: counters, one target encoding per configured cross, and the
-# text similarity last (0 when text is off or unknown).
-BASE_DENSE = (
-    "item_pop",
-    "item_ctr",
-    "user_pop",
-    "user_ctr",
-    "item_ctr_all",
-    "user_ctr_all",
-    "user_ctr_recent",
-    "linear_logit",
-)
-LINEAR = BASE_DENSE.index("linear_logit")
-TEXT_NBR = -2
-TEXT_SIM = -1
-USER_CTR_ALL = BASE_DENSE.index("user_ctr_all")
-# Text neighbours per item for the neighbour CTR; the exact search is skipped above this
-# many items with text.
-TEXT_NEIGHBOURS = 20
-MAX_NEIGHBOUR_ITEMS = 50_000
-
-
-def dense_names(cfg: Config) -> tuple[str, ...]:
-    crosses = tuple(f"{a}_x_{b}_ctr" for a, b in cfg.features.crosses)
-    return (*BASE_DENSE, *crosses, "text_nbr_ctr", "text_sim")
-
-
-BUILTIN_NAMESPACES = ("user", "item", "category", "tags", "hour", "weekday")
-
-
-def epoch_seconds(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A timestamp column as float epoch seconds (naive timestamps are UTC)."""
-    unit = ts.type.unit
-    scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
-    return pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / scale
+__all__ = ["Batch", "Featurizer", "Resolved", "earlier_in_group", "resolved_before"]
 
 
 class Featurizer:
@@ -239,7 +205,7 @@ class Featurizer:
             "weekday": pa.array((secs // 86400 + 3) % 7),
         }
         for ns in self._context_ns:
-            cols[ns] = _context_column(context, ns, len(item_idx))
+            cols[ns] = context_column(context, ns, len(item_idx))
         return cols
 
     def ids(self, user_col: pa.Array, item_col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -380,35 +346,56 @@ class Featurizer:
         """
         n = len(item_idx)
         u = self.users.get(user_id)
-        ts_arr = np.full(n, ts, dtype=np.float64)
-        if item_ids is not None:
-            item_col = pa.array(item_ids, pa.string())
-        else:
+        item_col = pa.array(item_ids, pa.string()) if item_ids is not None else None
+        ctx = pa.array([json.dumps(context)] * n) if context else None
+        if u is None and len(self.users) == 0:
+            self._ensure_users(1)  # row 0 exists to be read (and overwritten below)
+        b = self.pairs(
+            np.full(n, u if u is not None else 0, np.int64),
+            item_idx,
+            np.full(n, ts, np.float64),
+            ctx,
+            item_col,
+            user_col=pa.repeat(pa.scalar(user_id, pa.string()), n),
+        )
+        if u is None:
+            b.dense[:, 2] = 0.0
+            b.dense[:, 3] = b.dense[:, 5] = b.dense[:, 6] = logit(np.array(self.prior))
+            b.dense[:, TEXT_SIM] = 0.0
+            b.user_n[:] = 0
+        return b
+
+    def pairs(
+        self,
+        user_idx: np.ndarray,
+        item_idx: np.ndarray,
+        ts: np.ndarray,
+        ctx: pa.Array | None = None,
+        item_col: pa.Array | None = None,
+        *,
+        user_col: pa.Array | None = None,
+    ) -> Batch:
+        """Rows of known users and items at times ``ts`` (any mix, reads only; ``linear_logit`` left 0)."""
+        n = len(item_idx)
+        if item_col is None:
             if len(self._item_arr) != len(self.items):
                 self._item_arr = pa.array(self.items.ids, pa.string())
             item_col = self._item_arr.take(pa.array(item_idx))
-        user_col = pa.repeat(pa.scalar(user_id, pa.string()), n)
-        ctx = pa.array([json.dumps(context)] * n) if context else None
-        hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts_arr, ctx)
-        safe_u = np.full(n, u if u is not None else 0, dtype=np.int64)
-        if u is None and len(self.users) == 0:
-            self._ensure_users(1)  # row 0 exists to be read (and overwritten below)
-        dense = self.dense(safe_u, item_idx, ts_arr, xind, xoff)
-        if u is None:
-            dense[:, 2] = 0.0
-            dense[:, 3] = dense[:, 5] = dense[:, 6] = logit(np.array(self.prior))
-            dense[:, TEXT_SIM] = 0.0
+        if user_col is None:
+            user_col = pa.array(self.users.ids, pa.string()).take(pa.array(user_idx))
+        hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts, ctx)
+        dense = self.dense(user_idx, item_idx, ts, xind, xoff)
         return Batch(
             indices=hashed.indices,
             offsets=hashed.offsets,
             dense=dense,
             item_idx=item_idx,
-            user_idx=safe_u,
+            user_idx=user_idx,
             labels=np.zeros(n, np.float32),
             weights=np.ones(n, np.float32),
-            ts=ts_arr,
+            ts=ts,
             item_n=self.item_counts.n[item_idx].astype(np.float32),
-            user_n=np.full(n, self.user_counts.n[u] if u is not None else 0, np.float32),
+            user_n=self.user_counts.n[user_idx].astype(np.float32),
             seq=np.zeros(n, np.int64),
             xindices=xind,
             xoffsets=xoff,
@@ -480,23 +467,3 @@ class Featurizer:
         for enc, (n, npos) in zip(self.crosses, s["crosses"], strict=True):
             enc.n, enc.npos = n, npos
         self._catalog_dirty = True
-
-
-def _context_column(context: Any, key: str, n: int) -> pa.Array:
-    if context is None:
-        return pa.nulls(n, pa.string())
-    if isinstance(context, pa.ChunkedArray):
-        context = context.combine_chunks()
-    if context.null_count == len(context):
-        return pa.nulls(n, pa.string())
-    out: list[str | None] = []
-    for raw in context.to_pylist():
-        if not raw:
-            out.append(None)
-            continue
-        try:
-            value = json.loads(raw).get(key) if isinstance(raw, str) else raw.get(key)
-        except (ValueError, AttributeError):
-            value = None
-        out.append(None if value is None else str(value))
-    return pa.array(out, pa.string())

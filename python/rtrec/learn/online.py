@@ -31,7 +31,8 @@ from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
 from rtrec.learn import stats, step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
-from rtrec.learn.featurize import LINEAR, Batch, Featurizer
+from rtrec.learn.columns import LINEAR
+from rtrec.learn.featurize import Batch, Featurizer
 from rtrec.learn.metrics import logloss
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant

@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rtrec.labels import Plan, csr_gather, request_hashes
-from rtrec.learn.featurize import LINEAR, Batch, Resolved, epoch_seconds
+from rtrec.learn.columns import LINEAR, epoch_seconds
+from rtrec.learn.featurize import Batch, Resolved
 from rtrec.rank import pipeline
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from rtrec import _native
 from rtrec.config import Config
 from rtrec.contracts import DriftAlarm, ReplayStats
-from rtrec.learn.featurize import LINEAR, TEXT_NBR, TEXT_SIM, USER_CTR_ALL, Batch, Featurizer, dense_names
+from rtrec.learn.columns import LINEAR, TEXT_NBR, TEXT_SIM, USER_CTR_ALL, dense_names
+from rtrec.learn.featurize import Batch, Featurizer
 from rtrec.learn.metrics import EPS, PageHinkley
 from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rtrec.labels import FOLLOWUP
+from rtrec.learn.columns import LINEAR
 from rtrec.retrieve.sources import CTR, SOURCES, Candidates
 
 if TYPE_CHECKING:
@@ -145,19 +146,34 @@ class Evaluator(Protocol):
         """Rank the example ``row``; called just before it reaches the candidate sources."""
 
 
+@dataclass
+class _Job:
+    """One trained positive, retrieved and described as of its moment; scored by the CTR model later."""
+
+    user: int
+    item: int
+    ts: float
+    sub: Candidates  # the positive (row 0) and its negatives
+    x_sub: np.ndarray
+    full: Candidates | None = None  # every candidate, when the live ranking samples this positive
+    x_full: np.ndarray | None = None
+
+
 def advance(learner: OnlineLearner, r: Resolving) -> None:
     """Fold a chunk's resolved examples into the candidate sources, in stream order.
 
-    Just before a sampled positive reaches the sources, the evaluator ranks it and the
-    rankers train on it, each with the sources as they were when the user engaged: the
-    items the user engaged with earlier in the chunk count, later ones do not.
+    Just before a sampled positive reaches the sources, the evaluator ranks it and its
+    candidates and ranking features are taken for the rankers, with the sources as they
+    were when the user engaged: the items the user engaged with earlier in the chunk count,
+    later ones do not. The CTR model does not learn during this walk, so the chunk's
+    trained positives are scored by it in one call at the end, then learned in order.
     """
     ev = learner.evaluator.pick(r) if learner.evaluator is not None else np.zeros(0, np.int64)
     tr = _train_rows(learner, r)
     marks = np.union1d(ev, tr).astype(np.int64)
     evaluate, training = set(ev.tolist()), set(tr.tolist())
-    names = list(learner.rankers)
-    text = any(learner.rankers[n].text for n in names)
+    text = any(ranker.text for ranker in learner.rankers.values())
+    jobs: list[_Job] = []
     start = 0
     for k in marks.tolist():
         if k > start:
@@ -166,10 +182,14 @@ def advance(learner: OnlineLearner, r: Resolving) -> None:
         if k in evaluate and learner.evaluator is not None:
             learner.evaluator.rank(r, k)
         if k in training:
-            _train_one(learner, int(r.user_idx[k]), int(r.item_idx[k]), float(r.ts[k]), names, text)
+            job = _prepare(learner, int(r.user_idx[k]), int(r.item_idx[k]), float(r.ts[k]), text)
+            if job is not None:
+                jobs.append(job)
     if start < len(r):
         learner.retrieval.observe(r.user_idx[start:], r.item_idx[start:], r.ts[start:], r.labels[start:])
     learner.retrieval.commit()
+    if jobs:
+        _learn(learner, jobs)
 
 
 def _train_rows(learner: OnlineLearner, r: Resolving) -> np.ndarray:
@@ -180,33 +200,61 @@ def _train_rows(learner: OnlineLearner, r: Resolving) -> np.ndarray:
     return np.flatnonzero(pos & (learner.rank_rng.random(len(r)) < share))
 
 
-def _train_one(learner: OnlineLearner, user: int, item: int, ts: float, names: list[str], text: bool) -> None:
-    """Rank ``item`` against negatives from its user's candidates; train every ranker on it.
+def _prepare(learner: OnlineLearner, user: int, item: int, ts: float, text: bool) -> _Job | None:
+    """Retrieve for a trained positive and take its ranking features (all but the CTR logit).
 
     A positive its user's candidates missed is not trained on: the ranker only ever orders
-    candidates (the miss is counted in ``rank_recall``).
+    candidates (the miss is counted in ``rank_recall``, and in the live ranking when sampled).
     """
-    cfg = learner.cfg.retrieve
-    cands = learner.retrieval.retrieve(user, ts, exclusions(learner, user, point_in_time=True), text=text)
+    cfg, rv = learner.cfg.retrieve, learner.retrieval
+    cands = rv.retrieve(user, ts, exclusions(learner, user, point_in_time=True), text=text)
     hit = np.flatnonzero(cands.items == item)
     learner.rank_recall[0] += len(hit) > 0
     learner.rank_recall[1] += 1
-    user_id = learner.featurizer.users.ids[user]
-    if learner.rank_rng.random() < LIVE_SHARE:
-        # Live ranking quality: where the served ranking would have put the item, among all candidates.
-        where = MISSED
-        if len(hit):
-            ranked = rank_variants(learner, user_id, ts, [learner.main], cands=cands).get(learner.main)
-            if ranked is not None:
-                order = ranked.cands.items[ranked.order()]
-                found = np.flatnonzero(order == item)
-                where = int(found[0]) if len(found) else MISSED
-        learner.live_ranks.append(where)
+    live = learner.rank_rng.random() < LIVE_SHARE
     others = np.flatnonzero(cands.items != item)
     if not len(hit) or not len(others):
-        return
+        if live:
+            learner.live_ranks.append(MISSED)
+        return None
     neg = learner.rank_rng.choice(others, size=min(cfg.negatives, len(others)), replace=False)
     sub = _take(cands, np.concatenate([hit[:1], neg]))
-    for name, ranked in rank_variants(learner, user_id, ts, names, cands=sub).items():
-        if len(ranked.cands) > 1 and ranked.cands.items[0] == item:  # without text: no text-only target
-            learner.rankers[name].learn(ranked.x)
+    job = _Job(user, item, ts, sub, rv.features(user, sub, ts))
+    if live:
+        # Live ranking quality: where the served ranking would put the item among all its candidates.
+        job.full, job.x_full = cands, rv.features(user, cands, ts)
+    return job
+
+
+def _learn(learner: OnlineLearner, jobs: list[_Job]) -> None:
+    """Score every job's rows with each variant's CTR model in one call, then train in stream order."""
+    parts = [(j, j.sub) for j in jobs] + [(j, j.full) for j in jobs if j.full is not None]
+    users = np.concatenate([np.full(len(c), j.user, np.int64) for j, c in parts])
+    items = np.concatenate([c.items for _, c in parts])
+    ts = np.concatenate([np.full(len(c), j.ts) for j, c in parts])
+    f = learner.featurizer
+    batch = f.pairs(users, items, ts)
+    batch.dense[:, LINEAR] = learner.linear.predict(batch.indices, batch.offsets)
+    probs = {name: _logit(learner.trainers[name].predict(batch, f)) for name in learner.rankers}
+    at = 0
+    where: dict[tuple[int, bool], int] = {}
+    for j, c in parts:
+        where[(id(j), c is j.full)] = at
+        at += len(c)
+    for j in jobs:
+        lo = where[(id(j), False)]
+        for name, ranker in learner.rankers.items():
+            x = j.x_sub.copy()
+            x[:, CTR] = probs[name][lo : lo + len(j.sub)]
+            if not ranker.text:
+                x = x[_without_text(j.sub)]
+                if len(x) < 2 or not _without_text(j.sub)[0]:
+                    continue  # without text: no text-only positive, and something to compare it with
+            if name == learner.main and j.full is not None and j.x_full is not None:
+                lo_f = where[(id(j), True)]
+                xf = j.x_full.copy()
+                xf[:, CTR] = probs[name][lo_f : lo_f + len(j.full)]
+                order = j.full.items[np.argsort(-ranker.score(xf), kind="stable")]
+                found = np.flatnonzero(order == j.item)
+                learner.live_ranks.append(int(found[0]) if len(found) else MISSED)
+            ranker.learn(x)

@@ -267,11 +267,10 @@ class Retrieval:
             rest = rest[np.argsort(-count, kind="stable")][: at_least - len(items)]
             items = np.concatenate([items, rest.astype(np.int64)])
         mask = np.zeros(len(items), np.uint8)
-        where = {int(i): r for r, i in enumerate(items.tolist())}
+        by_id = np.argsort(items, kind="stable")
         for s in order:
-            bit = 1 << SOURCES.index(s)
-            for i in lists[s].tolist():
-                mask[where[int(i)]] |= bit
+            at = by_id[np.searchsorted(items[by_id], lists[s])]
+            mask[at] |= np.uint8(1 << SOURCES.index(s))
         return Candidates(items=items, mask=mask, lists=lists)
 
     def _nearest(self, unit: np.ndarray, q: np.ndarray, k: int, skip: np.ndarray, n_items: int) -> np.ndarray:
@@ -317,8 +316,9 @@ class Retrieval:
         half = self.cfg.fresh // 2
         newest = pool[-half:][::-1] if half else pool[:0]
         rest = pool[: max(len(pool) - half, 0)]
-        draw = self._rng.choice(rest, size=min(self.cfg.fresh - len(newest), len(rest)), replace=False)
-        return np.concatenate([newest, np.sort(draw)]).astype(np.int64)
+        want = min(self.cfg.fresh - len(newest), len(rest))
+        draw = _unique(rest[self._rng.integers(len(rest), size=2 * want)])[:want] if want else rest[:0]
+        return np.concatenate([newest, draw]).astype(np.int64)
 
     def features(self, user: int | None, cands: Candidates, now: float) -> np.ndarray:
         """One row per candidate, one column per :data:`FEATURES` (``ctr_logit`` left at 0)."""
