@@ -216,6 +216,9 @@ class RetrieveConfig:
     # first, then a random draw), an item counting as fresh below ``fresh_below`` positives.
     fresh: Annotated[int, Strict(), Field(ge=0)] = 20
     fresh_below: Count = 5
+    # Of every top-10, at least this many items with fewer than replay.cold_threshold positives
+    # (the best such candidates by the ranker's score), when the candidates hold any.
+    cold_slots: Annotated[int, Strict(), Field(ge=0, le=10)] = 1
     # Content: above this many items with text, an IVF index (approximate) replaces exact search.
     ann_above: Count = 200_000
     ann_probe: Count = 16

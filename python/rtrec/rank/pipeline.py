@@ -21,14 +21,14 @@ import numpy as np
 
 from rtrec.labels import FOLLOWUP
 from rtrec.learn.columns import LINEAR
-from rtrec.retrieve.sources import CTR, SOURCES, Candidates
+from rtrec.retrieve.sources import COLD, CTR, SOURCES, Candidates
 
 if TYPE_CHECKING:
     from rtrec.learn.batch import Batch
     from rtrec.learn.online import OnlineLearner
     from rtrec.learn.step import Resolving
 
-__all__ = ["Evaluator", "Ranked", "advance", "exclusions", "rank", "rank_variants"]
+__all__ = ["Evaluator", "Ranked", "advance", "cold_slots", "exclusions", "rank", "rank_variants"]
 
 _CONTENT = 1 << SOURCES.index("content")
 MISSED = 1 << 30  # the rank of an item its user's candidates did not hold
@@ -46,8 +46,32 @@ class Ranked:
     batch: Batch  # the CTR features scored (rows as ``cands``)
 
     def order(self) -> np.ndarray:
-        """Candidate rows, best first."""
+        """Candidate rows, best first (the cold slots filled: see :func:`cold_slots`)."""
         return np.argsort(-self.scores, kind="stable")
+
+
+def cold_slots(scores: np.ndarray, cold: np.ndarray, slots: int, k: int = 10) -> np.ndarray:
+    """``scores`` with the best cold candidates raised into the first ``k`` places when fewer than
+    ``slots`` cold ones are there: a small share of every list goes to items with little feedback,
+    which the ranker, trained on what users engaged with, would otherwise hardly ever show.
+
+    >>> s = cold_slots(np.array([5.0, 4.0, 3.0, 1.0, 0.5]), np.array([0, 0, 0, 1, 1], bool), 1, k=3)
+    >>> np.argsort(-s)[:3].tolist()
+    [0, 1, 3]
+    """
+    if slots <= 0 or len(scores) <= k:
+        return scores
+    order = np.argsort(-scores, kind="stable")
+    have = int(cold[order[:k]].sum())
+    promote = order[k:][cold[order[k:]]][: max(slots - have, 0)]
+    if not len(promote):
+        return scores
+    out = scores.astype(np.float64, copy=True)
+    m = len(promote)
+    base = out[order[k - m]]  # the promoted items land just above the first item they push out
+    delta = 1e-6 * (1.0 + abs(base))
+    out[promote] = base + delta * np.arange(m, 0, -1)
+    return out
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -120,14 +144,15 @@ def rank_variants(
         probs = learner.trainers[name].predict(batch, f)
         xv = x.copy()
         xv[:, CTR] = _logit(probs)
+        slots = learner.cfg.retrieve.cold_slots
         if ranker.text:
-            out[name] = Ranked(cands, xv, ranker.score(xv), np.asarray(probs, np.float64), batch)
+            scores = cold_slots(ranker.score(xv), xv[:, COLD] > 0, slots)
+            out[name] = Ranked(cands, xv, scores, np.asarray(probs, np.float64), batch)
         else:
             rows = np.flatnonzero(_without_text(cands))
             sub = xv[rows]
-            out[name] = Ranked(
-                _take(cands, rows), sub, ranker.score(sub), np.asarray(probs, np.float64)[rows], batch.take(rows)
-            )
+            scores = cold_slots(ranker.score(sub), sub[:, COLD] > 0, slots)
+            out[name] = Ranked(_take(cands, rows), sub, scores, np.asarray(probs, np.float64)[rows], batch.take(rows))
     return out
 
 
@@ -254,7 +279,8 @@ def _learn(learner: OnlineLearner, jobs: list[_Job]) -> None:
                 lo_f = where[(id(j), True)]
                 xf = j.x_full.copy()
                 xf[:, CTR] = probs[name][lo_f : lo_f + len(j.full)]
-                order = j.full.items[np.argsort(-ranker.score(xf), kind="stable")]
+                served = cold_slots(ranker.score(xf), xf[:, COLD] > 0, learner.cfg.retrieve.cold_slots)
+                order = j.full.items[np.argsort(-served, kind="stable")]
                 found = np.flatnonzero(order == j.item)
                 learner.live_ranks.append(int(found[0]) if len(found) else MISSED)
             ranker.learn(x)

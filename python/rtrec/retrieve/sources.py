@@ -52,6 +52,7 @@ FEATURES = (
 TEXT_FEATURES = ("content_user", "content_recent", "cold_content", "from_content")
 FROM = FEATURES.index(f"from_{SOURCES[0]}")
 CTR = FEATURES.index("ctr_logit")
+COLD = FEATURES.index("cold")
 RECENT = 5  # history items whose mean embedding the content source also queries with
 _RESCALE = 2.0**40
 

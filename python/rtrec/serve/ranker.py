@@ -252,6 +252,8 @@ class Ranker:
                     it["contributions"] = {
                         name: float(v) for name, v in zip(FEATURES, contrib[n].tolist(), strict=True) if v
                     }
+                    # Raised into the list as its cold slot (retrieve.cold_slots): the score is not the sum.
+                    it["cold_slot"] = bool(abs(float(contrib[n].sum()) - it["score"]) > 1e-9)
                     it["features"] = self._features(ranked.batch, r, float(ranked.probs[r]))
                 items.append(it)
             explored = int(slate.explored.sum())
