@@ -218,7 +218,7 @@ class RetrieveConfig:
     fresh_below: Count = 5
     # Of every top-10, at least this many items with fewer than replay.cold_threshold positives
     # (the best such candidates by the ranker's score), when the candidates hold any.
-    cold_slots: Annotated[int, Strict(), Field(ge=0, le=10)] = 1
+    cold_slots: Annotated[int, Strict(), Field(ge=0, le=10)] = 0
     # Content: above this many items with text, an IVF index (approximate) replaces exact search.
     ann_above: Count = 200_000
     ann_probe: Count = 16
