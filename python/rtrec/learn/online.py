@@ -271,9 +271,6 @@ class OnlineLearner:
         )
 
     # -- scoring ----------------------------------------------------------------------------------------
-    def known_items(self) -> list[str]:
-        return list(self.featurizer.items.ids)
-
     def score(
         self,
         user_id: str,
@@ -381,13 +378,15 @@ class OnlineLearner:
             self.consumed.setdefault(u, set()).add(i)
 
     def user_state(self, user_id: str) -> tuple[bool, set[str]]:
-        """Whether the learner has seen ``user_id``, and the ids of the items the user consumed."""
-        with self._lock:
-            u = self.featurizer.users.get(str(user_id))
-            if u is None:
-                return False, set()
-            ids = self.featurizer.items.ids
-            return True, {ids[i] for i in self.consumed.get(u, ())}
+        """Whether the learner has seen ``user_id``, and the ids of the items the user consumed.
+
+        A read on the recommend path: it does not wait for a learn step in progress (the
+        user's set is copied whole, in one step the interpreter does not interleave)."""
+        u = self.featurizer.users.get(str(user_id))
+        if u is None:
+            return False, set()
+        ids = self.featurizer.items.ids
+        return True, {ids[i] for i in frozenset(self.consumed.get(u, ()))}
 
     def seen_items(self, user_id: str) -> set[str]:
         with self._lock:
@@ -398,17 +397,16 @@ class OnlineLearner:
             return {ids[i] for i in self.featurizer.user_items.get(u, ())}
 
     def popular(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
-        """The ``k`` items with the most recency-decayed positive feedback."""
-        with self._lock:
-            f = self.featurizer
-            n = len(f.items)
-            if n == 0:
-                return []
-            idx = np.arange(n)
-            scores = f.item_counts.positives(idx, np.full(n, self._clock()))
-            order = np.argsort(-scores, kind="stable")
-            skip = set(exclude)
-            return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
+        """The ``k`` items with the most recency-decayed positive feedback (a read: no lock, as :meth:`score`)."""
+        f = self.featurizer
+        n = min(len(f.items), len(f.item_counts.n))  # the arrays grow after the ids: read what both hold
+        if n == 0:
+            return []
+        idx = np.arange(n)
+        scores = f.item_counts.positives(idx, np.full(n, self._clock()))
+        order = np.argsort(-scores, kind="stable")
+        skip = set(exclude)
+        return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
 
     def retrieval_stats(self) -> RetrievalStats:
         return stats.retrieval(self)

@@ -104,11 +104,11 @@ def exclusions(
     noted): every item with an example of the user resolved before this one.
     """
     if user is None or not consumed:
-        base: set[int] = set()
+        base: frozenset[int] | set[int] = frozenset()
     elif point_in_time:
         base = learner.retrieval.interacted.get(user, set())
     else:
-        base = learner.consumed.get(user, set())
+        base = frozenset(learner.consumed.get(user, ()))  # copied whole: the learner may be adding to it
     out = np.fromiter(base, np.int64, len(base))
     return out if extra is None else np.concatenate([out, np.asarray(extra, np.int64)])
 
