@@ -90,7 +90,8 @@ class Retrieval:
         # ranking evaluation and of the rankers' training, which run inside a learn step).
         self.interacted: dict[int, set[int]] = {}
         self.version = 0  # bumped once per learn chunk (the top lists are rebuilt then, not per event)
-        self._top: tuple[int, np.ndarray, dict[str, np.ndarray]] | None = None
+        self._top: tuple[tuple[int, int], np.ndarray, dict[str, np.ndarray]] | None = None
+        self._fresh_pool = np.zeros(0, np.int64)
         self._ann: Any = None  # IVFIndex over the item text, on large catalogs
         self._rng = np.random.default_rng(seed)
 
@@ -147,27 +148,36 @@ class Retrieval:
         return out
 
     def _tops(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Items by decayed popularity, overall and per category (rebuilt once per learn step)."""
+        """Items by decayed popularity, overall and per category, and the under-exposed items
+        (rebuilt once per learn chunk, in time linear in the catalog)."""
         top = self._top
-        if top is not None and top[0] == self.version:
+        key = (self.version, len(self.f.items))  # new catalog items join the fresh pool at once
+        if top is not None and top[0] == key:
             return top[1], top[2]
         trend = self._trend[0]
-        n = min(len(self.f.items), len(trend))
-        order = np.argsort(-trend[:n], kind="stable")
-        order = order[trend[order] > 0]
+        n = min(len(self.f.items), len(trend), len(self.f.category))
         per = self.cfg.per_source
+        # The categories' leaders are among the overall leaders, for all but the smallest categories.
+        m = min(n, per * 50)
+        head = np.argpartition(-trend[:n], m - 1)[:m] if 0 < m < n else np.arange(n)
+        order = head[np.argsort(-trend[head], kind="stable")]
+        order = order[trend[order] > 0]
         overall = order[:per]
         cats: dict[str, list[int]] = {}
         category = self.f.category
         for i in order.tolist():
-            c = category[i] if i < len(category) else None
+            c = category[i]
             if c is None:
                 continue
             lst = cats.setdefault(c, [])
             if len(lst) < per:
                 lst.append(i)
         by_cat = {c: np.array(v, np.int64) for c, v in cats.items()}
-        self._top = (self.version, overall, by_cat)
+        count = np.zeros(n, np.float32)
+        k = min(n, len(self.count))
+        count[:k] = self.count[:k]
+        self._fresh_pool = np.flatnonzero(count < self.cfg.fresh_below)
+        self._top = (key, overall, by_cat)
         return overall, by_cat
 
     def history(self, user: int | None) -> np.ndarray:
@@ -230,7 +240,7 @@ class Retrieval:
         skip[ex[(ex >= 0) & (ex < n_items)]] = True
         if category is not None:
             cats = self.f.category
-            skip[:n_items] |= np.array([cats[i] != category for i in range(n_items)], bool)
+            skip[:n_items] |= np.asarray(np.array(cats[:n_items], dtype=object) != category, bool)
         lists: dict[str, np.ndarray] = {}
         if user is not None and len(hist):
             ids, _ = self.covisit.recommend(user, per * 2 if category else per, None)
@@ -278,18 +288,17 @@ class Retrieval:
         """The ``k`` items with text nearest ``q``: exact, or through the IVF index on large catalogs
         (items added since it was built are searched exactly)."""
         n = min(n_items, len(unit), len(self.f.has_text))
-        mask = skip[:n] | ~self.f.has_text[:n]
         index = self._ann
         if index is not None and index.n <= n:
-            rows, sims = index.search(unit, q, k, self.cfg.ann_probe, mask)
+            rows, sims = index.search(unit, q, k, self.cfg.ann_probe, skip)  # it holds only rows with text
             tail = np.arange(index.n, n)
             if len(tail):
-                tail = tail[~mask[tail]]
+                tail = tail[~skip[tail] & self.f.has_text[tail]]
                 rows = np.concatenate([rows, tail])
                 sims = np.concatenate([sims, unit[tail] @ q])
             return rows[np.argsort(-sims, kind="stable")[:k]].astype(np.int64)
         sims = unit[:n] @ q
-        sims[mask] = -np.inf
+        sims[skip[:n] | ~self.f.has_text[:n]] = -np.inf
         return _top_k(sims, k)
 
     def reindex(self) -> bool:
@@ -308,17 +317,18 @@ class Retrieval:
         return True
 
     def _fresh(self, n_items: int, skip: np.ndarray) -> np.ndarray:
-        count = np.zeros(n_items, np.float32)
-        m = min(n_items, len(self.count))
-        count[:m] = self.count[:m]
-        pool = np.flatnonzero((count < self.cfg.fresh_below) & ~skip[:n_items])
-        if not len(pool):
+        """Under-exposed items: the newest, then a random draw (work bounded by ``fresh``, not the catalog)."""
+        self._tops()  # the pool of under-exposed items is rebuilt with the top lists
+        pool = self._fresh_pool
+        pool = pool[pool < n_items]
+        if not len(pool) or not self.cfg.fresh:
             return np.zeros(0, np.int64)
         half = self.cfg.fresh // 2
-        newest = pool[-half:][::-1] if half else pool[:0]
-        rest = pool[: max(len(pool) - half, 0)]
-        want = min(self.cfg.fresh - len(newest), len(rest))
-        draw = _unique(rest[self._rng.integers(len(rest), size=2 * want)])[:want] if want else rest[:0]
+        recent = pool[-4 * half :][::-1] if half else pool[:0]
+        newest = recent[~skip[recent]][:half]
+        want = self.cfg.fresh - len(newest)
+        draw = _unique(pool[self._rng.integers(len(pool), size=4 * want)])
+        draw = draw[~skip[draw] & ~np.isin(draw, newest)][:want]
         return np.concatenate([newest, draw]).astype(np.int64)
 
     def features(self, user: int | None, cands: Candidates, now: float) -> np.ndarray:
