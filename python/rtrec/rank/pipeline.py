@@ -21,7 +21,7 @@ import numpy as np
 
 from rtrec.labels import FOLLOWUP
 from rtrec.learn.columns import LINEAR
-from rtrec.retrieve.sources import COLD, CTR, SOURCES, Candidates
+from rtrec.retrieve.sources import COLD, CTR, FEATURES, SOURCES, Candidates
 
 if TYPE_CHECKING:
     from rtrec.learn.batch import Batch
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Evaluator", "Ranked", "advance", "cold_slots", "exclusions", "rank", "rank_variants"]
 
 _CONTENT = 1 << SOURCES.index("content")
+CONTENT = [FEATURES.index("content_user"), FEATURES.index("content_recent")]
 MISSED = 1 << 30  # the rank of an item its user's candidates did not hold
 LIVE_SHARE = 0.125  # trained positives also ranked among all their candidates, for live HR@10
 
@@ -50,7 +51,9 @@ class Ranked:
         return np.argsort(-self.scores, kind="stable")
 
 
-def cold_slots(scores: np.ndarray, cold: np.ndarray, slots: int, k: int = 10) -> np.ndarray:
+def cold_slots(
+    scores: np.ndarray, cold: np.ndarray, slots: int, k: int = 10, by: np.ndarray | None = None
+) -> np.ndarray:
     """``scores`` with the best cold candidates raised into the first ``k`` places when fewer than
     ``slots`` cold ones are there: a small share of every list goes to items with little feedback,
     which the ranker, trained on what users engaged with, would otherwise hardly ever show.
@@ -63,7 +66,10 @@ def cold_slots(scores: np.ndarray, cold: np.ndarray, slots: int, k: int = 10) ->
         return scores
     order = np.argsort(-scores, kind="stable")
     have = int(cold[order[:k]].sum())
-    promote = order[k:][cold[order[k:]]][: max(slots - have, 0)]
+    rest = order[k:][cold[order[k:]]]
+    if by is not None:  # which cold candidates to raise: by this instead of the score
+        rest = rest[np.argsort(-by[rest], kind="stable")]
+    promote = rest[: max(slots - have, 0)]
     if not len(promote):
         return scores
     out = scores.astype(np.float64, copy=True)
@@ -146,7 +152,8 @@ def rank_variants(
         xv[:, CTR] = _logit(probs)
         slots = learner.cfg.retrieve.cold_slots
         if ranker.text:
-            scores = cold_slots(ranker.score(xv), xv[:, COLD] > 0, slots)
+            # With text, the cold slot goes to the cold candidate whose text is nearest the user's.
+            scores = cold_slots(ranker.score(xv), xv[:, COLD] > 0, slots, by=xv[:, CONTENT].sum(axis=1))
             out[name] = Ranked(cands, xv, scores, np.asarray(probs, np.float64), batch)
         else:
             rows = np.flatnonzero(_without_text(cands))
