@@ -76,6 +76,19 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(np.mean(probs)) / rate
 
 
+MISSED = 1 << 30  # the rank of an item a list does not hold: a miss at every cut-off
+
+
+def rank_of(order: np.ndarray, item: int) -> int:
+    """0-based position of ``item`` in ``order`` (a ranked list), or :data:`MISSED`.
+
+    >>> rank_of(np.array([7, 3, 5]), 5), rank_of(np.array([7, 3, 5]), 4) == MISSED
+    (2, True)
+    """
+    found = np.flatnonzero(order == item)
+    return int(found[0]) if len(found) else MISSED
+
+
 def rank_metrics(ranks: list[int], k: int = 10) -> tuple[float | None, float | None]:
     """HR@k and NDCG@k from 0-based ranks of the held-out positive item."""
     if not ranks:

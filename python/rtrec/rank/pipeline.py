@@ -21,18 +21,19 @@ import numpy as np
 
 from rtrec.labels import FOLLOWUP
 from rtrec.learn.columns import LINEAR
+from rtrec.learn.metrics import MISSED, rank_of
 from rtrec.retrieve.sources import COLD, CTR, FEATURES, SOURCES, Candidates
 
 if TYPE_CHECKING:
     from rtrec.learn.batch import Batch
     from rtrec.learn.online import OnlineLearner
     from rtrec.learn.step import Resolving
+    from rtrec.rank.model import ListRanker
 
 __all__ = ["Evaluator", "Ranked", "advance", "cold_slots", "exclusions", "rank", "rank_variants"]
 
 _CONTENT = 1 << SOURCES.index("content")
 CONTENT = [FEATURES.index("content_user"), FEATURES.index("content_recent")]
-MISSED = 1 << 30  # the rank of an item its user's candidates did not hold
 LIVE_SHARE = 0.125  # trained positives also ranked among all their candidates, for live HR@10
 
 
@@ -91,7 +92,19 @@ def _without_text(c: Candidates) -> np.ndarray:
 
 
 def _take(c: Candidates, rows: np.ndarray) -> Candidates:
-    return Candidates(items=c.items[rows], mask=c.mask[rows], lists=c.lists)
+    return Candidates(items=c.items[rows], mask=c.mask[rows], lists=c.lists, view=c.view)
+
+
+def _serve(ranker: ListRanker, cands: Candidates, x: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``cands`` the ranker may serve, and their served scores (cold slots filled).
+
+    A ranker without text never serves what only the text source proposed; with text, the
+    cold slot goes to the cold candidate whose text is nearest the user's.
+    """
+    rows = np.arange(len(cands)) if ranker.text else np.flatnonzero(_without_text(cands))
+    xs = x[rows]
+    by = xs[:, CONTENT].sum(axis=1) if ranker.text else None
+    return rows, cold_slots(ranker.score(xs), xs[:, COLD] > 0, slots, by=by)
 
 
 def exclusions(
@@ -143,23 +156,17 @@ def rank_variants(
     out: dict[str, Ranked] = {}
     if not len(cands):
         return out
-    x = learner.retrieval.features(user, cands, now)
+    x = learner.retrieval.features(cands, now)
     batch = learner.candidates(user_id, cands.items, now, context)
     for name in names:
-        ranker = learner.rankers[name]
-        probs = learner.trainers[name].predict(batch, f)
+        probs = np.asarray(learner.trainers[name].predict(batch, f), np.float64)
         xv = x.copy()
         xv[:, CTR] = _logit(probs)
-        slots = learner.cfg.retrieve.cold_slots
-        if ranker.text:
-            # With text, the cold slot goes to the cold candidate whose text is nearest the user's.
-            scores = cold_slots(ranker.score(xv), xv[:, COLD] > 0, slots, by=xv[:, CONTENT].sum(axis=1))
-            out[name] = Ranked(cands, xv, scores, np.asarray(probs, np.float64), batch)
+        rows, scores = _serve(learner.rankers[name], cands, xv, learner.cfg.retrieve.cold_slots)
+        if len(rows) == len(cands):
+            out[name] = Ranked(cands, xv, scores, probs, batch)
         else:
-            rows = np.flatnonzero(_without_text(cands))
-            sub = xv[rows]
-            scores = cold_slots(ranker.score(sub), sub[:, COLD] > 0, slots)
-            out[name] = Ranked(_take(cands, rows), sub, scores, np.asarray(probs, np.float64)[rows], batch.take(rows))
+            out[name] = Ranked(_take(cands, rows), xv[rows], scores, probs[rows], batch.take(rows))
     return out
 
 
@@ -189,6 +196,8 @@ class _Job:
     x_sub: np.ndarray
     full: Candidates | None = None  # every candidate, when the live ranking samples this positive
     x_full: np.ndarray | None = None
+    at_sub: int = 0  # where the job's rows start in the chunk's one CTR scoring call
+    at_full: int = 0
 
 
 def advance(learner: OnlineLearner, r: Resolving) -> None:
@@ -251,43 +260,44 @@ def _prepare(learner: OnlineLearner, user: int, item: int, ts: float, text: bool
         return None
     neg = learner.rank_rng.choice(others, size=min(cfg.negatives, len(others)), replace=False)
     sub = _take(cands, np.concatenate([hit[:1], neg]))
-    job = _Job(user, item, ts, sub, rv.features(user, sub, ts))
+    job = _Job(user, item, ts, sub, rv.features(sub, ts))
     if live:
         # Live ranking quality: where the served ranking would put the item among all its candidates.
-        job.full, job.x_full = cands, rv.features(user, cands, ts)
+        job.full, job.x_full = cands, rv.features(cands, ts)
     return job
 
 
 def _learn(learner: OnlineLearner, jobs: list[_Job]) -> None:
     """Score every job's rows with each variant's CTR model in one call, then train in stream order."""
-    parts = [(j, j.sub) for j in jobs] + [(j, j.full) for j in jobs if j.full is not None]
+    parts: list[tuple[_Job, Candidates]] = []
+    at = 0
+    for j in jobs:
+        j.at_sub, at = at, at + len(j.sub)
+        parts.append((j, j.sub))
+    for j in jobs:
+        if j.full is not None:
+            j.at_full, at = at, at + len(j.full)
+            parts.append((j, j.full))
     users = np.concatenate([np.full(len(c), j.user, np.int64) for j, c in parts])
-    items = np.concatenate([c.items for _, c in parts])
     ts = np.concatenate([np.full(len(c), j.ts) for j, c in parts])
     f = learner.featurizer
-    batch = f.pairs(users, items, ts)
+    batch = f.pairs(users, np.concatenate([c.items for _, c in parts]), ts)
     batch.dense[:, LINEAR] = learner.linear.predict(batch.indices, batch.offsets)
-    probs = {name: _logit(learner.trainers[name].predict(batch, f)) for name in learner.rankers}
-    at = 0
-    where: dict[tuple[int, bool], int] = {}
-    for j, c in parts:
-        where[(id(j), c is j.full)] = at
-        at += len(c)
+    logits = {name: _logit(learner.trainers[name].predict(batch, f)) for name in learner.rankers}
+    slots = learner.cfg.retrieve.cold_slots
     for j in jobs:
-        lo = where[(id(j), False)]
+        if j.full is not None and j.x_full is not None:
+            # Live ranking quality: where the served ranking puts the item among all its candidates.
+            xf = j.x_full.copy()
+            xf[:, CTR] = logits[learner.main][j.at_full : j.at_full + len(j.full)]
+            rows, served = _serve(learner.rankers[learner.main], j.full, xf, slots)
+            learner.live_ranks.append(rank_of(j.full.items[rows[np.argsort(-served, kind="stable")]], j.item))
+        keep = _without_text(j.sub)
         for name, ranker in learner.rankers.items():
             x = j.x_sub.copy()
-            x[:, CTR] = probs[name][lo : lo + len(j.sub)]
+            x[:, CTR] = logits[name][j.at_sub : j.at_sub + len(j.sub)]
             if not ranker.text:
-                x = x[_without_text(j.sub)]
-                if len(x) < 2 or not _without_text(j.sub)[0]:
+                if not keep[0] or keep.sum() < 2:
                     continue  # without text: no text-only positive, and something to compare it with
-            if name == learner.main and j.full is not None and j.x_full is not None:
-                lo_f = where[(id(j), True)]
-                xf = j.x_full.copy()
-                xf[:, CTR] = probs[name][lo_f : lo_f + len(j.full)]
-                served = cold_slots(ranker.score(xf), xf[:, COLD] > 0, learner.cfg.retrieve.cold_slots)
-                order = j.full.items[np.argsort(-served, kind="stable")]
-                found = np.flatnonzero(order == j.item)
-                learner.live_ranks.append(int(found[0]) if len(found) else MISSED)
+                x = x[keep]
             ranker.learn(x)

@@ -25,7 +25,7 @@ from rtrec.jsonable import jsonable
 from rtrec.labels import EVENT, FOLLOWUP
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch
-from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics
+from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics, rank_of
 from rtrec.learn.step import Resolving
 from rtrec.rank.pipeline import rank_variants
 from rtrec.retrieve.sources import SOURCES
@@ -78,9 +78,6 @@ class _Collected:
     rank_seconds: float = 0.0
 
 
-MISSED = 1 << 30  # the rank of a target the list does not hold
-
-
 @dataclass
 class _Ranking:
     """Where each sampled target landed in one list, and what every top-10 showed."""
@@ -92,8 +89,7 @@ class _Ranking:
 
     def add(self, items: np.ndarray, target: int, cold: bool, new: bool) -> None:
         """``items``: the list, best first (at least its top 50)."""
-        where = np.flatnonzero(items[:50] == target)
-        self.ranks.append(int(where[0]) if len(where) else MISSED)
+        self.ranks.append(rank_of(items[:50], target))
         self.cold.append(cold)
         self.new.append(new)
         self.shown.update(items[:10].tolist())

@@ -28,7 +28,7 @@ from rtrec.config import RetrieveConfig
 if TYPE_CHECKING:
     from rtrec.learn.featurize import Featurizer
 
-__all__ = ["FEATURES", "SOURCES", "Candidates", "Retrieval"]
+__all__ = ["FEATURES", "SOURCES", "Candidates", "Retrieval", "UserView"]
 
 SOURCES = ("covisit", "content", "trending", "fresh")
 # What the ranker reads of each candidate (see :meth:`Retrieval.features`); the CTR model's
@@ -50,7 +50,8 @@ FEATURES = (
     *(f"from_{s}" for s in SOURCES),
 )
 TEXT_FEATURES = ("content_user", "content_recent", "cold_content", "from_content")
-FROM = FEATURES.index(f"from_{SOURCES[0]}")
+_COLUMN = {name: k for k, name in enumerate(FEATURES)}
+FROM = _COLUMN[f"from_{SOURCES[0]}"]
 CTR = FEATURES.index("ctr_logit")
 COLD = FEATURES.index("cold")
 RECENT = 5  # history items whose mean embedding the content source also queries with
@@ -58,13 +59,26 @@ _RESCALE = 2.0**40
 
 
 @dataclass
+class UserView:
+    """What the sources read of one user at one moment: taken once per request, shared by
+    retrieval and the ranking features."""
+
+    user: int | None
+    history: np.ndarray  # recent engaged items, oldest first
+    q_user: np.ndarray | None  # unit interest vector (text)
+    q_recent: np.ndarray | None  # unit mean of the last RECENT engaged items (text)
+    categories: dict[str, float]  # share of the recent engaged items in each category
+
+
+@dataclass
 class Candidates:
-    """Merged candidates of one request: item indices, which sources proposed each, and the
-    sources' own ranked lists (kept for evaluating each source alone)."""
+    """Merged candidates of one request: item indices, which sources proposed each, the
+    sources' own ranked lists (kept for evaluating each source alone) and the user view."""
 
     items: np.ndarray  # int64, deduplicated, in the order first proposed
     mask: np.ndarray  # uint8, bit k set when SOURCES[k] proposed the item
     lists: dict[str, np.ndarray]
+    view: UserView
 
     def __len__(self) -> int:
         return len(self.items)
@@ -193,27 +207,27 @@ class Retrieval:
                 out[c] = out.get(c, 0.0) + 1.0 / len(hist)
         return out
 
+    def in_category(self, category: str, n: int) -> np.ndarray:
+        """Which of the first ``n`` items belong to ``category``."""
+        return np.asarray(np.array(self.f.category[:n], dtype=object) == category, bool)
+
     def _unit_text(self) -> np.ndarray | None:
         """Unit-length centred item embeddings (zero rows: no text); None without text."""
         return self.f.unit_text() if self.f.text_dim else None
 
-    def _queries(self, user: int | None, hist: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def view(self, user: int | None) -> UserView:
+        """The user as the sources see them now (``None``: a stranger)."""
+        hist = self.history(user)
         unit = self._unit_text()
-        if unit is None:
-            return None, None
-        q_user = None
-        if user is not None and 0 <= user < len(self.f.user_vec):
-            v = self.f.user_vec[user]
-            nv = float(np.linalg.norm(v))
-            q_user = v / nv if nv > 1e-6 else None
-        q_recent = None
-        recent = hist[-RECENT:]
-        recent = recent[recent < len(unit)]
-        if len(recent):
-            v = unit[recent].mean(axis=0)
-            nv = float(np.linalg.norm(v))
-            q_recent = v / nv if nv > 1e-6 else None
-        return q_user, q_recent
+        q_user = q_recent = None
+        if unit is not None:
+            if user is not None and 0 <= user < len(self.f.user_vec):
+                q_user = _unit_or_none(self.f.user_vec[user])
+            recent = hist[-RECENT:]
+            recent = recent[recent < len(unit)]
+            if len(recent):
+                q_recent = _unit_or_none(unit[recent].mean(axis=0))
+        return UserView(user, hist, q_user, q_recent, self.user_categories(hist))
 
     def retrieve(
         self,
@@ -234,13 +248,13 @@ class Retrieval:
         per = self.cfg.per_source
         # Arrays grow while requests read them (the learner registers items first): read a prefix all hold.
         n_items = min(len(self.f.items), len(self.f.category), len(self.f.has_text) if self.f.text_dim else 1 << 62)
-        hist = self.history(user)
+        view = self.view(user)
+        hist = view.history
         skip = np.zeros(n_items + 1, bool)
         ex = np.asarray(exclude, np.int64)
         skip[ex[(ex >= 0) & (ex < n_items)]] = True
         if category is not None:
-            cats = self.f.category
-            skip[:n_items] |= np.asarray(np.array(cats[:n_items], dtype=object) != category, bool)
+            skip[:n_items] |= ~self.in_category(category, n_items)
         lists: dict[str, np.ndarray] = {}
         if user is not None and len(hist):
             ids, _ = self.covisit.recommend(user, per * 2 if category else per, None)
@@ -248,17 +262,17 @@ class Retrieval:
             lists["covisit"] = ids[~skip[ids]][:per]
         if text:
             unit = self._unit_text()
-            q_user, q_recent = self._queries(user, hist)
-            if unit is not None and (q_user is not None or q_recent is not None):
+            queries = [v for v in (view.q_user, view.q_recent) if v is not None]
+            if unit is not None and queries:
                 # Similarity to both queries summed is similarity to their sum.
-                q = sum(v for v in (q_user, q_recent) if v is not None)
+                q = sum(queries)
                 lists["content"] = self._nearest(unit, np.asarray(q, np.float32), per, skip, n_items)
         overall, by_cat = self._tops()
         if category is not None:
             trend = by_cat.get(category, np.zeros(0, np.int64))
         else:
             parts = [overall]
-            for c, _share in sorted(self.user_categories(hist).items(), key=lambda kv: -kv[1])[:2]:
+            for c, _share in sorted(view.categories.items(), key=lambda kv: -kv[1])[:2]:
                 parts.append(by_cat.get(c, np.zeros(0, np.int64))[: per // 2])
             trend = _unique(np.concatenate(parts))
         trend = trend[trend < n_items]
@@ -282,7 +296,7 @@ class Retrieval:
         for s in order:
             at = by_id[np.searchsorted(items[by_id], lists[s])]
             mask[at] |= np.uint8(1 << SOURCES.index(s))
-        return Candidates(items=items, mask=mask, lists=lists)
+        return Candidates(items=items, mask=mask, lists=lists, view=view)
 
     def _nearest(self, unit: np.ndarray, q: np.ndarray, k: int, skip: np.ndarray, n_items: int) -> np.ndarray:
         """The ``k`` items with text nearest ``q``: exact, or through the IVF index on large catalogs
@@ -331,40 +345,40 @@ class Retrieval:
         draw = draw[~skip[draw] & ~np.isin(draw, newest)][:want]
         return np.concatenate([newest, draw]).astype(np.int64)
 
-    def features(self, user: int | None, cands: Candidates, now: float) -> np.ndarray:
-        """One row per candidate, one column per :data:`FEATURES` (``ctr_logit`` left at 0)."""
-        items = cands.items
+    def features(self, cands: Candidates, now: float) -> np.ndarray:
+        """One row per candidate, one column per :data:`FEATURES` (``ctr_logit`` left at 0),
+        for the user the candidates were retrieved for (``cands.view``)."""
+        items, view = cands.items, cands.view
         n = len(items)
         x = np.zeros((n, len(FEATURES)), np.float32)
         if not n:
             return x
-        hist = self.history(user)
-        if user is not None and len(hist):
-            x[:, 0] = np.log1p(100.0 * self.covisit.score(user, items))
+        col = _COLUMN
+        if view.user is not None and len(view.history):
+            x[:, col["covisit"]] = np.log1p(100.0 * self.covisit.score(view.user, items))
         unit = self._unit_text()
         if unit is not None:
-            q_user, q_recent = self._queries(user, hist)
             ok = items < len(unit)
             rows = unit[items[ok]]
-            if q_user is not None:
-                x[ok, 1] = rows @ q_user.astype(np.float32)
-            if q_recent is not None:
-                x[ok, 2] = rows @ q_recent.astype(np.float32)
-        trend = self.trending_now(items, now)
-        x[:, 3] = np.log1p(trend)
-        cats = self.f.category
-        item_cat = [cats[i] if i < len(cats) else None for i in items.tolist()]
-        affinity = self.user_categories(hist)
-        if affinity:
-            x[:, 5] = [affinity.get(c, 0.0) if c is not None else 0.0 for c in item_cat]
-            x[:, 4] = x[:, 3] * x[:, 5]
+            if view.q_user is not None:
+                x[ok, col["content_user"]] = rows @ view.q_user.astype(np.float32)
+            if view.q_recent is not None:
+                x[ok, col["content_recent"]] = rows @ view.q_recent.astype(np.float32)
+        x[:, col["trending"]] = np.log1p(self.trending_now(items, now))
+        if view.categories:
+            cats = self.f.category
+            x[:, col["category_affinity"]] = [
+                view.categories.get(cats[i], 0.0) if i < len(cats) and cats[i] is not None else 0.0
+                for i in items.tolist()
+            ]
+            x[:, col["trending_category"]] = x[:, col["trending"]] * x[:, col["category_affinity"]]
         count = np.zeros(n, np.float32)
         ok = items < len(self.count)
         count[ok] = self.count[items[ok]]
-        x[:, 7] = np.log1p(count)
-        x[:, 8] = count < self.cold_below
-        x[:, 9] = x[:, 8] * np.maximum(x[:, 1], x[:, 2])
-        x[:, 10] = x[:, 8] * x[:, 0]
+        x[:, col["popularity"]] = np.log1p(count)
+        cold = x[:, col["cold"]] = count < self.cold_below
+        x[:, col["cold_content"]] = cold * np.maximum(x[:, col["content_user"]], x[:, col["content_recent"]])
+        x[:, col["cold_covisit"]] = cold * x[:, col["covisit"]]
         for k in range(len(SOURCES)):
             x[:, FROM + k] = (cands.mask >> k) & 1
         return x
@@ -435,3 +449,9 @@ def _unique(a: np.ndarray) -> np.ndarray:
     """``a`` without repeats, in first-seen order."""
     _, first = np.unique(a, return_index=True)
     return a[np.sort(first)]
+
+
+def _unit_or_none(v: np.ndarray) -> np.ndarray | None:
+    """``v`` scaled to unit length, or None when it is (nearly) zero."""
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-6 else None

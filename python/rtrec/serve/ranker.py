@@ -83,10 +83,39 @@ class Ranker:
         learned_seq = int(self.learner.last_seq)
         version = int(self.learner.model_version)
         if candidates is None and self.learner.featurizer.users.get(user_id) is not None:
-            out = self._pipeline(user_id, k, exclude_seen, skip, catalog, context, policy, explain, category)
-            out.update(model_version=version, learned_seq=learned_seq)
-            self._observe(t0, int(out.pop("_explored")))
-            return out
+            request_id, items, explored = self._pipeline(
+                user_id, k, exclude_seen, skip, catalog, context, policy, explain, category
+            )
+            known = True  # the learner knows them: not a cold start, whatever the log says
+        else:
+            request_id, items, explored = self._scored(
+                user_id, k, known, skip, catalog, candidates, context, policy, explain, category
+            )
+        self._observe(t0, explored)
+        return {
+            "request_id": request_id,
+            "model_version": version,
+            "learned_seq": learned_seq,
+            "policy": policy,
+            "cold_start": not known,
+            "items": items,
+        }
+
+    def _scored(
+        self,
+        user_id: str,
+        k: int,
+        known: bool,
+        skip: set[str],
+        catalog: Catalog,
+        candidates: list[str] | None,
+        context: dict[str, Any] | None,
+        policy: str,
+        explain: bool,
+        category: str | None,
+    ) -> tuple[str, list[dict[str, Any]], int]:
+        """A stranger, or named candidates: the CTR model scores them (or the whole catalog)."""
+        sc = self.cfg.serve
         if category is not None:
             candidates = self._in_category(category, catalog, candidates)
         if candidates is None:
@@ -143,15 +172,7 @@ class Ranker:
                     for it, r, p in zip(items, rows.tolist(), probs.tolist(), strict=True):
                         it["sources"] = ["catalog" if candidates is None else "request"]
                         it["features"] = self._features(batch, r, p)
-        self._observe(t0, explored)
-        return {
-            "request_id": request_id,
-            "model_version": version,
-            "learned_seq": learned_seq,
-            "policy": policy,
-            "cold_start": not known,
-            "items": items,
-        }
+        return request_id, items, explored
 
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
         """Items like ``item_id`` (see :meth:`rtrec.retrieve.Retrieval.similar`); an unknown id is an error."""
@@ -181,11 +202,11 @@ class Ranker:
         """``candidates`` (or every known item) of ``category``."""
         f = self.learner.featurizer
         pool = candidates if candidates is not None else list(f.items.ids)
-        cats = f.category
+        member = self.learner.retrieval.in_category(category, len(f.items))
         out = []
         for item in pool:
             j = f.items.get(item)
-            if j is not None and j < len(cats) and cats[j] == category and (not catalog.index or item in catalog.index):
+            if j is not None and j < len(member) and member[j] and (not catalog.index or item in catalog.index):
                 out.append(item)
         return out
 
@@ -200,7 +221,7 @@ class Ranker:
         policy: str,
         explain: bool,
         category: str | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[str, list[dict[str, Any]], int]:
         """A known user: retrieve candidates from every source, rank them, explore, log propensities."""
         learner = self.learner
         f = learner.featurizer
@@ -259,13 +280,7 @@ class Ranker:
             explored = int(slate.explored.sum())
             if len(chosen):
                 learner.remember_served(request_id, ranked.batch, chosen, ranked.probs[chosen])
-        return {
-            "request_id": request_id,
-            "policy": policy,
-            "cold_start": False,
-            "items": items,
-            "_explored": explored,
-        }
+        return request_id, items, explored
 
     def _features(self, batch: Any, r: int, p: float) -> dict[str, Any]:
         names = self.learner.featurizer.dense_names
