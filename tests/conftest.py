@@ -14,6 +14,7 @@ def rtrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RTREC_HOME", str(home))
     monkeypatch.delenv("RTREC_CONFIG", raising=False)
     monkeypatch.delenv("RTREC_TOKEN", raising=False)
+    monkeypatch.delenv("RTREC_READ_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return home

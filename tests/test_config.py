@@ -30,6 +30,17 @@ def test_precedence_flag_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert cfg.home == Path(str(tmp_path / "rtrec-home"))
 
 
+def test_read_token_comes_from_the_environment_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTREC_TOKEN", "full")
+    monkeypatch.setenv("RTREC_READ_TOKEN", "reader")
+    cfg = load_config()
+    assert (cfg.serve.token, cfg.serve.read_token) == ("full", "reader")
+    monkeypatch.delenv("RTREC_TOKEN")
+    with pytest.raises(ConfigError, match=r"serve\.read_token is set without serve\.token") as exc:
+        load_config()
+    assert "serve.token" in (exc.value.hint or "")
+
+
 def test_home_config_file_is_read(rtrec_home: Path) -> None:
     rtrec_home.mkdir(parents=True)
     (rtrec_home / "config.toml").write_text("[features]\nbits = 12\n")
@@ -54,6 +65,8 @@ def test_home_config_file_is_read(rtrec_home: Path) -> None:
         ("[labels]\npositive = { clik = 1.0 }\n", "unknown event type 'clik'"),
         ("[text]\nenabled = 'yes'\n", "text.enabled must be true or false"),
         ("[learner\n", "not valid TOML"),
+        ("[serve]\nread_token = 'r'\n", "serve.read_token is set without serve.token: the write routes would be open"),
+        ("[serve]\ntoken = 't'\nread_token = 't'\n", "serve.read_token equals serve.token"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, match: str) -> None:

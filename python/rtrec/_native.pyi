@@ -103,6 +103,8 @@ class ReplayBuffer:
     def pushed(self) -> int: ...
     @property
     def positives(self) -> int: ...
+    def forget_feature(self, feature: int) -> int:
+        """Remove every row holding the feature index ``feature``; how many were removed."""
 
 @final
 class OnlineLinear:

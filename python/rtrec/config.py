@@ -1,7 +1,7 @@
 """Configuration: embedded defaults, a TOML file, environment variables and flags.
 
 Precedence, highest first: command-line flag, environment variable (``RTREC_HOME``,
-``RTREC_CONFIG``, ``RTREC_TOKEN``), TOML file, embedded defaults. A config is validated
+``RTREC_CONFIG``, ``RTREC_TOKEN``, ``RTREC_ID_KEY``), TOML file, embedded defaults. A config is validated
 once into a frozen :class:`Config` by pydantic; unknown keys, wrongly typed values and
 values out of range are errors that name the key. Numbers coerce (an integer where a float
 is expected), lists become tuples and tables sections; text never becomes a number or a flag.
@@ -180,6 +180,9 @@ class ServeConfig:
     host: Str = "127.0.0.1"
     port: Annotated[int, Strict(), Field(ge=0, le=65535)] = 8080
     token: Str | None = None
+    # A second bearer token for GET and HEAD routes only (recommend, similar, stats, metrics):
+    # for dashboards and readers that must not post events. Needs ``token``.
+    read_token: Str | None = None
     exploration: Literal["none", "epsilon", "softmax"] = "epsilon"
     epsilon: Share = 0.05
     temperature: Positive = 0.1
@@ -230,6 +233,58 @@ class RetrieveConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """What rtrec keeps about people, and for how long (see ``rtrec.privacy``)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = SECTION
+
+    # Replace user ids at ingest by a keyed hash (HMAC-SHA256) so the raw id never reaches
+    # disk; the API still takes raw ids. The key comes from RTREC_ID_KEY or id_key.
+    pseudonymize: Bool = False
+    id_key: Str | None = None
+    # Drop events older than this many days from the log (once learned; the model keeps what
+    # it learned), checking every retention_every_s. None keeps them.
+    retention_days: Positive | None = None
+    retention_every_s: Positive = 3600.0
+    # Keep processed inbox files (inbox/done, inbox/rejected) this many days; 0 deletes them
+    # once processed, None keeps them.
+    inbox_keep_days: NonNegative | None = None
+    # After a forget, the database file is rewritten within this many seconds (and at
+    # shutdown), so that the deleted rows leave no bytes in its free pages.
+    compact_after_s: Seconds = 60.0
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Feedback cleaning between the event log and the learner (see ``rtrec.clean``)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = SECTION
+
+    enabled: Bool = True
+    # Rate limits over 60 s of event time, impressions not counted: events per user, and per
+    # item (0 turns either off). 600 leaves MovieLens's bulk rating sessions (at most 392 in a
+    # minute) untouched.
+    user_max_per_min: Annotated[int, Strict(), Field(ge=0)] = 600
+    item_max_per_min: Annotated[int, Strict(), Field(ge=0)] = 0
+    # Copies of an event (same user, item, type and value; for impressions, request) within this many
+    # seconds of the previous one count once (0: off).
+    repeat_window_s: Seconds = 2.0
+    # Bots: a click rate (clicks per impression) at or above bot_click_rate after bot_min_impressions
+    # impressions, or at least bot_unshown_share of bot_min_clicks or more clicks on items not shown
+    # to the user in the bot_shown_window_s before (0 turns a test off).
+    bot_click_rate: Share = 0.9
+    bot_min_impressions: Annotated[int, Strict(), Field(ge=0)] = 20
+    bot_unshown_share: Share = 0.8
+    bot_min_clicks: Annotated[int, Strict(), Field(ge=0)] = 20
+    bot_shown_window_s: Seconds = 3600.0
+    # Values: after value_min_count values of a type (0: off), one more than value_mad_k MADs from
+    # their median is set aside; the MAD counts as at least value_mad_floor times the median size.
+    value_min_count: Annotated[int, Strict(), Field(ge=0)] = 50
+    value_mad_k: Positive = 20.0
+    value_mad_floor: NonNegative = 0.1
+
+
+@dataclass(frozen=True)
 class ReplayConfig:
     """``rtrec replay`` evaluation (see ``rtrec.replay``)."""
 
@@ -257,6 +312,8 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def db_path(self) -> Path:
@@ -298,6 +355,10 @@ def load_config(
     data.pop("home", None)
     if os.environ.get("RTREC_TOKEN"):
         _merge(data, {"serve": {"token": os.environ["RTREC_TOKEN"]}})
+    if os.environ.get("RTREC_ID_KEY"):
+        _merge(data, {"privacy": {"id_key": os.environ["RTREC_ID_KEY"]}})
+    if os.environ.get("RTREC_READ_TOKEN"):
+        _merge(data, {"serve": {"read_token": os.environ["RTREC_READ_TOKEN"]}})
     if overrides:
         _merge(data, overrides)
     cfg = dataclasses.replace(_build(data), home=home_path)
@@ -388,3 +449,22 @@ def validate(cfg: Config) -> None:
             f"config key events.oldest must be an ISO 8601 time, got {cfg.events.oldest!r}",
             hint="e.g. 2000-01-01T00:00:00Z",
         ) from None
+    pc = cfg.privacy
+    if pc.pseudonymize and not pc.id_key:
+        raise ConfigError(
+            "config key privacy.pseudonymize is on without a key",
+            hint="set RTREC_ID_KEY (or privacy.id_key) to a secret of at least 16 characters, and keep it",
+        )
+    if pc.id_key is not None and len(pc.id_key) < 16:
+        raise ConfigError("config key privacy.id_key must be at least 16 characters long")
+    sc = cfg.serve
+    if sc.read_token and not sc.token:
+        raise ConfigError(
+            "config key serve.read_token is set without serve.token: the write routes would be open to anyone",
+            hint="set serve.token (or RTREC_TOKEN) too, or drop serve.read_token",
+        )
+    if sc.read_token and sc.read_token == sc.token:
+        raise ConfigError(
+            "config key serve.read_token equals serve.token: whoever holds it could write, not only read",
+            hint="pick a different read-only token",
+        )

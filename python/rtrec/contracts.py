@@ -16,6 +16,7 @@ __all__ = [
     "DriftAlarm",
     "DriftState",
     "Health",
+    "HealthStatus",
     "LearnerStats",
     "MinuteQuality",
     "Percentiles",
@@ -217,6 +218,7 @@ class IngestStats(TypedDict, total=False):
     rejected_total: float
     commit_latency: Percentiles
     throttled_total: float
+    stored: int  # events the log holds now (after forgets and retention)
 
 
 class LearnStats(TypedDict, total=False):
@@ -281,12 +283,29 @@ class StatsResponse(TypedDict, total=False):
     inbox: dict[str, int]
     http: HttpStats
     threads: dict[str, dict[str, int]]
+    privacy: PrivacyStatus
 
 
-class Health(TypedDict):
-    """``/healthz``."""
+class PrivacyStatus(TypedDict):
+    """What the daemon keeps about people (``[privacy]``) and what it has erased since start."""
+
+    pseudonymize: bool
+    retention_days: float | None
+    inbox_keep_days: float | None
+    forgotten: int  # users forgotten since start
+    compaction_pending: bool  # a forget's deleted rows still in the database file's free pages
+    retention: dict[str, float | None]  # runs, events and files dropped since start; last_at
+
+
+class HealthStatus(TypedDict):
+    """``/healthz`` to a caller without a valid token, while a token protects the daemon."""
 
     status: str  # "ok", or "degraded" while the learner is failing
+
+
+class Health(HealthStatus):
+    """``/healthz`` with a valid token (either scope), or when no token is configured."""
+
     version: str
     model_version: int
     uptime_s: float

@@ -455,6 +455,12 @@ impl ReplayBuffer {
         with_ring(py, &self.ring, |r| r.positives())
     }
 
+    /// Remove every row holding the feature index ``feature`` (for example a forgotten
+    /// user's id feature); returns how many were removed.
+    fn forget_feature(&self, py: Python<'_>, feature: u32) -> PyResult<usize> {
+        with_ring(py, &self.ring, |r| r.forget_feature(feature))
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         with_ring(py, &self.ring, |r| {
             format!(

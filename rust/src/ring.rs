@@ -225,6 +225,43 @@ impl Ring {
         Ok(())
     }
 
+    /// Remove every row holding feature index `feature` (for example one user's id feature),
+    /// keeping the others in push order; returns how many rows were removed. The ring then
+    /// holds fewer rows and fills up again from the newest.
+    pub fn forget_feature(&mut self, feature: u32) -> usize {
+        let d = self.dense_dim;
+        let order: Vec<usize> = (0..self.len()).rev().map(|a| self.slot_of_age(a)).collect();
+        let keep: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&s| !self.slots[s].feats.contains(&feature))
+            .collect();
+        let removed = order.len() - keep.len();
+        if removed == 0 {
+            return 0;
+        }
+        let mut slots = Vec::with_capacity(keep.len());
+        let mut dense = Vec::with_capacity(keep.len() * d);
+        for &s in &keep {
+            slots.push(std::mem::replace(
+                &mut self.slots[s],
+                Row {
+                    seq: 0,
+                    label: 0.0,
+                    weight: 0.0,
+                    ts: 0.0,
+                    row_id: -1,
+                    feats: Vec::new(),
+                },
+            ));
+            dense.extend_from_slice(&self.dense[s * d..(s + 1) * d]);
+        }
+        self.head = slots.len() % self.capacity;
+        self.slots = slots;
+        self.dense = dense;
+        removed
+    }
+
     /// Physical slot of the row `age` pushes old (0 is the newest).
     fn slot_of_age(&self, age: usize) -> usize {
         (self.head + self.capacity - 1 - age) % self.capacity
@@ -500,6 +537,39 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn forget_feature_removes_only_rows_holding_it_and_keeps_order() {
+        let mut ring = Ring::new(4, 1, 0).unwrap();
+        let push = |ring: &mut Ring, feats: &[i64], label: f32| {
+            let offsets = [0, feats.len() as i64];
+            ring.push(&PushBatch {
+                indices: feats,
+                offsets: &offsets,
+                labels: &[label],
+                weights: &[1.0],
+                ts: &[0.0],
+                row_ids: None,
+                dense: Some(&[label]),
+            })
+            .unwrap();
+        };
+        for (k, f) in [[1, 7], [2, 8], [1, 9], [3, 7], [4, 8], [1, 8]].iter().enumerate() {
+            push(&mut ring, f, k as f32);
+        }
+        // the ring holds rows 2..6 (labels 2, 3, 4, 5); rows 2 and 5 hold feature 1
+        assert_eq!(ring.forget_feature(1), 2);
+        let rows = ring.rows();
+        assert_eq!(rows.labels, vec![3.0, 4.0]);
+        assert_eq!(rows.dense, vec![3.0, 4.0]);
+        assert_eq!(ring.forget_feature(1), 0);
+        push(&mut ring, &[5, 5], 6.0);
+        push(&mut ring, &[6, 6], 7.0);
+        push(&mut ring, &[7, 6], 8.0);
+        assert_eq!(ring.rows().labels, vec![4.0, 6.0, 7.0, 8.0]);
+        let back = Ring::from_bytes(&ring.to_bytes()).unwrap();
+        assert_eq!(back.rows(), ring.rows());
+    }
+
     use super::*;
 
     /// Push rows 0..n, each with one feature equal to its number, label `label(i)`, ts = i.

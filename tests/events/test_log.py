@@ -45,8 +45,9 @@ def test_open_creates_parent_and_migrations_are_recorded(tmp_path: Path) -> None
         versions = [r[0] for r in cur.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()]
         tables = {r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert path.exists()
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     assert {"events", "rejected_events", "items", "checkpoints", "drift_alarms", "item_embeddings"} <= tables
+    assert {"forget_audit", "privacy_salt", "retention_runs", "flagged_events"} <= tables
     with EventLog.open(path) as lg:  # reopening applies nothing twice
         assert lg.count_events() == 0
 

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rtrec.contracts import Health
 from rtrec.serve.testing import DaemonProcess
 
 TOPICS = ("sport", "cooking", "travel", "music")
@@ -170,7 +171,8 @@ def test_clicking_a_topic_moves_it_up(daemon: DaemonProcess):
 
 def test_auth_token_protects_all_but_healthz(daemon_factory):
     d = daemon_factory(env={"RTREC_TOKEN": "s3cret"}).start()
-    assert d.request("GET", "/healthz")[0] == 200
+    assert d.request("GET", "/healthz") == (200, {"status": "ok"})
+    assert set(d.get("/healthz", headers={"Authorization": "Bearer s3cret"})) == set(Health.__annotations__)
     status, body = d.request("GET", "/v1/stats")
     assert status == 401 and "bearer" in body["error"]
     assert d.request("GET", "/v1/stats", headers={"Authorization": "Bearer wrong"})[0] == 401
@@ -193,6 +195,55 @@ def test_auth_token_protects_all_but_healthz(daemon_factory):
     assert (inbox / "rejected" / "bad.jsonl.reason").read_text().strip()
     stats = d.request("GET", "/v1/stats", headers=auth)[1]
     assert stats["ingest"]["accepted_total"] >= 20
+
+
+def test_read_token_reads_and_cannot_write(daemon_factory):
+    d = daemon_factory(env={"RTREC_TOKEN": "full-s3cret", "RTREC_READ_TOKEN": "read-s3cret"}).start()
+    full, read = {"Authorization": "Bearer full-s3cret"}, {"Authorization": "Bearer read-s3cret"}
+    assert d.post("/v1/items", catalog(2), headers=full)["upserted"] == 8
+    assert d.post("/v1/events", [event("w1", "u1", "sport-1")], headers=full)["accepted"] == 1
+    before = d.get("/v1/stats", headers=read)
+
+    reads = ("/v1/recommend?user_id=u1&k=3", "/v1/similar?item_id=sport-1", "/v1/stats", "/metrics", "/openapi.json")
+    for path in reads:
+        assert d.request("GET", path, headers=read)[0] == 200, path
+        assert d.request("GET", path, headers=full)[0] == 200, path
+        assert d.request("GET", path)[0] == 401, path
+        assert d.request("GET", path, headers={"Authorization": "Bearer nope"})[0] == 401, path
+
+    writes = [
+        ("POST", "/v1/events", [event("r1", "u1", "sport-2")]),
+        ("POST", "/v1/items", [{"item_id": "read-only-item", "title": "x"}]),
+        ("DELETE", "/v1/users/u1", None),
+    ]
+    for method, path, body in writes:
+        status, err = d.request(method, path, body, headers=read)
+        assert status == 403, (method, path, err)
+        assert set(err) == {"error", "hint"} and "may only read" in err["error"]
+        assert d.request(method, path, body)[0] == 401
+    after = d.get("/v1/stats", headers=read)
+    assert after["ingest"]["accepted_total"] == before["ingest"]["accepted_total"] == 1
+    assert after["catalog"]["items"] == before["catalog"]["items"] == 8
+
+    # /healthz: the status alone to strangers, everything to either token.
+    assert d.request("GET", "/healthz") == (200, {"status": "ok"})
+    assert d.request("GET", "/healthz", headers={"Authorization": "Bearer nope"}) == (200, {"status": "ok"})
+    for headers in (read, full):
+        assert set(d.get("/healthz", headers=headers)) == set(Health.__annotations__)
+
+    spec = d.get("/openapi.json", headers=read)
+    assert set(spec["components"]["securitySchemes"]) == {"token", "read_token"}
+    assert spec["paths"]["/v1/events"]["post"]["security"] == [{"token": []}]
+    assert spec["paths"]["/v1/stats"]["get"]["security"] == [{"token": []}, {"read_token": []}]
+    assert {} in spec["paths"]["/healthz"]["get"]["security"]
+
+    from typer.testing import CliRunner
+
+    from rtrec.cli import app
+
+    r = CliRunner().invoke(app, ["inspect", "--url", d.url, "--token", "read-s3cret", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["ingest"]["accepted_total"] == 1
 
 
 def _read_events(home: Path) -> tuple[int, int, set[str]]:

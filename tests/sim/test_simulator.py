@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from rtrec.cli import app
 from rtrec.errors import InvalidInputError
 from rtrec.events import EventLog
 from rtrec.sim import SimConfig, Simulator
 from tests.labels.helpers import Reader
 
 SMALL = SimConfig(n_users=50, n_items=60, n_topics=4, n_events=5_000, seed=3)
+DIRTY = dataclasses.replace(SMALL, bot_share=0.2, noise_share=0.1)
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
@@ -137,3 +146,126 @@ def test_styles_show_only_in_the_text_and_move_the_click_probability() -> None:
         assert got == pytest.approx(lift + styled.quality[i] - styled.quality[j], abs=1e-9)
     with pytest.raises(InvalidInputError, match="n_styles"):
         SimConfig(n_styles=99)
+
+
+def _contexts(events: pa.Table) -> list[dict[str, Any]]:
+    return [json.loads(c) for c in events.column("context").to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def dirty() -> tuple[Simulator, pa.Table, list[dict[str, Any]]]:
+    sim = Simulator(DIRTY)
+    events = sim.generate()
+    return sim, events, _contexts(events)
+
+
+def test_bots_and_noise_come_on_top_of_an_untouched_real_stream(dirty: Any) -> None:
+    sim, events, ctx = dirty
+    clean = Simulator(SMALL).generate()
+    truth = np.array([c.get("truth") for c in ctx], dtype=object)
+    counts = sim.event_counts()
+    assert (counts.real, counts.total) == (clean.num_rows, events.num_rows)
+    assert ((truth == "bot").sum(), (truth == "noise").sum()) == (counts.bot, counts.noise)
+    assert counts.bot / counts.total == pytest.approx(DIRTY.bot_share, abs=0.01)
+    assert counts.noise / counts.real == pytest.approx(DIRTY.noise_share, abs=0.01)
+    # Dropping what the truth marks gives the world without bots, row for row and in the same order.
+    assert events.filter(pa.array(truth == None)).equals(clean)  # noqa: E711
+    assert np.all(np.diff(events.column("ts").cast("int64").to_numpy()) >= 0)
+    assert len(set(events.column("event_id").to_pylist())) == events.num_rows
+    # Bots look like users: ids in the same style, after the real ones, none of them a real user.
+    bots = {r["user_id"] for r, c in zip(events.to_pylist(), ctx, strict=True) if c.get("truth") == "bot"}
+    assert all(re.fullmatch(r"u\d+", u) and int(u[1:]) >= DIRTY.n_users for u in bots)
+    assert 5 <= len(bots) <= DIRTY.n_users
+    kinds = Counter(c.get("bot_kind") or c.get("noise_kind") for c in ctx if "truth" in c)
+    assert kinds["promoter"] == pytest.approx(counts.bot / 2, abs=1)
+    assert kinds["click_spammer"] == pytest.approx(counts.bot / 2, abs=1)
+    assert kinds["outlier"] == pytest.approx(0.2 * counts.noise, abs=1)
+    # Bots are active over the whole timeline.
+    ts = events.column("ts").cast("int64").to_numpy()
+    quarter = np.minimum(((ts - ts[0]) * 4) // (ts[-1] - ts[0] + 1), 3)
+    assert set(quarter[truth == "bot"].tolist()) == {0, 1, 2, 3}
+    with pytest.raises(InvalidInputError, match="bot_share"):
+        SimConfig(bot_share=1.0)
+    with pytest.raises(InvalidInputError, match="noise_share"):
+        SimConfig(noise_share=-0.1)
+
+
+def test_promoters_push_weak_items_they_were_never_shown(dirty: Any) -> None:
+    sim, events, ctx = dirty
+    rows = events.to_pylist()
+    promoted = set(sim.promoted_items)
+    weak = set(np.array(sim.item_ids)[sim.quality <= np.median(sim.quality)].tolist())
+    assert promoted <= weak
+    prom = [r for r, c in zip(rows, ctx, strict=True) if c.get("bot_kind") == "promoter"]
+    assert {r["item_id"] for r in prom if r["event_type"] != "impression"} <= promoted
+    assert {"click", "add_to_cart", "purchase"} <= {r["event_type"] for r in prom}
+    # Many events per target, far above the feedback that real users give an item.
+    feedback_types = ("click", "add_to_cart", "purchase")
+    real_feedback = Counter(
+        r["item_id"] for r, c in zip(rows, ctx, strict=True) if "truth" not in c and r["event_type"] in feedback_types
+    )
+    pushed = Counter(r["item_id"] for r in prom if r["event_type"] in feedback_types)
+    assert sum(pushed.values()) / len(promoted) > 3 * np.mean(list(real_feedback.values()))
+    # Most of their feedback answers no impression; some promoters do take slates and click targets there.
+    feedback = [r for r in prom if r["event_type"] != "impression"]
+    assert sum(r["request_id"] is None for r in feedback) > 0.8 * len(feedback)
+    shown = {(r["request_id"], r["item_id"]) for r in prom if r["event_type"] == "impression"}
+    assert any((r["request_id"], r["item_id"]) in shown for r in feedback if r["event_type"] == "click")
+    # In bursts: several events a minute.
+    gaps = [
+        np.diff(sorted(r["ts"].timestamp() for r in prom if r["user_id"] == u)) for u in {r["user_id"] for r in prom}
+    ]
+    assert np.median(np.concatenate(gaps)) < 10.0
+
+
+def test_click_spammers_click_nearly_everything_they_are_shown(dirty: Any) -> None:
+    _, events, ctx = dirty
+    spam = [r for r, c in zip(events.to_pylist(), ctx, strict=True) if c.get("bot_kind") == "click_spammer"]
+    shown = {(r["request_id"], r["item_id"]): r for r in spam if r["event_type"] == "impression"}
+    clicks = [r for r in spam if r["event_type"] == "click"]
+    assert {r["event_type"] for r in spam} == {"impression", "click"}
+    assert all(0 < r["propensity"] <= 1 and r["request_id"] for r in shown.values())
+    for user in {r["user_id"] for r in spam}:
+        n_shown = sum(r["user_id"] == user for r in shown.values())
+        assert sum(r["user_id"] == user for r in clicks) > 0.8 * n_shown
+    delays = [(c["ts"] - shown[c["request_id"], c["item_id"]]["ts"]).total_seconds() for c in clicks]
+    assert min(delays) > 0 and np.median(delays) < 5.0
+
+
+def test_noise_repeats_and_outliers_copy_real_events(dirty: Any) -> None:
+    _, events, ctx = dirty
+    rows = events.to_pylist()
+    real: dict[tuple[Any, ...], list[Any]] = {}
+    for r, c in zip(rows, ctx, strict=True):
+        if "truth" not in c:
+            real.setdefault((r["user_id"], r["item_id"], r["event_type"], r["request_id"]), []).append(r)
+    noise = [(r, c) for r, c in zip(rows, ctx, strict=True) if c.get("truth") == "noise"]
+    for r, c in noise:
+        originals = real[r["user_id"], r["item_id"], r["event_type"], r["request_id"]]
+        gap = min((r["ts"] - o["ts"]).total_seconds() for o in originals if o["ts"] <= r["ts"])
+        if c["noise_kind"] == "repeat":
+            assert r["event_type"] in ("impression", "click", "add_to_cart")
+            assert 0.1 <= gap <= 2.0
+        else:
+            assert r["event_type"] == "purchase"
+            assert r["value"] >= 1000 * min(o["value"] for o in originals)
+
+
+def test_simulate_cli_bots_and_noise(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["simulate", "--out", str(tmp_path), "--events", "2000", "--users", "20", "--items", "30"]
+    r = runner.invoke(app, [*args, "--bots", "0.1", "--noise", "0.05", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    events = pq.read_table(summary["events"])
+    truth = Counter(c.get("truth") for c in _contexts(events))
+    assert (summary["event_count"], summary["bot_events"], summary["noise_events"]) == (
+        events.num_rows,
+        truth["bot"],
+        truth["noise"],
+    )
+    assert truth[None] == 2000 and truth["noise"] == 100 and truth["bot"] > 0
+    with EventLog.open(tmp_path / "db.duckdb") as log:  # the rest of rtrec takes the stream as it is
+        assert log.ingest_file(summary["events"]).accepted == events.num_rows
+    r = runner.invoke(app, [*args, "--bots", "1"])
+    assert r.exit_code != 0 and "--bots" in r.output

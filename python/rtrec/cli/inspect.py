@@ -16,7 +16,9 @@ def inspect(
     url: str | None = typer.Option(None, "--url", help="Daemon URL [default: from <home>/serve.json or the config]."),
     home: Path | None = HOME_OPTION,
     config: Path | None = CONFIG_OPTION,
-    token: str | None = typer.Option(None, "--token", help="Bearer token [env: RTREC_TOKEN; config: serve.token]."),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token, full or read-only [env: RTREC_TOKEN; config: serve.token]."
+    ),
     once: bool = typer.Option(False, "--once", help="Print one snapshot and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw stats as JSON and exit."),
     interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between refreshes."),

@@ -13,6 +13,20 @@ OUT_OPTION = typer.Option(..., "--out", help="Folder to write events.parquet and
 SHIFT_OPTION = typer.Option([0.5], "--shift-at", help="Preference shift time, a fraction of the timeline (repeatable).")
 
 
+def _share(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise typer.BadParameter(f"must be in [0, 1), got {value}")
+    return value
+
+
+BOTS_OPTION = typer.Option(
+    0.0, "--bots", callback=_share, help="Share of all events that come from bot users, in [0, 1)."
+)
+NOISE_OPTION = typer.Option(
+    0.0, "--noise", callback=_share, help="Extra noise events (repeats, absurd values), a share of the real ones."
+)
+
+
 @handle_errors
 def simulate(
     out: Path = OUT_OPTION,
@@ -25,9 +39,15 @@ def simulate(
     styles: int = typer.Option(
         0, "--styles", min=0, max=8, help="Item styles that show only in the item text (0: none)."
     ),
+    bots: float = BOTS_OPTION,
+    noise: float = NOISE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
-    """Generate events from a simulator with topic preferences, a known click model and preference shifts."""
+    """Generate events from a simulator with topic preferences, a known click model and preference shifts.
+
+    With --bots and --noise the events also hold bot users and noise; each such event says so in
+    its context ("truth": "bot" or "noise"), so that a cleaning stage can be scored.
+    """
     from rtrec.sim import SimConfig, Simulator
 
     cfg = SimConfig(
@@ -38,15 +58,28 @@ def simulate(
         seed=seed,
         shift_at=tuple(shift_at),
         n_styles=styles,
+        bot_share=bots,
+        noise_share=noise,
     )
     sim = Simulator(cfg)
     events_path, items_path = sim.write(out)
+    counts = sim.event_counts()
     shifts = [t.isoformat() for t in sim.shift_times]
     if as_json:
-        typer.echo(json.dumps({"events": str(events_path), "items": str(items_path), "shift_times": shifts}))
+        summary = {
+            "events": str(events_path),
+            "items": str(items_path),
+            "shift_times": shifts,
+            "event_count": counts.total,
+            "bot_events": counts.bot,
+            "noise_events": counts.noise,
+        }
+        typer.echo(json.dumps(summary))
         return
+    extra = f" ({counts.bot} from bots, {counts.noise} noise)" if counts.bot or counts.noise else ""
     typer.echo(
-        f"Wrote {events} events to {events_path} and {items} items to {items_path}; shifts at {', '.join(shifts)}"
+        f"Wrote {counts.total} events{extra} to {events_path} and {items} items to {items_path}; "
+        f"shifts at {', '.join(shifts)}"
     )
 
 

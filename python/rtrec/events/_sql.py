@@ -171,6 +171,7 @@ class Limits:
     oldest_us: int = 0
     max_id_chars: int = 512
     max_json_chars: int = 65_536
+    user_id_fn: str | None = None  # SQL function that maps each stored user id (pseudonyms)
 
 
 def _normalise(
@@ -270,7 +271,7 @@ def _normalise(
     values = {
         "event_id": f"coalesce({eid}, CAST(uuid() AS VARCHAR))",
         "ts": ts,
-        "user_id": uid,
+        "user_id": f"{limits.user_id_fn}({uid})" if limits.user_id_fn else uid,
         "item_id": iid,
         "event_type": et,
         "value": val,

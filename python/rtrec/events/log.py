@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ from rtrec.events._sql import (
     insert_sql,
     insert_valid_sql,
     kind_of,
-    lit,
     q,
     staging_sql,
     surely_valid,
     ts_expr,
 )
 from rtrec.events.catalog import CatalogMixin
+from rtrec.events.connect import PSEUDO_FN, connect
 from rtrec.events.files import file_format, read_json_lines, reader_sql
 from rtrec.events.migrations import migrate
+from rtrec.events.privacy import PrivacyMixin
 from rtrec.events.records import RecordsMixin
 from rtrec.events.rows import (
     IngestSummary,
@@ -47,7 +48,7 @@ from rtrec.events.validate import Validator
 __all__ = ["EventLog", "IngestSummary", "Rejected"]
 
 
-class EventLog(CatalogMixin, RecordsMixin):
+class EventLog(CatalogMixin, RecordsMixin, PrivacyMixin):
     """The rtrec database: events, rejected events, the item catalog and learner tables.
 
     Safe to share between threads: writes are serialised by a lock, reads use a fresh cursor.
@@ -59,12 +60,27 @@ class EventLog(CatalogMixin, RecordsMixin):
     [1]
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, events: EventsConfig | None = None) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        events: EventsConfig | None = None,
+        *,
+        pseudonymize: Callable[[str], str] | None = None,
+    ) -> None:
         self.path = path
         self.validator = Validator(events)
         c = self.validator.cfg
-        self.limits = Limits(c.max_future_s, self.validator.oldest_us, c.max_id_chars, c.max_json_chars)
+        self.pseudonymize = pseudonymize
+        self.limits = Limits(
+            c.max_future_s,
+            self.validator.oldest_us,
+            c.max_id_chars,
+            c.max_json_chars,
+            user_id_fn=PSEUDO_FN if pseudonymize is not None else None,
+        )
         self._con = con
+        self._use_pseudonyms(con)
         self._lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._read_root = con.cursor()
@@ -78,11 +94,20 @@ class EventLog(CatalogMixin, RecordsMixin):
     # -- lifecycle -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, events: EventsConfig | None = None, *, read_only: bool = False) -> EventLog:
+    def open(
+        cls,
+        path: str | Path,
+        events: EventsConfig | None = None,
+        *,
+        read_only: bool = False,
+        pseudonymize: Callable[[str], str] | None = None,
+    ) -> EventLog:
         """Open (creating it and its parent directory when needed) and migrate a database.
 
         ``events`` sets what ingest accepts (``[events]`` in the config; defaults when None).
         ``read_only`` opens an existing database as it is, for reading beside no writer.
+        ``pseudonymize`` maps each ingested user id to what is stored instead (see
+        :class:`rtrec.privacy.Pseudonymizer`); rejected rows are then kept without the raw id.
         """
         spec = str(path)
         if spec != ":memory:":
@@ -92,25 +117,10 @@ class EventLog(CatalogMixin, RecordsMixin):
             except OSError as exc:
                 raise StorageError(f"cannot create the directory of {p}: {exc}") from exc
             spec = str(p)
-        try:
-            con = duckdb.connect(spec, read_only=read_only)
-        except duckdb.Error as exc:
-            raise StorageError(
-                f"cannot open the event log {spec}: {exc}",
-                hint="is another rtrec process (a daemon) using this home?",
-            ) from exc
-        con.execute("SET TimeZone = 'UTC'")
-        limit = (events or EventsConfig()).duckdb_memory_limit
-        try:
-            con.execute(f"SET memory_limit = {lit(limit)}")
-        except duckdb.Error as exc:
-            con.close()
-            raise InvalidInputError(
-                f"events.duckdb_memory_limit: {limit!r} is not a DuckDB memory size ({exc})"
-            ) from None
+        con = connect(spec, events, read_only=read_only)
         if not read_only:
             migrate(con)
-        return cls(con, spec, events)
+        return cls(con, spec, events, pseudonymize=pseudonymize)
 
     def close(self) -> None:
         with self._lock:
@@ -461,7 +471,8 @@ class EventLog(CatalogMixin, RecordsMixin):
                 if batch.num_rows:
                     yield _conform(batch)
         finally:
-            cur.close()
+            with contextlib.suppress(duckdb.Error):  # its connection may have been rewritten (compact)
+                cur.close()
 
     def last_seq(self) -> int:
         """The highest sequence number stored (0 when the log is empty)."""

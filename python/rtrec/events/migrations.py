@@ -94,6 +94,39 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "privacy: forget audit, its salt, retention runs; events cleaning flagged",
+        """
+        CREATE TABLE forget_audit (
+            forgotten_at TIMESTAMP NOT NULL,
+            id_hash VARCHAR NOT NULL,
+            events BIGINT,
+            rejected BIGINT,
+            quarantined BIGINT,
+            examples BIGINT,
+            pending BIGINT,
+            replay_rows BIGINT,
+            checkpoints BIGINT,
+            files BIGINT,
+            compacted_at TIMESTAMP
+        );
+        CREATE TABLE privacy_salt AS
+            SELECT md5(CAST(gen_random_uuid() AS VARCHAR)) || md5(CAST(gen_random_uuid() AS VARCHAR)) AS salt;
+        CREATE TABLE retention_runs (
+            ran_at TIMESTAMP NOT NULL,
+            cutoff TIMESTAMP NOT NULL,
+            events BIGINT,
+            rejected BIGINT,
+            quarantined BIGINT
+        );
+        CREATE TABLE flagged_events (
+            seq BIGINT,
+            reason VARCHAR,
+            flagged_at TIMESTAMP
+        );
+        """,
+    ),
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ class RecordsMixin:
     """The part of :class:`~rtrec.events.EventLog` that keeps its record tables."""
 
     path: str
+    pseudonymize: Callable[[str], str] | None
     _lock: threading.RLock
     _con: duckdb.DuckDBPyConnection
 
@@ -66,6 +67,13 @@ class RecordsMixin:
 
     def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
         """Record events (by ``seq``) that the learner set aside, each with the reason; they stay in the log."""
+        self._record_seqs("quarantined_events", rows)
+
+    def flag(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Record events (by ``seq``) that were learned but flagged by cleaning, each with the reason."""
+        self._record_seqs("flagged_events", rows)
+
+    def _record_seqs(self, table: str, rows: Sequence[tuple[int, str]]) -> None:
         if not rows:
             return
         t = pa.table(
@@ -74,9 +82,11 @@ class RecordsMixin:
         with self._lock:
             self._con.register("_rtrec_q", t)
             try:
-                self._con.execute(f"INSERT INTO quarantined_events SELECT seq, reason, {NOW_UTC} FROM _rtrec_q")
+                self._con.execute(f"INSERT INTO {table} SELECT seq, reason, {NOW_UTC} FROM _rtrec_q")
             except duckdb.Error as exc:
-                raise StorageError(f"recording quarantined events in {self.path} failed: {first_line(exc)}") from exc
+                raise StorageError(
+                    f"recording {table.replace('_', ' ')} in {self.path} failed: {first_line(exc)}"
+                ) from exc
             finally:
                 self._con.unregister("_rtrec_q")
 
@@ -86,6 +96,9 @@ class RecordsMixin:
 
     def count_quarantined(self) -> int:
         return int(self._scalar("SELECT count(*) FROM quarantined_events"))
+
+    def count_flagged(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM flagged_events"))
 
     def count_rejected(self) -> int:
         return int(self._scalar("SELECT count(*) FROM rejected_events"))
@@ -120,11 +133,12 @@ class RecordsMixin:
 
     def _store_rejected_rows(self, rejected: list[tuple[int, str, str]], *, source: str) -> None:
         """Record rows refused before Arrow: (input index, reason, raw JSON text)."""
+        reasons, raws = self._redact([r for _, r, _ in rejected], [raw for *_, raw in rejected])
         rej = pa.table(
             {
                 "row_index": pa.array([i for i, _, _ in rejected], pa.int64()),
-                "reason": pa.array([r for _, r, _ in rejected], pa.string()),
-                "raw": pa.array([raw for *_, raw in rejected], pa.string()),
+                "reason": pa.array(reasons, pa.string()),
+                "raw": pa.array(raws, pa.string()),
             }
         )
         self._con.register("_rtrec_rej", rej)
@@ -142,11 +156,13 @@ class RecordsMixin:
     ) -> None:
         idx = [int(i) for i, _ in bad]
         rows = table.take(pa.array(idx, pa.int64())).to_pylist()
-        raws = [str(r["line"]) if json_rows else dumps(r) for r in rows]
+        reasons, raws = self._redact(
+            [str(r) for _, r in bad], [str(r["line"]) if json_rows else dumps(r) for r in rows]
+        )
         rej = pa.table(
             {
                 "row_index": pa.array([index_offset + i for i in idx], pa.int64()),
-                "reason": pa.array([str(r) for _, r in bad], pa.string()),
+                "reason": pa.array(reasons, pa.string()),
                 "raw": pa.array(raws, pa.string()),
             }
         )
@@ -157,6 +173,16 @@ class RecordsMixin:
             )
         finally:
             self._con.unregister("_rtrec_rej")
+
+    def _redact(self, reasons: list[str], raws: list[str | None]) -> tuple[list[str], list[str | None]]:
+        """With pseudonymous ids, what is kept of rejected rows: the row with its user id replaced
+        by the pseudonym (no raw copy when it is not a JSON object), and no reason that quotes it."""
+        pseudo = self.pseudonymize
+        if pseudo is None:
+            return reasons, raws
+        redact = getattr(pseudo, "redact_row", lambda _text: None)
+        hidden = "user_id: malformed value (not shown: user ids are pseudonymized)"
+        return [hidden if r.startswith("user_id: malformed") else r for r in reasons], [redact(t) for t in raws]
 
     # -- catalog -------------------------------------------------------------------------------
 

@@ -214,6 +214,11 @@ class StoredIds:
     def contains(self, h: np.ndarray) -> np.ndarray:
         return member(self._base, h) | member(self._recent, h)
 
+    def discard(self, h: np.ndarray) -> None:
+        """Forget the hashes ``h`` (events deleted from the log: their ids may come again)."""
+        self._base = self._base[~np.isin(self._base, h)]
+        self._recent = self._recent[~np.isin(self._recent, h)]
+
     def add(self, h: np.ndarray) -> None:
         h = np.sort(h)
         self._recent = np.insert(self._recent, np.searchsorted(self._recent, h), h)

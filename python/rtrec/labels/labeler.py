@@ -268,6 +268,17 @@ class Labeler:
         if len(plan.release):
             self.store.release(plan.release)
 
+    def forget_user(self, user: int) -> int:
+        """Drop every pending and retained impression of one user (index), unlearned; how many."""
+        st = self.store
+        live = np.flatnonzero(st.state[: st.high] != 0)
+        mine = live[(st.key[live] >> 32) == user]
+        if not len(mine):
+            return 0
+        st.release(mine)
+        self.load_state_dict(self.finish(self.snapshot(copy=False)))  # rebuilds the indexes and queues
+        return len(mine)
+
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Picklable state for checkpoints: numpy arrays and plain numbers only. The key indexes

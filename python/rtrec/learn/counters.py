@@ -24,7 +24,15 @@ class IdMap:
 
     def __init__(self, ids: list[str] | None = None) -> None:
         self.ids: list[str] = list(ids or [])
-        self.index: dict[str, int] = {k: i for i, k in enumerate(self.ids)}
+        # An empty id is the tombstone of a forgotten one (ingest never accepts an empty id).
+        self.index: dict[str, int] = {k: i for i, k in enumerate(self.ids) if k}
+
+    def forget(self, key: str) -> int | None:
+        """Drop ``key``; its index stays taken (by an empty tombstone) so no other index moves."""
+        i = self.index.pop(key, None)
+        if i is not None:
+            self.ids[i] = ""
+        return i
 
     def __len__(self) -> int:
         return len(self.ids)

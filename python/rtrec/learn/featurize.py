@@ -419,6 +419,27 @@ class Featurizer:
         if self.text_dim and self.cfg.text.user_vector:
             self._update_user_vectors(b)
 
+    def forget_user(self, user_id: str) -> int | None:
+        """Erase the id, counts, interest vector and item set of one user; return the index it had."""
+        u = self.users.forget(user_id)
+        if u is None:
+            return None
+        for c in (self.user_counts, self.user_recent):
+            if u < len(c.cnt):
+                c.cnt[u] = c.pos[u] = c.last[u] = c.npos[u] = 0.0
+                c.n[u] = 0
+        if u < len(self.user_vec):
+            self.user_vec[u] = 0.0
+        self.user_items.pop(u, None)
+        return u
+
+    def user_features(self, user_id: str) -> list[int]:
+        """The hashed indices of the user's id alone (the ``user`` namespace; none without it)."""
+        if "user" not in self.hasher.namespaces:
+            return []
+        cols = {ns: pa.array([user_id if ns == "user" else None], pa.string()) for ns in self.hasher.namespaces}
+        return sorted(set(self.hasher.hash(cols).indices.tolist()))
+
     def _update_user_vectors(self, b: Batch) -> None:
         alpha = 1.0 - math.exp2(-1.0 / max(self.cfg.text.user_half_life_events, 1e-9))
         has = self.has_text[b.item_idx]

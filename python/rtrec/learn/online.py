@@ -24,12 +24,12 @@ import pyarrow.compute as pc
 import torch
 
 from rtrec import _native
-from rtrec.config import EVENT_TYPES, Config
+from rtrec.config import Config
 from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
-from rtrec.learn import stats, step
+from rtrec.learn import forget, intake, stats, step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
 from rtrec.learn.columns import LINEAR
 from rtrec.learn.featurize import Batch, Featurizer
@@ -148,7 +148,7 @@ class OnlineLearner:
                     table = table.filter(pa.array(fresh))
             res = LearnResult(events=table.num_rows)
             if table.num_rows:
-                t, res.quarantined = self._set_aside(conform(table))
+                t, res.quarantined = intake.set_aside(self.validator, conform(table))
                 self.quarantined += len(res.quarantined)
                 bs = self.cfg.learner.batch_size
                 for start in range(0, t.num_rows, bs):
@@ -158,30 +158,6 @@ class OnlineLearner:
             res.last_seq = self.last_seq
         res.seconds = time.perf_counter() - t0
         return res
-
-    def _set_aside(self, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
-        """Rows this learner cannot learn (a time outside what the log accepts, an unknown type), with
-        the reason, and the table without them. The log's own checks keep such rows out; these
-        guard logs written before them, or by hand."""
-        ts = t.column("ts").cast(pa.int64()).to_numpy()
-        v = self.validator
-        now_us = round(time.time() * 1e6)
-        latest = now_us + round(v.cfg.max_future_s * 1e6)
-        out_of_range = (ts < v.oldest_us) | (ts > latest)
-        known = pc.is_in(t.column("event_type"), value_set=pa.array(EVENT_TYPES)).to_numpy(zero_copy_only=False)
-        bad = out_of_range | ~np.asarray(known, bool)
-        if not bad.any():
-            return t, []
-        seqs = t.column("seq").to_numpy()
-        types = t.column("event_type").to_pylist()
-        reasons = []
-        for r in np.flatnonzero(bad).tolist():
-            if out_of_range[r]:
-                got = v.check_ts(int(ts[r]), now_us)
-                reasons.append((int(seqs[r]), getattr(got, "reason", "ts: out of range")))
-            else:
-                reasons.append((int(seqs[r]), f"event_type: unknown value {types[r]!r}"))
-        return t.filter(pa.array(~bad)), reasons
 
     def skip(self, seqs: np.ndarray) -> int:
         """Move past events that could not be learned (the caller records them as quarantined); how many."""
@@ -193,6 +169,11 @@ class OnlineLearner:
                 self.events_seen += len(fresh)
                 self.quarantined += len(fresh)
             return len(fresh)
+
+    def forget_user(self, user_id: str, learned_events: int = 0) -> forget.Forgotten:
+        """Erase one user from every per-user state (:func:`rtrec.learn.forget.forget_user`)."""
+        with self._lock:
+            return forget.forget_user(self, user_id, learned_events)
 
     def expire(self, now: float | None = None) -> LearnResult:
         """Learn impressions whose window has passed as negatives (``now``: epoch seconds)."""

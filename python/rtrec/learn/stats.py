@@ -48,7 +48,7 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
             "late_window_s": self.cfg.labels.late_window_s,
         },
         "served_snapshots": {"held": len(self.served), "used": self.served.used},
-        "users": len(self.featurizer.users),
+        "users": len(self.featurizer.users.index),
         "items": len(self.featurizer.items),
         "progressive": progressive(list(self.history), time.time(), window_s),
         "replay": tr.replay_stats(),

@@ -104,6 +104,16 @@ class Trainer:
         self.replay_drawn = 0
         self.fresh_seen = 0
 
+    def forget_feature(self, feature: int) -> int:
+        """Remove the replay rows holding ``feature`` and reset its row of the hashed table (a
+        forgotten user's own weights); how many replay rows were removed."""
+        if self.table is not None and 0 <= feature < self.table.weight.shape[0]:
+            with torch.no_grad():
+                self.table.weight[feature] = 0.0
+                self.table.sq_sum[feature] = 0.0
+                self.table.norm2[feature] = 0.0
+        return int(self.replay.forget_feature(feature)) if self.replay is not None else 0
+
     @property
     def frozen(self) -> bool:
         n = self.variant.train_examples

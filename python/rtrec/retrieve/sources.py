@@ -110,6 +110,11 @@ class Retrieval:
         self._rng = np.random.default_rng(seed)
 
     # -- the learn step ---------------------------------------------------------------------
+    def forget_user(self, user: int) -> None:
+        """Drop a user's history and interactions (the co-visitation pairs they made stay)."""
+        self.covisit.forget_user(user)
+        self.interacted.pop(user, None)
+
     def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
         """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source.
         Only positives count: an engagement, not a showing; every example marks its item as

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rtrec import __version__
-from rtrec.contracts import Health, StatsResponse
+from rtrec.contracts import Health, HealthStatus, StatsResponse
 from rtrec.errors import InvalidInputError, NotFoundError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
 
@@ -30,6 +30,7 @@ class Service(Protocol):
     max_body_bytes: int
     max_batch: int
     token: str | None
+    read_token: str | None
 
     def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]: ...
     def check_capacity(self) -> None: ...
@@ -48,6 +49,7 @@ class Service(Protocol):
         exclude: list[str] | None = None,
     ) -> dict[str, Any]: ...
     def similar(self, item_id: str, k: int) -> dict[str, Any]: ...
+    def forget(self, user_id: str) -> dict[str, Any]: ...
     def stats(self) -> StatsResponse: ...
     def metrics_text(self) -> str: ...
     def health(self) -> Health: ...
@@ -98,16 +100,39 @@ def _error(status: int, message: str, hint: str | None = None, **extra: Any) -> 
     return JSONResponse(body, status_code=status)
 
 
-class BearerAuth:
-    """ASGI middleware: every route except ``/healthz`` needs ``Authorization: Bearer <token>``."""
+# Methods the read-only token may use: no route behind them changes state.
+READ_METHODS = frozenset({"GET", "HEAD"})
+# The ASGI scope key where BearerAuth leaves the caller's token scope ("write", "read" or None).
+TOKEN_SCOPE = "rtrec.token_scope"
 
-    def __init__(self, app: Any, token: str, open_paths: tuple[str, ...] = ("/healthz",)) -> None:
+
+class BearerAuth:
+    """ASGI middleware: every route except ``/healthz`` needs ``Authorization: Bearer <token>``.
+
+    ``token`` opens every route; ``read_token``, when set, only GET and HEAD ones (anything
+    else answers 403 with it). ``/healthz`` stays open and finds the caller's scope under
+    ``scope[TOKEN_SCOPE]``, to decide how much to tell.
+    """
+
+    def __init__(
+        self, app: Any, token: str, read_token: str | None = None, open_paths: tuple[str, ...] = ("/healthz",)
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.expected_read = f"Bearer {read_token}".encode() if read_token else None
         self.open_paths = open_paths
+        also = " (GET and HEAD routes also take <RTREC_READ_TOKEN>)" if read_token else ""
+        self.hint = f"send the header 'Authorization: Bearer <RTREC_TOKEN>'{also}"
+
+    def granted(self, got: bytes) -> str | None:
+        """The scope ``got`` (the Authorization header) grants: "write", "read" or None."""
+        # Both comparisons always run, each in constant time: the timing does not tell which token matched.
+        write = hmac.compare_digest(got, self.expected)
+        read = self.expected_read is not None and hmac.compare_digest(got, self.expected_read)
+        return "write" if write else "read" if read else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.open_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         got = b""
@@ -115,16 +140,55 @@ class BearerAuth:
             if name == b"authorization":
                 got = value
                 break
-        if hmac.compare_digest(got, self.expected):
+        granted = scope[TOKEN_SCOPE] = self.granted(got)
+        method = scope.get("method", "")
+        if scope.get("path") in self.open_paths or granted == "write" or (granted == "read" and method in READ_METHODS):
             await self.app(scope, receive, send)
             return
-        reason = "missing bearer token" if not got else "wrong bearer token"
-        resp = JSONResponse(
-            {"error": f"unauthorized: {reason}", "hint": "send the header 'Authorization: Bearer <RTREC_TOKEN>'"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        if granted == "read":
+            resp = _error(
+                403,
+                f"forbidden: this token may only read (GET and HEAD), not {method}",
+                "send the full token (serve.token, RTREC_TOKEN) to write",
+            )
+        else:
+            reason = "missing bearer token" if not got else "wrong bearer token"
+            resp = _error(401, f"unauthorized: {reason}", self.hint)
+            resp.headers["WWW-Authenticate"] = "Bearer"
         await resp(scope, receive, send)
+
+
+def _document_tokens(app: FastAPI, read_token: bool) -> None:
+    """Describe the bearer token scopes in ``app``'s OpenAPI document: which token each operation takes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemes = {"token": "serve.token (RTREC_TOKEN): every route."}
+        scopes = "Send `Authorization: Bearer <token>`: `serve.token` opens every route."
+        if read_token:
+            schemes["read_token"] = "serve.read_token (RTREC_READ_TOKEN): GET and HEAD routes only; others answer 403."
+            scopes += (
+                " `serve.read_token` opens only GET and HEAD routes (recommend, similar, stats, metrics, this"
+                " document); POST and DELETE with it answer 403."
+            )
+        scopes += " `/healthz` is open, but without a valid token it answers only `status`."
+        schema["info"]["description"] = f"{schema['info'].get('description', '')}\n\n{scopes}".strip()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            name: {"type": "http", "scheme": "bearer", "description": text} for name, text in schemes.items()
+        }
+        readers: list[dict[str, list[str]]] = [{name: []} for name in schemes]
+        for path, operations in schema.get("paths", {}).items():
+            for method, op in operations.items():
+                if path == "/healthz":
+                    op["security"] = [{}, *readers]  # {}: no token needed
+                else:
+                    op["security"] = readers if method.upper() in READ_METHODS else [{"token": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 # An oversized body is still read (and thrown away) up to this many bytes before the 413
@@ -260,10 +324,17 @@ def create_app(service: Service) -> FastAPI:
             parts.append(f"{loc}: {err.get('msg')}")
         return _error(422, "invalid request: " + "; ".join(parts))
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> Health:
-        """Liveness: always open, even when a token protects the rest."""
-        return service.health()
+    @app.get("/healthz", tags=["ops"], response_model=Health | HealthStatus)
+    async def healthz(request: Request) -> Response:
+        """Liveness: always open, even when a token protects the rest.
+
+        While a token is configured, a caller without a valid one (either scope) gets only
+        ``status``: the learner's error and the rest need a token.
+        """
+        health = service.health()
+        if service.token and request.scope.get(TOKEN_SCOPE) is None:
+            return JSONResponse(HealthStatus(status=health["status"]))
+        return JSONResponse(health)
 
     @app.post(
         "/v1/events",
@@ -372,6 +443,23 @@ def create_app(service: Service) -> FastAPI:
         text similarity, so a brand-new item with text has neighbours too. Each item says its source."""
         return JSONResponse(await run_in_threadpool(lambda: service.similar(item_id, k)))
 
+    @app.delete(
+        "/v1/users/{user_id:path}",
+        tags=["privacy"],
+        responses={
+            200: {
+                "description": "What was removed: events, rejected rows, quarantine records, examples the "
+                "model's per-user counters held, pending impressions, replay rows, checkpoint files replaced "
+                "and inbox files rewritten; the database file is rewritten within compact_within_s."
+            }
+        },
+    )
+    async def forget_user(user_id: str) -> Response:
+        """Forget a user everywhere rtrec keeps them (erasure on request): the event log, the model's
+        per-user state, the inbox's files and every checkpoint. Afterwards the same id is a stranger.
+        Weights the user's events moved that other users share are not unlearned (see the README)."""
+        return JSONResponse(await run_in_threadpool(lambda: service.forget(user_id)))
+
     @app.get("/v1/stats", tags=["ops"])
     async def stats() -> Response:
         """Everything ``rtrec inspect`` shows."""
@@ -385,5 +473,6 @@ def create_app(service: Service) -> FastAPI:
 
     token = service.token
     if token:
-        app.add_middleware(BearerAuth, token=token)
+        app.add_middleware(BearerAuth, token=token, read_token=service.read_token)
+        _document_tokens(app, read_token=bool(service.read_token))
     return app

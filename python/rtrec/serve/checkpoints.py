@@ -55,6 +55,7 @@ class CheckpointStore:
         self.resumed_from: dict[str, Any] | None = None
         self._version = -1  # model version of the last checkpoint written or read
         self._seq = 0
+        self._io = threading.Lock()  # one checkpoint written at a time
 
     def load(self, cfg: Config, text_dim: int) -> OnlineLearner:
         """The learner of the newest readable checkpoint, or a fresh one; temporary files of an
@@ -79,6 +80,23 @@ class CheckpointStore:
 
     def save(self, learner: OnlineLearner, lock: threading.RLock) -> CheckpointInfo | None:
         """Write a checkpoint if the model changed since the last one; return its record."""
+        with self._io:
+            return self._save(learner, lock)
+
+    def replace_all(self, learner: OnlineLearner, lock: threading.RLock) -> int:
+        """Write a checkpoint of the model as it is now and remove every other checkpoint file
+        (after a forget: none may still hold the user); how many files were removed."""
+        with self._io:
+            with lock:
+                learner.model_version += 1  # a new file, even when nothing else changed
+            info = self._save(learner, lock)
+            keep = Path(info["path"]) if info is not None else None
+            old = [p for _, p in checkpoint_files(self.home) if p != keep]
+            for p in old:
+                p.unlink(missing_ok=True)
+            return len(old)
+
+    def _save(self, learner: OnlineLearner, lock: threading.RLock) -> CheckpointInfo | None:
         t0 = time.perf_counter()
         with lock:  # only the copy holds the learner up; the file is written while it learns on
             version = int(learner.model_version)

@@ -21,9 +21,9 @@ from rtrec.errors import RtrecError, StorageError
 RUNTIME_FILE = "serve.json"
 
 
-def get_json(url: str, token: str | None = None, timeout: float = 5.0) -> Any:
-    """GET ``url`` and decode JSON; raise :class:`StorageError` with the cause when it fails."""
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+def get_json(url: str, token: str | None = None, timeout: float = 5.0, method: str = "GET") -> Any:
+    """GET (or ``method``) ``url`` and decode JSON; raise :class:`StorageError` with the cause when it fails."""
+    req = urllib.request.Request(url, headers={"Accept": "application/json"}, method=method)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:

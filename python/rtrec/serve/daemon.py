@@ -38,12 +38,13 @@ from rtrec import __version__
 from rtrec.config import Config
 from rtrec.contracts import CheckpointInfo, Health, StatsResponse
 from rtrec.errors import Overloaded
-from rtrec.learn.online import CONSUMED_TYPES
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve import status
 from rtrec.serve.catalog import Catalog
 from rtrec.serve.checkpoints import CheckpointStore
+from rtrec.serve.fresh import FreshUsers
 from rtrec.serve.metrics import SERIES_STEP_S, Meters
+from rtrec.serve.privacy import HomePrivacy, pseudonymizer
 from rtrec.serve.ranker import Ranker
 from rtrec.serve.text_worker import TextWorker
 from rtrec.serve.worker import InFlight, LearnerWorker
@@ -51,8 +52,6 @@ from rtrec.serve.worker import InFlight, LearnerWorker
 log = logging.getLogger("rtrec.serve")
 
 RUNTIME_FILE = "serve.json"
-# Users remembered between a commit and the learner's step (the learner keeps the rest).
-FRESH_USERS = 100_000
 
 
 class Daemon:
@@ -66,6 +65,7 @@ class Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
         sc = cfg.serve
         self.max_body_bytes, self.max_batch, self.token = sc.max_body_bytes, sc.max_batch, sc.token
+        self.read_token = sc.read_token
         self.demo, self.demo_rate = demo, demo_rate
         self.started_at = time.time()
         self.url: str | None = None
@@ -76,7 +76,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()  # every background loop but the learner's
 
-        self.log = EventLog.open(cfg.db_path, cfg.events)
+        self.log = EventLog.open(cfg.db_path, cfg.events, pseudonymize=pseudonymizer(cfg))
         self.meters = Meters()
         self.text = TextWorker(cfg, self.log)  # before the learner: a cold start needs the width
         self.checkpoints = CheckpointStore(self.home, self.log)
@@ -86,11 +86,20 @@ class Daemon:
         self.worker = LearnerWorker(cfg, self.learner, self.log, self.meters, self.model_lock, self.recommending)
         self.worker.on_embeddings_refused = lambda msg: self.text.status.update({"status": msg})
         self.catalog = Catalog(self.log.items(), 0)
-        # Users with events committed but perhaps not learned yet, and what they consumed (newest last).
-        self._fresh: dict[str, set[str]] = {}
-        self._user_lock = threading.Lock()
+        self.fresh = FreshUsers(self.learner.user_state)
+        self.privacy = HomePrivacy(
+            cfg, self.log, self.checkpoints, lambda: self.learner, self.model_lock, self.worker.aside
+        )
+        self.privacy.on_forget.append(self.fresh.forget)
+        self.privacy.compact_if_due(force=True)  # a forget the last run did not compact
         self.ranker = Ranker(
-            cfg, self.learner, lambda: self.catalog, self._user_state, self.text, self.meters, self.worker.take_learned
+            cfg,
+            self.learner,
+            lambda: self.catalog,
+            self.fresh.user_state,
+            self.text,
+            self.meters,
+            self.worker.take_learned,
         )
         self._alarms_stored = len(self.learner.drift_alarms)
         self.meters.quarantined.inc(self.log.count_quarantined())
@@ -177,7 +186,9 @@ class Daemon:
         self._committed(s)
         bad = {int(r.index) for r in s.rejected}
         if s.accepted:
-            self._note_feedback(r for j, r in enumerate(rows) if j not in bad and isinstance(r, dict))
+            self.fresh.note(
+                (r for j, r in enumerate(rows) if j not in bad and isinstance(r, dict)), self.privacy.stored_id
+            )
         out: dict[str, Any] = {
             "accepted": int(s.accepted),
             "duplicates": int(s.duplicates),
@@ -195,29 +206,6 @@ class Daemon:
         if s.accepted:
             m.ingest_rate.mark(int(s.accepted))
         self.worker.committed(int(s.accepted), s.last_seq)
-
-    def _note_feedback(self, rows: Any) -> None:
-        """Committed but not yet learned: who is known now, and what they consumed (the learner's
-        own record catches up within its next step; this covers the moment in between)."""
-        with self._user_lock:
-            for r in rows:
-                user = r.get("user_id")
-                if user is None:
-                    continue
-                seen = self._fresh.pop(str(user), None) or set()
-                if r.get("event_type") in CONSUMED_TYPES and r.get("item_id") is not None:
-                    seen.add(str(r["item_id"]))
-                self._fresh[str(user)] = seen  # newest last
-            while len(self._fresh) > FRESH_USERS:
-                self._fresh.pop(next(iter(self._fresh)))
-
-    def _user_state(self, user_id: str) -> tuple[bool, set[str]]:
-        """Whether the user has history, and the items not to recommend to them again: from the
-        learner's record (no query of the log), plus what was committed since its last step."""
-        known, consumed = self.learner.user_state(user_id)
-        with self._user_lock:
-            fresh = self._fresh.get(user_id)
-        return (True, consumed | fresh) if fresh is not None else (known, consumed)
 
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]:
         """Write the valid items of ``rows``; each bad row is answered with its reason, the rest stored."""
@@ -241,7 +229,11 @@ class Daemon:
     def recommend(self, user_id: str, k: int = 10, **request: Any) -> dict[str, Any]:
         """A slate for ``user_id``; ``request`` as :meth:`rtrec.serve.ranker.Ranker.recommend` takes it."""
         with self.recommending:
-            return self.ranker.recommend(user_id, k, **request)
+            return self.ranker.recommend(self.privacy.stored_id(user_id), k, **request)
+
+    def forget(self, user_id: str) -> dict[str, Any]:
+        """Erase ``user_id`` everywhere (``DELETE /v1/users/{user_id}``; see :mod:`rtrec.serve.privacy`)."""
+        return self.privacy.forget(user_id)
 
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
         with self.recommending:
@@ -269,12 +261,19 @@ class Daemon:
         while not self._stop.wait(timeout=min(SERIES_STEP_S, every, 1.0)):
             self._sample_series()
             self._store_alarms()
+            self._upkeep()
             if time.monotonic() >= next_ckpt:
                 next_ckpt = time.monotonic() + every
                 try:
                     self.checkpoint()
                 except Exception:
                     log.exception("checkpoint failed")
+
+    def _upkeep(self) -> None:
+        try:
+            self.privacy.tick()
+        except Exception:
+            log.exception("privacy upkeep (compaction, retention) failed")
 
     def _store_alarms(self) -> None:
         """Append drift alarms raised since the last call to the ``drift_alarms`` table."""
@@ -304,7 +303,8 @@ class Daemon:
                     return
                 if not items and self.worker.behind()[0]:
                     break  # backpressure: event files wait in the inbox until the learner catches up
-                out = inbox_mod.process(path, items, self._ingest_file, folder)
+                with self.privacy.inbox_lock:
+                    out = inbox_mod.process(path, items, self._ingest_file, folder)
                 self.inbox_counts["done" if out.ok else "rejected"] += 1
 
     def _ingest_file(self, path: Path, items: bool) -> Any:
@@ -385,6 +385,10 @@ class Daemon:
             self.checkpoint()
         except Exception:
             log.exception("final checkpoint failed")
+        try:
+            self.privacy.compact_if_due(force=True)
+        except Exception:
+            log.exception("rewriting the database after a forget failed; it runs again at start")
         try:
             self.log.close()
         finally:

@@ -129,6 +129,7 @@ def _move(path: Path, folder: Path) -> Path:
     if dest.exists():  # the same name dropped twice: keep both
         dest = folder / f"{path.stem}.{time.time_ns()}{path.suffix}"
     os.replace(path, dest)
+    os.utime(dest)  # its age in done/ or rejected/ counts from now (privacy.inbox_keep_days)
     return dest
 
 

@@ -50,6 +50,7 @@ def stats(d: Daemon) -> StatsResponse:
             "log_seq": d.worker.log_seq,
             "commit_latency": m.lat_ingest.percentiles(),
             "throttled_total": m.throttled.value,
+            "stored": d.log.count_events(),
         },
         "learn": {
             "rate": m.learn_rate.rate(),
@@ -90,6 +91,7 @@ def stats(d: Daemon) -> StatsResponse:
             "max_connections": sc.max_connections,
         },
         "threads": {"restarts": dict(d.restarts)},
+        "privacy": d.privacy.status(),
     }
     return cast(StatsResponse, jsonable(out))
 

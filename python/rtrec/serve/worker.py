@@ -9,10 +9,11 @@ sets aside (quarantines) what it cannot learn, so that learning never stops.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rtrec.config import Config
@@ -100,6 +101,11 @@ class LearnerWorker:
         self._embeddings: tuple[list[str], Any] | None = None
         self.on_embeddings_refused: Callable[[str], None] = lambda _msg: None
         learner.yield_point = self.yield_to_requests
+        # Held while a batch is learned, and by whoever must change the log or the model with
+        # the learner stepped aside (a forget, a rewrite of the database): they bump
+        # ``generation``, and a batch read before that is dropped and read again.
+        self._gate = threading.Lock()
+        self.generation = 0
 
     # -- called from other threads ---------------------------------------------------------------
     def committed(self, accepted: int, last_seq: int | None) -> None:
@@ -141,6 +147,13 @@ class LearnerWorker:
         """Let recommend requests in progress run before the learner goes on."""
         if not self.stop_event.is_set():
             self.recommending.wait_idle(YIELD_TO_RECOMMEND_S)
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Run the block with the learner stepped aside; batches it read before are read again."""
+        with self._gate:
+            self.generation += 1
+            yield
 
     # -- the learner thread ----------------------------------------------------------------------
     def run(self) -> None:
@@ -193,9 +206,10 @@ class LearnerWorker:
         total = 0
         until = time.monotonic() + SHUTDOWN_LEARN_S
         while True:
-            got = 0
+            got, stale = 0, False
             # Small batches: scoring waits while the model learns, so each learn call stays short.
             size = max(TAIL_MIN, self.cfg.learner.batch_size)
+            generation = self.generation
             for batch in self.log.tail(int(self.learner.last_seq), max_rows=size * 8, batch_size=size):
                 if self.stop_event.is_set() and (not drain or time.monotonic() > until):
                     return total
@@ -203,11 +217,17 @@ class LearnerWorker:
                     continue
                 self.yield_to_requests()
                 t0 = time.perf_counter()
-                self._learn_one(batch)
+                with self._gate:
+                    stale = self.generation != generation
+                    if stale:  # the log changed under this read (a forget): read it again
+                        break
+                    self._learn_one(batch)
                 self.meters.lat_learn_batch.observe(time.perf_counter() - t0)
                 got += batch.num_rows
                 self._learned_batch(batch.num_rows)
             total += got
+            if stale:
+                continue
             if got == 0:
                 return total
             if not drain and self.stop_event.is_set():

@@ -1,5 +1,5 @@
 """A synthetic recommender world with a known click model and preference shifts."""
 
-from rtrec.sim.simulator import SimConfig, Simulator
+from rtrec.sim.simulator import EventCounts, SimConfig, Simulator
 
-__all__ = ["SimConfig", "Simulator"]
+__all__ = ["EventCounts", "SimConfig", "Simulator"]

@@ -11,6 +11,10 @@ the style, so only a model that reads the text sees it.
 The logging policy that made the impression slates is stale on purpose (it uses the users'
 tastes before any shift) and records the propensity of every shown item.
 
+With ``bot_share`` or ``noise_share`` above zero the stream also carries bots and noise (see
+``rtrec.sim.adversaries``); the real users' events stay exactly the same rows, and every injected
+event names its kind in its JSON context (``"truth": "bot"`` or ``"truth": "noise"``).
+
 >>> sim = Simulator(SimConfig(n_users=20, n_items=30, n_events=500))
 >>> events = sim.generate()
 >>> events.num_rows, sorted(set(events.column("event_type").to_pylist()))[:2]
@@ -31,12 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rtrec.errors import InvalidInputError
+from rtrec.sim.adversaries import Adversaries, EventCounts
+from rtrec.sim.policy import DEVICE_P, DEVICES, LoggingPolicy
 from rtrec.sim.vocab import ADJECTIVES, FILLER, STYLES, topic_vocab
 
-__all__ = ["SimConfig", "Simulator"]
-
-_DEVICES = ("mobile", "desktop", "tablet")
-_DEVICE_P = (0.6, 0.3, 0.1)
+__all__ = ["EventCounts", "SimConfig", "Simulator"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SimConfig:
     n_styles: int = 0  # text-only item styles (0: none; at most 8)
     style_scale: float = 3.0
     style_concentration: float = 0.3  # Dirichlet alpha of the users' style mixes
+    bot_share: float = 0.0  # share of all output events that come from bot users (context truth "bot")
+    noise_share: float = 0.0  # extra noise events, as a share of the real users' events (context truth "noise")
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "n_events", "slate_size"):
@@ -85,6 +90,9 @@ class SimConfig:
             raise InvalidInputError("simulator request_interval_s: must be positive")
         if not 0 <= self.n_styles <= len(STYLES):
             raise InvalidInputError(f"simulator n_styles: must be in [0, {len(STYLES)}], got {self.n_styles}")
+        for name in ("bot_share", "noise_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InvalidInputError(f"simulator {name}: must be in [0, 1), got {getattr(self, name)}")
 
 
 class Simulator:
@@ -127,7 +135,7 @@ class Simulator:
             self._fashion.append(fashion)
             self.switched.append(movers)
             self.faded.append(np.sort(fade))
-        self._topic_items = [np.flatnonzero(self.item_topic == t) for t in range(T)]
+        self._policy = LoggingPolicy(cfg, self.item_topic)
         # Styles draw from their own stream, so a world without them is the same as before they existed.
         S = max(cfg.n_styles, 1)
         srng = np.random.default_rng([cfg.seed, 4])
@@ -145,6 +153,16 @@ class Simulator:
         self._item_index = {i: k for k, i in enumerate(self._item_ids)}
         self._live = np.random.default_rng([cfg.seed, 1])
         self._live_count = 0
+        self._n_real: int | None = None
+        self._adversaries = Adversaries(
+            cfg,
+            self._policy,
+            item_ids=self._item_ids,
+            price=self.price,
+            quality=self.quality,
+            start_us=self._start_us,
+            first_request=self._n_requests,
+        )
 
     # -- ground truth ----------------------------------------------------------------------------
 
@@ -155,7 +173,13 @@ class Simulator:
 
     @property
     def user_ids(self) -> list[str]:
+        """The real users (bots are not among them)."""
         return list(self._user_ids)
+
+    @property
+    def promoted_items(self) -> list[str]:
+        """The items that promoter bots push (when ``bot_share > 0``)."""
+        return [self._item_ids[int(i)] for i in self._adversaries.targets]
 
     @property
     def item_ids(self) -> list[str]:
@@ -241,39 +265,28 @@ class Simulator:
         )
 
     def generate(self) -> pa.Table:
-        """``n_events`` events in time order: impression slates, clicks, carts, purchases, dismissals."""
+        """Events in time order: impression slates, clicks, carts, purchases, dismissals.
+
+        The real users produce ``n_events`` of them (fewer only in a world too small to fill
+        the timeline); bots and noise, when configured, come on top (see ``event_counts``).
+        """
+        return self._adversaries.inject(self._real_events())
+
+    def event_counts(self) -> EventCounts:
+        """How many events ``generate`` returns: the real users', the bots' and the noise."""
+        if self._n_real is None:
+            self._n_real = self._real_events().num_rows
+        return self._adversaries.counts(self._n_real)
+
+    def _real_events(self) -> pa.Table:
+        """The real users' ``n_events`` events in time order."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 3])
-        R, K, N = self._n_requests, cfg.slate_size, cfg.n_items
+        R, K = self._n_requests, cfg.slate_size
         req_ts = self._start_us + np.cumsum(rng.exponential(cfg.request_interval_s * 1e6, R)).astype(np.int64)
         req_user = rng.choice(cfg.n_users, size=R, p=self.activity)
-        req_device = rng.choice(len(_DEVICES), size=R, p=_DEVICE_P)
-        # The logging policy: uniform with probability `explore`, else a topic from the user's
-        # initial taste and a uniform item of that topic.
-        pref0 = self._prefs[0]
-        uni = rng.random((R, K)) < cfg.explore
-        cum = np.cumsum(pref0[req_user], axis=1)
-        draws = rng.random((R, K))
-        topic = np.minimum((draws[..., None] > cum[:, None, :]).sum(axis=2), cfg.n_topics - 1)
-        counts = np.array([len(x) for x in self._topic_items])
-        order = np.concatenate(self._topic_items)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        in_topic = order[starts[topic] + np.floor(rng.random((R, K)) * counts[topic]).astype(np.int64)]
-        items = np.where(uni, rng.integers(0, N, (R, K)), in_topic)
-        p_item = (
-            cfg.explore / N
-            + (1 - cfg.explore) * pref0[req_user[:, None], self.item_topic[items]] / counts[self.item_topic[items]]
-        )
-        propensity = 1.0 - (1.0 - p_item) ** K
-        # Drop repeats of an item within a slate (keep the first position).
-        flat_keys = (np.arange(R)[:, None] * N + items).ravel()
-        _, first = np.unique(flat_keys, return_index=True)
-        keep = np.zeros(R * K, dtype=bool)
-        keep[first] = True
-        r_idx = np.repeat(np.arange(R), K)[keep]
-        pos = np.tile(np.arange(K), R)[keep]
-        it = items.ravel()[keep]
-        prop = propensity.ravel()[keep]
+        req_device = rng.choice(len(DEVICES), size=R, p=DEVICE_P)
+        r_idx, pos, it, prop = self._policy.slates(rng, self._prefs[0][req_user])
         u = req_user[r_idx]
         imp_ts = req_ts[r_idx]
 
@@ -307,9 +320,10 @@ class Simulator:
         has_prop = kind == 0
         ctx_codes = req_device[r_idx[src]] * K + pos[src]
         ctx_strings = pa.array(
-            [json.dumps({"position": int(k % K), "device": _DEVICES[k // K], "page": "home"}) for k in range(3 * K)]
+            [json.dumps({"position": int(k % K), "device": DEVICES[k // K], "page": "home"}) for k in range(3 * K)]
         )
         seed = cfg.seed
+        self._n_real = n
         return pa.table(
             {
                 "event_id": pa.array([f"sim{seed}-{k}" for k in range(n)], pa.string()),
