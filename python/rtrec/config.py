@@ -271,14 +271,16 @@ class CleanConfig:
     repeat_window_s: Seconds = 2.0
     # Bots: a click rate (clicks per impression) at or above bot_click_rate after bot_min_impressions
     # impressions, or at least bot_unshown_share of bot_min_clicks or more clicks on items not shown
-    # to the user in the bot_shown_window_s before (0 turns a test off).
+    # to the user in the bot_shown_window_s before (0 turns a test off). From the event that tips
+    # it on, every event of the user is set aside.
     bot_click_rate: Share = 0.9
     bot_min_impressions: Annotated[int, Strict(), Field(ge=0)] = 20
     bot_unshown_share: Share = 0.8
     bot_min_clicks: Annotated[int, Strict(), Field(ge=0)] = 20
     bot_shown_window_s: Seconds = 3600.0
-    # Values: after value_min_count values of a type (0: off), one more than value_mad_k MADs from
-    # their median is set aside; the MAD counts as at least value_mad_floor times the median size.
+    # Values: once value_min_count values of a type are kept (0: off), one more than value_mad_k MADs
+    # from their median is set aside; the MAD counts as at least value_mad_floor times the median
+    # absolute value.
     value_min_count: Annotated[int, Strict(), Field(ge=0)] = 50
     value_mad_k: Positive = 20.0
     value_mad_floor: NonNegative = 0.1

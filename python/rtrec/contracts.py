@@ -172,6 +172,9 @@ class LearnerStats(TypedDict):
     hashing: HashingStats
     text: TextFeatureStats
     retrieval: RetrievalStats
+    # Feedback cleaning since the model started: events seen, users flagged as bots, and per rule
+    # (bot, repeat, rate_user, rate_item, value) the events set aside; "sequence": learned, flagged.
+    cleaning: dict[str, int]
 
 
 # ------------------------------------------------------------------------------ the daemon

@@ -21,7 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from rtrec.contracts import Percentiles, StatsResponse
+from rtrec.clean import FLAGS, RULES
+from rtrec.contracts import Percentiles, PrivacyStatus, StatsResponse
 
 __all__ = ["live", "render", "sparkline"]
 
@@ -113,9 +114,33 @@ def _flow(s: StatsResponse) -> Panel:
         rows.append(
             ("quarantined", Text(f"{_num(lrn['quarantined_total'])} events set aside (quarantined_events)", "yellow"))
         )
+    model = s.get("model")
+    clean = (model.get("cleaning") if model is not None else None) or {}
+    if clean:
+        rules = ", ".join(f"{k} {_num(v)}" for k, v in clean.items() if k in RULES and v)
+        rows.append(
+            (
+                "cleaning",
+                f"{_num(clean.get('bot_users'))} bot users · set aside: {rules or 'none'} · "
+                f"flagged: {_num(sum(v for k, v in clean.items() if k in FLAGS))}",
+            )
+        )
+    priv = s.get("privacy")
+    if priv:
+        rows.append(("privacy", _privacy(priv)))
     if lrn.get("error"):
         rows.append(("learner error", Text(str(lrn["error"]), style="red")))
     return _kv("Stream", rows)
+
+
+def _privacy(p: PrivacyStatus) -> str:
+    parts = ["pseudonymous ids" if p.get("pseudonymize") else "raw ids"]
+    if p.get("retention_days") is not None:
+        parts.append(f"events kept {_num(p['retention_days'], '{:g}')} days")
+    parts.append(f"{_num(p.get('forgotten'))} forgotten since start")
+    if p.get("compaction_pending"):
+        parts.append("file rewrite pending")
+    return " · ".join(parts)
 
 
 def _quality(s: StatsResponse) -> Panel:

@@ -1,4 +1,6 @@
-"""What reaches the learner of a chunk read from the log: rows it cannot learn are set aside, with the reason."""
+"""What reaches the learner of a chunk read from the log: rows it cannot learn are set aside, and
+the feedback-cleaning stage (:mod:`rtrec.clean`) quarantines bots, repeats, floods and outliers,
+each with the reason; nothing is deleted from the log."""
 
 from __future__ import annotations
 
@@ -8,10 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtrec.clean import Cleaner
 from rtrec.config import EVENT_TYPES
 from rtrec.events.validate import Validator
 
-__all__ = ["set_aside"]
+__all__ = ["admit", "set_aside"]
+
+
+def admit(v: Validator, cleaner: Cleaner, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]], list[tuple[int, str]]]:
+    """The rows of a chunk to learn, the rows set aside (unlearnable, or quarantined by cleaning)
+    with the reason, and the rows learned but flagged by cleaning, with the reason."""
+    t, aside = set_aside(v, t)
+    cleaned = cleaner.clean(t)
+    return cleaned.table, aside + cleaned.quarantined, cleaned.flagged
 
 
 def set_aside(v: Validator, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import torch
 
 from rtrec import _native
+from rtrec.clean import Cleaner
 from rtrec.config import Config
 from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
@@ -57,6 +58,7 @@ class LearnResult:
     seconds: float = 0.0
     loss_sum: float = 0.0
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): set aside, not learned
+    flagged: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): learned, but flagged by cleaning
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
@@ -96,6 +98,7 @@ class OnlineLearner:
         self.labeler = Labeler(cfg.labels, dense_dim=len(self.featurizer.dense_names), n_preds=len(self.trainers))
         self.served = ServedCache()
         self.validator = Validator(cfg.events)
+        self.cleaner = Cleaner(cfg.clean)  # bots, repeats, floods and outliers: set aside before labelling
         self.quarantined = 0
         # user index -> item indices the user consumed (CONSUMED_TYPES): never recommended again.
         self.consumed: dict[int, set[int]] = {}
@@ -148,7 +151,7 @@ class OnlineLearner:
                     table = table.filter(pa.array(fresh))
             res = LearnResult(events=table.num_rows)
             if table.num_rows:
-                t, res.quarantined = intake.set_aside(self.validator, conform(table))
+                t, res.quarantined, res.flagged = intake.admit(self.validator, self.cleaner, conform(table))
                 self.quarantined += len(res.quarantined)
                 bs = self.cfg.learner.batch_size
                 for start in range(0, t.num_rows, bs):
@@ -418,6 +421,7 @@ class OnlineLearner:
                 "featurizer": self.featurizer.state_dict(),
                 "linear": self.linear.state(),
                 "consumed": {u: sorted(s) for u, s in self.consumed.items()},
+                "cleaner": self.cleaner.state_dict(),
                 "retrieval": self.retrieval.state_dict(),
                 "rankers": {k: r.state_dict() for k, r in self.rankers.items()},
                 "rank_recall": list(self.rank_recall),
@@ -468,6 +472,8 @@ class OnlineLearner:
         self.featurizer.load_state_dict(state["featurizer"])
         self.linear = _native.OnlineLinear.from_state(*state["linear" if "linear" in state else "wide"])  # "wide": 0.1
         self.consumed = {int(u): set(v) for u, v in state["consumed"].items()}
+        if "cleaner" in state:  # checkpoints from before cleaning start it afresh
+            self.cleaner.load_state_dict(state["cleaner"])
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)
         if "retrieval" in state:  # checkpoints from before retrieval rebuild it as events come

@@ -25,7 +25,6 @@ from rtrec.events.privacy import MIN_TEXT_MATCH
 __all__ = ["MIN_TEXT_MATCH", "scrub_files"]
 
 
-
 def scrub_files(folder: Path, ids: Sequence[str]) -> int:
     """Remove every row naming any of ``ids`` from the files under ``folder``; files changed."""
     wanted = {str(i) for i in ids if i}

@@ -241,6 +241,11 @@ class LearnerWorker:
             with self.lock:
                 res = self.learner.learn(batch)
             bad = res.quarantined
+            if res.flagged:
+                try:
+                    self.log.flag(res.flagged)
+                except Exception as exc:  # the learner's counts still show them
+                    log.warning("could not record flagged events: %s", exc)
         except Exception as exc:
             seqs = batch.column("seq").to_numpy()
             log.exception("learning events %d..%d failed; quarantining them", int(seqs.min()), int(seqs.max()))

@@ -2,7 +2,8 @@
 
 The real users' events stay exactly the same rows, and every injected event names its kind in
 its JSON context: ``"truth": "bot"`` with ``"bot_kind"`` (``"promoter"``: bursts of clicks, carts
-and purchases on a few weak items, the ``targets``, mostly never shown to it; ``"click_spammer"``:
+and purchases on a few weak items, the ``targets``, mostly never shown to it, mixed with clicks on
+the catalog's best items so that co-occurrence ties the targets to them, a bandwagon attack; ``"click_spammer"``:
 clicks nearly every item it is shown, within seconds), or ``"truth": "noise"`` with ``"noise_kind"``
 (``"repeat"``: a real impression, click or add_to_cart again 0.1 to 2 seconds later; ``"outlier"``:
 a real purchase again, with an absurd value). Bots have user ids like the real users' (numbered
@@ -71,6 +72,8 @@ class Adversaries:
         n_targets = min(10, max(1, n_items // 10))
         weak = np.argsort(quality, kind="stable")[: max(n_targets, n_items // 2)]
         self.targets = np.sort(np.random.default_rng([cfg.seed, 6]).choice(weak, size=n_targets, replace=False))
+        # The bandwagon: the best items, which many real users engage with.
+        self.bandwagon = np.argsort(-quality, kind="stable")[: max(1, min(20, n_items // 10))]
 
     def counts(self, n_real: int) -> EventCounts:
         """The bots and noise that ``cfg`` asks for on top of ``n_real`` real events."""
@@ -193,6 +196,9 @@ class Adversaries:
             times = t + np.cumsum(((0.2 + rng.exponential(3.0, m)) * 1e6).astype(np.int64))
             kinds = rng.choice(3, size=m, p=(0.6, 0.25, 0.15))
             items = rng.choice(own[b], size=m)
+            popular = rng.random(m) < 0.5  # half the burst clicks the bandwagon items
+            items[popular] = rng.choice(self.bandwagon, size=int(popular.sum()))
+            kinds[popular] = 0
             pos = rng.integers(0, K, m)
             for at, kind, i, p in zip(times, kinds, items, pos, strict=True):
                 event_type = ("click", "add_to_cart", "purchase")[int(kind)]
