@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=600)
     ap.add_argument("--bots", type=float, default=0.1)
     ap.add_argument("--noise", type=float, default=0.02)
+    ap.add_argument("--events-per-bot", type=int, default=50, help="how long a bot lives, in events")
     ap.add_argument("--ranking-sample", type=float, default=0.5)
     ap.add_argument(
         "--clean",
@@ -171,6 +172,7 @@ def main() -> None:
             seed=seed,
             bot_share=args.bots,
             noise_share=args.noise,
+            events_per_bot=args.events_per_bot,
         )
         sim = Simulator(sim_cfg)
         dirty, items = sim.generate(), sim.catalog()
@@ -197,6 +199,11 @@ def main() -> None:
     def mean(run: str, key: str) -> float:
         return float(np.mean([s[run][key] for s in per_seed]))
 
+    def recovered(key: str, lower_is_better: bool = False) -> float | None:
+        sign = -1.0 if lower_is_better else 1.0
+        lost = sign * (mean("no_bots", key) - mean("bots", key))
+        return sign * (mean("bots_cleaned", key) - mean("bots", key)) / lost if lost > 0 else None
+
     hr = {run: mean(run, "hr_at_10") for run, _, _ in RUNS}
     lost = hr["no_bots"] - hr["bots"]
     q = sum(s["bots_cleaned"]["quarantined"] for s in per_seed)
@@ -213,13 +220,18 @@ def main() -> None:
         "events": args.events,
         "bot_share": args.bots,
         "noise_share": args.noise,
+        "events_per_bot": args.events_per_bot,
         "hr_at_10": hr,
         "ndcg_at_10": {run: mean(run, "ndcg_at_10") for run, _, _ in RUNS},
         "auc": {run: mean(run, "auc") for run, _, _ in RUNS},
         "promoted_in_top10": {run: mean(run, "promoted_in_top10") for run, _, _ in RUNS},
         "logloss": {run: mean(run, "logloss") for run, _, _ in RUNS},
         "hr_lost": lost,
+        # None when the bots cost no HR@10 at all: nothing to recover.
         "hr_recovered_share": (hr["bots_cleaned"] - hr["bots"]) / lost if lost > 0 else None,
+        "auc_recovered_share": recovered("auc"),
+        # The attack's success: the share of real users' top-10 slots that promoted items take.
+        "promoted_removed_share": recovered("promoted_in_top10", lower_is_better=True),
         "quarantine_precision": q_true / q if q else None,
         "quarantine_recall": {k: caught[k] / injected[k] if injected[k] else None for k in injected},
         "real_events_quarantined_without_bots": sum(s["no_bots_cleaned"]["quarantined"] for s in per_seed),

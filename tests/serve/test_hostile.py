@@ -196,7 +196,7 @@ def test_events_the_learner_cannot_learn_are_quarantined_and_learning_goes_on(tm
     con.close()
     d.start()
     try:
-        after = d.post("/v1/events", [event(f"b{i}", "u2", "i2", "click", t) for i in range(3)])
+        after = d.post("/v1/events", [event(f"b{i}", "u2", f"i{i + 2}", "click", t) for i in range(3)])
         stats = wait_learned(d, after["last_seq"])
         assert stats["learn"]["quarantined_total"] == 2 and stats["learn"]["error"] is None
         assert stats["model"]["events_seen"] == after["last_seq"]

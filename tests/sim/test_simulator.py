@@ -197,15 +197,19 @@ def test_promoters_push_weak_items_they_were_never_shown(dirty: Any) -> None:
     weak = set(np.array(sim.item_ids)[sim.quality <= np.median(sim.quality)].tolist())
     assert promoted <= weak
     prom = [r for r, c in zip(rows, ctx, strict=True) if c.get("bot_kind") == "promoter"]
-    assert {r["item_id"] for r in prom if r["event_type"] != "impression"} <= promoted
+    bandwagon = set(sim.bandwagon_items)
+    assert not bandwagon & promoted
+    assert {r["item_id"] for r in prom if r["event_type"] != "impression"} <= promoted | bandwagon
+    assert {r["item_id"] for r in prom if r["event_type"] in ("add_to_cart", "purchase")} <= promoted
+    assert {r["item_id"] for r in prom if r["event_type"] == "click"} & bandwagon  # the bandwagon attack
     assert {"click", "add_to_cart", "purchase"} <= {r["event_type"] for r in prom}
     # Many events per target, far above the feedback that real users give an item.
     feedback_types = ("click", "add_to_cart", "purchase")
     real_feedback = Counter(
         r["item_id"] for r, c in zip(rows, ctx, strict=True) if "truth" not in c and r["event_type"] in feedback_types
     )
-    pushed = Counter(r["item_id"] for r in prom if r["event_type"] in feedback_types)
-    assert sum(pushed.values()) / len(promoted) > 3 * np.mean(list(real_feedback.values()))
+    pushed = Counter(r["item_id"] for r in prom if r["event_type"] in feedback_types and r["item_id"] in promoted)
+    assert sum(pushed.values()) / len(promoted) > 2 * np.mean(list(real_feedback.values()))
     # Most of their feedback answers no impression; some promoters do take slates and click targets there.
     feedback = [r for r in prom if r["event_type"] != "impression"]
     assert sum(r["request_id"] is None for r in feedback) > 0.8 * len(feedback)

@@ -119,17 +119,7 @@ class PrivacyMixin:
                 con.execute("BEGIN TRANSACTION")
                 gone = _arrow(con, f"DELETE FROM events WHERE user_id IN ({marks}) RETURNING seq, event_id", ids)
                 seqs = gone.column("seq")
-                con.register("_rtrec_gone", pa.table({"seq": seqs}))
-                try:
-                    q = 0
-                    for table in ("quarantined_events", "flagged_events"):
-                        q += len(
-                            con.execute(
-                                f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM _rtrec_gone) RETURNING seq"
-                            ).fetchall()
-                        )
-                finally:
-                    con.unregister("_rtrec_gone")
+                q = _drop_records(con, seqs)
                 rej = con.execute(
                     f"DELETE FROM rejected_events WHERE {named} RETURNING row_index",
                     [x for i in ids for x in (i, i, i, i)],
@@ -186,17 +176,7 @@ class PrivacyMixin:
                     f"DELETE FROM events WHERE ts < {cut} AND seq <= ? RETURNING seq, event_id",
                     [cutoff_s, int(learned_seq)],
                 )
-                con.register("_rtrec_gone", pa.table({"seq": gone.column("seq")}))
-                try:
-                    q = 0
-                    for table in ("quarantined_events", "flagged_events"):
-                        q += len(
-                            con.execute(
-                                f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM _rtrec_gone) RETURNING seq"
-                            ).fetchall()
-                        )
-                finally:
-                    con.unregister("_rtrec_gone")
+                q = _drop_records(con, gone.column("seq"))
                 rej = con.execute(
                     f"DELETE FROM rejected_events WHERE rejected_at < {cut} RETURNING 1", [cutoff_s]
                 ).fetchall()
@@ -218,3 +198,16 @@ def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Ta
     rel = con.sql(sql, params=params)
     assert rel is not None
     return rel.to_arrow_table()
+
+
+def _drop_records(con: duckdb.DuckDBPyConnection, seqs: pa.ChunkedArray | pa.Array) -> int:
+    """Delete the quarantine and flag records of the events ``seqs`` (being deleted); how many."""
+    con.register("_rtrec_gone", pa.table({"seq": seqs}))
+    try:
+        n = 0
+        for table in ("quarantined_events", "flagged_events"):
+            sql = f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM _rtrec_gone) RETURNING seq"
+            n += len(con.execute(sql).fetchall())
+        return n
+    finally:
+        con.unregister("_rtrec_gone")

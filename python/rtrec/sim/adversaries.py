@@ -129,7 +129,7 @@ class Adversaries:
         cfg, policy, item_ids = self.cfg, self.policy, self.item_ids
         rng = np.random.default_rng([cfg.seed, 7])
         K, T = cfg.slate_size, cfg.n_topics
-        n_bots = max(2, min(math.ceil(n / 50), cfg.n_users // 5))
+        n_bots = max(2, min(math.ceil(n / cfg.events_per_bot), cfg.n_users // 5))
         n_prom = (n_bots + 1) // 2
         # Ids continue the real users' numbering, shuffled so that the number does not tell the kind.
         user = [f"u{cfg.n_users + int(k)}" for k in rng.permutation(n_bots)]

@@ -74,6 +74,7 @@ class SimConfig:
     style_concentration: float = 0.3  # Dirichlet alpha of the users' style mixes
     bot_share: float = 0.0  # share of all output events that come from bot users (context truth "bot")
     noise_share: float = 0.0  # extra noise events, as a share of the real users' events (context truth "noise")
+    events_per_bot: int = 50  # bot events / bot users, roughly (at most n_users / 5 bots): how long a bot lives
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "n_events", "slate_size"):
@@ -93,6 +94,8 @@ class SimConfig:
         for name in ("bot_share", "noise_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InvalidInputError(f"simulator {name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.events_per_bot < 1:
+            raise InvalidInputError(f"simulator events_per_bot: must be at least 1, got {self.events_per_bot}")
 
 
 class Simulator:
@@ -180,6 +183,11 @@ class Simulator:
     def promoted_items(self) -> list[str]:
         """The items that promoter bots push (when ``bot_share > 0``)."""
         return [self._item_ids[int(i)] for i in self._adversaries.targets]
+
+    @property
+    def bandwagon_items(self) -> list[str]:
+        """The popular items promoter bots click beside their targets, to tie the targets to them."""
+        return [self._item_ids[int(i)] for i in self._adversaries.bandwagon]
 
     @property
     def item_ids(self) -> list[str]:
