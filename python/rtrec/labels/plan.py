@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +15,7 @@ __all__ = ["Plan", "PlanBuilder", "conform", "keys_of", "request_hashes"]
 
 _TS = EVENT_COLUMNS.index("ts")
 _RID_SEEDS = (0x5EED_0001, 0x5EED_0002)
+_RID_HASHERS: list[Any] | None = None
 
 
 @dataclass
@@ -57,9 +59,12 @@ def request_hashes(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     n = len(col)
     if col.null_count == n:
         return np.zeros(n, dtype=np.int64)
+    global _RID_HASHERS
+    if _RID_HASHERS is None:  # built once: building one costs more than hashing a request id
+        _RID_HASHERS = [Hasher(["request_id"], bits=32, seed=seed) for seed in _RID_SEEDS]
     parts = []
-    for seed in _RID_SEEDS:
-        h = Hasher(["request_id"], bits=32, seed=seed).hash({"request_id": col})
+    for hasher in _RID_HASHERS:
+        h = hasher.hash({"request_id": col})
         full = np.zeros(n, dtype=np.int64)
         has = np.diff(h.offsets) > 0
         full[has] = h.indices

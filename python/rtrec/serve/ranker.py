@@ -244,7 +244,9 @@ class Ranker:
             ids = f.items.ids
             rows = np.arange(len(ranked.cands))
             if catalog.index:  # items named by events but never posted to the catalog are not served
-                rows = rows[[ids[i] in catalog.index for i in ranked.cands.items.tolist()]]
+                known = catalog.view(ids)[0]
+                cand = ranked.cands.items
+                rows = rows[(cand < len(known)) & known[np.minimum(cand, len(known) - 1)]]
             scores = ranked.scores[rows]
             with self._rng_lock:
                 slate = select_slate(
