@@ -132,7 +132,7 @@ def bench_content(args: argparse.Namespace) -> dict[str, Any]:
         lat, recall = [], []
         for q, truth in zip(queries, exact, strict=True):
             t = time.perf_counter()
-            rows, _ = index.search(x, q, 100, probe)
+            rows, _ = index.search(q, 100, probe)
             lat.append(time.perf_counter() - t)
             recall.append(len(truth & set(rows.tolist())) / 100)
         out[f"ivf_probe_{probe}"] = {"ms": ms(lat), "recall_at_100": round(float(np.mean(recall)), 4)}

@@ -167,13 +167,13 @@ def test_ivf_index_finds_the_nearest_items() -> None:
     recall = []
     for q in x[:20]:
         exact = set(np.argsort(-(x @ q))[:10].tolist())
-        got, sims = index.search(x, q, 10, probe=8)
+        got, sims = index.search(q, 10, probe=8)
         assert np.all(np.diff(sims) <= 0)
         recall.append(len(exact & set(got.tolist())) / 10)
     assert np.mean(recall) >= 0.9
     skip = np.zeros(len(x), bool)
-    skip[index.search(x, x[0], 10, probe=8)[0]] = True
-    assert not skip[index.search(x, x[0], 10, probe=8, skip=skip)[0]].any()
+    skip[index.search(x[0], 10, probe=8)[0]] = True
+    assert not skip[index.search(x[0], 10, probe=8, skip=skip)[0]].any()
 
 
 def test_content_retrieval_through_the_index_on_a_large_catalog() -> None:

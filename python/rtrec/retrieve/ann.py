@@ -1,7 +1,11 @@
 """Approximate nearest neighbours for large catalogs: an inverted-file index (IVF) on unit vectors.
 
 Spherical k-means splits the item embeddings into ``lists`` clusters; a query scores the
-centroids, then only the items of its ``probe`` nearest clusters, exactly. Brute force
+centroids, then only the items of its ``probe`` nearest clusters, exactly. The index keeps its
+own copy of the embeddings, cluster by cluster, so that a query reads each probed cluster as
+one contiguous block: gathering the same rows from the item-ordered matrix took 13 times as
+long (4.4 ms against 0.33 ms for 8,000 rows of 384 floats). The copy costs as much memory as
+the embeddings themselves (1.5 GB at 1,000,000 items of 384 floats). Brute force
 reads every embedding per query (1.5 GB at 1,000,000 items of 384 floats, about 100 ms on
 two cores); the index reads a few percent of them. ``bench/retrieval.py`` records recall
 against exact search and the time per query.
@@ -45,22 +49,26 @@ class IVFIndex:
         self.order = order.astype(np.int64)
         counts = np.bincount(assign[order], minlength=self.lists)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.blocks = np.ascontiguousarray(x[self.order])  # the rows in cluster order
 
     def search(
-        self, vectors: np.ndarray, q: np.ndarray, k: int, probe: int = 16, skip: np.ndarray | None = None
+        self, q: np.ndarray, k: int, probe: int = 16, skip: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` rows of ``vectors`` (the matrix the index was built on) nearest ``q``, best first.
+        """The ``k`` rows (of the matrix the index was built on) nearest ``q``, best first, with
+        their similarity.
 
         ``skip`` (a boolean mask over rows) removes rows before the top ``k`` are taken.
         """
         qf = np.asarray(q, np.float32)
         near = np.argsort(-(self.centroids @ qf))[: min(probe, self.lists)]
-        rows = np.concatenate([self.order[self.offsets[c] : self.offsets[c + 1]] for c in near.tolist()])
+        spans = [(int(self.offsets[c]), int(self.offsets[c + 1])) for c in near.tolist()]
+        rows = np.concatenate([self.order[lo:hi] for lo, hi in spans])
+        sims = np.concatenate([self.blocks[lo:hi] @ qf for lo, hi in spans])
         if skip is not None:
-            rows = rows[~skip[rows]]
+            keep = ~skip[rows]
+            rows, sims = rows[keep], sims[keep]
         if not len(rows):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        sims = vectors[rows] @ qf
         k = min(k, len(rows))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]

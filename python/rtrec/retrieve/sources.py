@@ -309,7 +309,7 @@ class Retrieval:
         n = min(n_items, len(unit), len(self.f.has_text))
         index = self._ann
         if index is not None and index.n <= n:
-            rows, sims = index.search(unit, q, k, self.cfg.ann_probe, skip)  # it holds only rows with text
+            rows, sims = index.search(q, k, self.cfg.ann_probe, skip)  # it holds only rows with text
             tail = np.arange(index.n, n)
             if len(tail):
                 tail = tail[~skip[tail] & self.f.has_text[tail]]
