@@ -44,6 +44,12 @@ def test_bots_repeats_and_outliers_are_quarantined_with_reasons_and_counted(daem
     assert clean["bot_users"] == 1 and clean["bot"] > 0
     assert clean["repeat"] == 1 and clean["value"] == 1, clean
     assert clean["sequence"] >= 70  # purchases with no earlier engagement: learned, flagged
+    # The worker counts a batch's quarantined events just after the learner has learned it.
+    deadline = time.monotonic() + 10
+    while stats["learn"]["quarantined_total"] < clean["bot"] + clean["repeat"] + clean["value"]:
+        assert time.monotonic() < deadline, stats["learn"]
+        time.sleep(0.05)
+        stats = d.get("/v1/stats")
     assert stats["learn"]["quarantined_total"] == clean["bot"] + clean["repeat"] + clean["value"]
     assert not d.get("/v1/recommend?user_id=alice")["cold_start"]
     d.terminate()
