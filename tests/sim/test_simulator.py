@@ -273,3 +273,14 @@ def test_simulate_cli_bots_and_noise(tmp_path: Path) -> None:
         assert log.ingest_file(summary["events"]).accepted == events.num_rows
     r = runner.invoke(app, [*args, "--bots", "1"])
     assert r.exit_code != 0 and "--bots" in r.output
+    # Longer-lived bots: as many bot events, from fewer users.
+    bot_users = {}
+    for per in (10, 100):
+        r = runner.invoke(app, [*args, "--bots", "0.1", "--events-per-bot", str(per), "--json"])
+        assert r.exit_code == 0, r.output
+        ev = pq.read_table(json.loads(r.output)["events"])
+        bots = [
+            u for u, c in zip(ev.column("user_id").to_pylist(), _contexts(ev), strict=True) if c.get("truth") == "bot"
+        ]
+        bot_users[per] = len(set(bots))
+    assert bot_users[100] < bot_users[10]

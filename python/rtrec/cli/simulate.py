@@ -41,6 +41,9 @@ def simulate(
     ),
     bots: float = BOTS_OPTION,
     noise: float = NOISE_OPTION,
+    events_per_bot: int = typer.Option(
+        50, "--events-per-bot", min=1, help="How long a bot lives, in events (bots are at most a fifth of users)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Generate events from a simulator with topic preferences, a known click model and preference shifts.
@@ -60,6 +63,7 @@ def simulate(
         n_styles=styles,
         bot_share=bots,
         noise_share=noise,
+        events_per_bot=events_per_bot,
     )
     sim = Simulator(cfg)
     events_path, items_path = sim.write(out)
