@@ -22,6 +22,7 @@ import dataclasses
 import gc
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,13 +40,8 @@ from rtrec.events import EVENT_SCHEMA
 from rtrec.labels import conform
 from rtrec.sim import SimConfig, Simulator
 
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pending import rss_bytes
 
 
 def numbered(t: pa.Table) -> pa.Table:

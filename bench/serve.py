@@ -154,6 +154,18 @@ class Background(threading.Thread):
             time.sleep(max(0.0, next_t - time.perf_counter()))
 
 
+def time_recommends(conn: Conn, users: list[str], n: int, rng: random.Random) -> list[float]:
+    """Seconds of each of ``n`` top-10 requests for users drawn from ``users``."""
+    lat = []
+    for _ in range(n):
+        u = rng.choice(users)
+        t = time.perf_counter()
+        status, body = conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
+        lat.append(time.perf_counter() - t)
+        assert status == 200 and len(body["items"]) == 10, body
+    return lat
+
+
 def bench_latency(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     d = start(args, home)
     try:
@@ -173,13 +185,7 @@ def bench_latency(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             if bg:
                 bg.start()
                 time.sleep(1.0)
-            lat = []
-            for _ in range(args.requests):
-                u = rng.choice(users)
-                t = time.perf_counter()
-                status, body = conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
-                lat.append(time.perf_counter() - t)
-                assert status == 200 and len(body["items"]) == 10, body
+            lat = time_recommends(conn, users, args.requests, rng)
             if bg:
                 bg.stop.set()
                 bg.join()
@@ -425,13 +431,7 @@ def bench_million(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         rng = random.Random(0)
         for u in known[:50]:
             conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
-        lat = []
-        for _ in range(args.requests):
-            u = rng.choice(known)
-            t = time.perf_counter()
-            status, body = conn.request("GET", f"/v1/recommend?user_id={u}&k=10")
-            lat.append(time.perf_counter() - t)
-            assert status == 200 and len(body["items"]) == 10, body
+        lat = time_recommends(conn, known, args.requests, rng)
         result = {"catalog_items": n, "warm_clicks": len(rows), "idle": pcts(lat)}
         say(f"recommend latency at {n:,} items, ms: {result['idle']}")
         return result
