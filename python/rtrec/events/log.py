@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from rtrec.events.catalog import CatalogMixin
 from rtrec.events.connect import PSEUDO_FN, connect
 from rtrec.events.files import file_format, read_json_lines, reader_sql
 from rtrec.events.migrations import migrate
-from rtrec.events.privacy import PrivacyMixin
+from rtrec.events.privacy import PrivacyMixin, Pseudonyms
 from rtrec.events.records import RecordsMixin
 from rtrec.events.rows import (
     IngestSummary,
@@ -66,7 +66,7 @@ class EventLog(CatalogMixin, RecordsMixin, PrivacyMixin):
         path: str,
         events: EventsConfig | None = None,
         *,
-        pseudonymize: Callable[[str], str] | None = None,
+        pseudonymize: Pseudonyms | None = None,
     ) -> None:
         self.path = path
         self.validator = Validator(events)
@@ -100,7 +100,7 @@ class EventLog(CatalogMixin, RecordsMixin, PrivacyMixin):
         events: EventsConfig | None = None,
         *,
         read_only: bool = False,
-        pseudonymize: Callable[[str], str] | None = None,
+        pseudonymize: Pseudonyms | None = None,
     ) -> EventLog:
         """Open (creating it and its parent directory when needed) and migrate a database.
 
@@ -339,6 +339,17 @@ class EventLog(CatalogMixin, RecordsMixin, PrivacyMixin):
         con = self._con
         con.register(name, table)
         try:
+            with self._atomic(f"{what} into {self.path}"):
+                yield con
+        finally:
+            con.unregister(name)
+
+    @contextlib.contextmanager
+    def _atomic(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run the block in one transaction on the write connection: commits when it ends, rolls
+        back when it raises; a DuckDB failure becomes a :class:`StorageError` naming ``what``."""
+        con = self._con
+        try:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -347,9 +358,7 @@ class EventLog(CatalogMixin, RecordsMixin, PrivacyMixin):
                 con.execute("ROLLBACK")
                 raise
         except duckdb.Error as exc:
-            raise StorageError(f"{what} into {self.path} failed: {first_line(exc)}") from exc
-        finally:
-            con.unregister(name)
+            raise StorageError(f"{what} failed: {first_line(exc)}") from exc
 
     def _ingest_arrow(
         self, table: pa.Table, *, source: str, order_by_ts: bool, json_rows: bool, index_offset: int = 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import duckdb
 import numpy as np
@@ -19,11 +20,19 @@ from rtrec.events.connect import PSEUDO_FN, connect
 from rtrec.events.rows import StoredIds, first_line, id_hashes
 from rtrec.events.validate import Validator
 
-__all__ = ["MIN_TEXT_MATCH", "Dropped", "Erased", "PrivacyMixin"]
+__all__ = ["MIN_TEXT_MATCH", "Dropped", "Erased", "PrivacyMixin", "Pseudonyms"]
 
 #: Ids at least this long are also matched in free text (a rejected row's raw text and reason,
 #: inbox lines that are not JSON); shorter ones only in a row's ``user_id`` field.
 MIN_TEXT_MATCH = 8
+
+
+class Pseudonyms(Protocol):
+    """What the log needs of a pseudonymous-id mapping (:class:`rtrec.privacy.Pseudonymizer`)."""
+
+    def __call__(self, user_id: str) -> str: ...
+    def column(self, ids: pa.Array) -> pa.Array: ...
+    def redact_row(self, text: str | None) -> str | None: ...
 
 
 class Erased(TypedDict):
@@ -44,7 +53,7 @@ class PrivacyMixin:
     """The part of :class:`~rtrec.events.EventLog` that deletes rows for privacy."""
 
     path: str
-    pseudonymize: Callable[[str], str] | None
+    pseudonymize: Pseudonyms | None
     validator: Validator
     _lock: threading.RLock
     _cursor_lock: threading.Lock
@@ -55,15 +64,19 @@ class PrivacyMixin:
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
 
+    def _atomic(self, what: str) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        raise NotImplementedError
+
     def _use_pseudonyms(self, con: duckdb.DuckDBPyConnection) -> None:
-        fn = self.pseudonymize
-        if fn is None:
-            return
-
-        def column(ids: pa.Array) -> pa.Array:
-            return pa.array([None if v is None else fn(v) for v in ids.to_pylist()], pa.string())
-
-        con.create_function(PSEUDO_FN, column, ["VARCHAR"], "VARCHAR", type=PythonUDFType.ARROW, side_effects=False)
+        if self.pseudonymize is not None:
+            con.create_function(
+                PSEUDO_FN,
+                self.pseudonymize.column,
+                ["VARCHAR"],
+                "VARCHAR",
+                type=PythonUDFType.ARROW,
+                side_effects=False,
+            )
 
     def compact(self) -> None:
         """Rewrite the database file, so that deleted rows leave no bytes behind in free pages.
@@ -113,26 +126,16 @@ class PrivacyMixin:
         field = "(CASE WHEN json_valid(raw) THEN json_extract_string(raw, '$.user_id') END)"
         text = "contains(coalesce(raw, ''), ?) OR contains(reason, ?)"
         named = " OR ".join(f"{field} = ? OR (length(?) >= {MIN_TEXT_MATCH} AND ({text}))" for _ in ids)
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN TRANSACTION")
-                gone = _arrow(con, f"DELETE FROM events WHERE user_id IN ({marks}) RETURNING seq, event_id", ids)
-                seqs = gone.column("seq")
-                q = _drop_records(con, seqs)
-                rej = con.execute(
-                    f"DELETE FROM rejected_events WHERE {named} RETURNING row_index",
-                    [x for i in ids for x in (i, i, i, i)],
-                ).fetchall()
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                con.execute("ROLLBACK")
-                raise StorageError(f"deleting a user's rows from {self.path} failed: {first_line(exc)}") from exc
-            if self._ids is not None and gone.num_rows:
-                self._ids.discard(id_hashes(gone.column("event_id").to_pylist()))
-        s = seqs.to_numpy() if gone.num_rows else np.zeros(0, np.int64)
+        with self._lock, self._atomic(f"deleting a user's rows from {self.path}") as con:
+            gone, q = self._delete_events(con, f"user_id IN ({marks})", ids)
+            rej = con.execute(
+                f"DELETE FROM rejected_events WHERE {named} RETURNING row_index",
+                [x for i in ids for x in (i, i, i, i)],
+            ).fetchall()
+        self._forget_ids(gone)
+        seqs = gone.column("seq").to_numpy() if gone.num_rows else np.zeros(0, np.int64)
         return Erased(
-            events=gone.num_rows, learned_events=int((s <= learned_seq).sum()), rejected=len(rej), quarantined=q
+            events=gone.num_rows, learned_events=int((seqs <= learned_seq).sum()), rejected=len(rej), quarantined=q
         )
 
     def salt(self) -> str:
@@ -149,14 +152,6 @@ class PrivacyMixin:
                 [id_hash, *(int(counts.get(c, 0)) for c in cols)],
             )
 
-    def forgets(self) -> pa.Table:
-        """The forget audit, oldest first (no ids: their salted hashes)."""
-        cur = self._con.cursor()
-        try:
-            return cur.sql("SELECT * FROM forget_audit ORDER BY forgotten_at").to_arrow_table()
-        finally:
-            cur.close()
-
     def needs_compaction(self) -> float | None:
         """Epoch seconds of the oldest forget not yet compacted away (None: none)."""
         got = self._scalar("SELECT epoch(min(forgotten_at)) FROM forget_audit WHERE compacted_at IS NULL")
@@ -167,47 +162,35 @@ class PrivacyMixin:
         learned (``seq <= learned_seq``), with their quarantine records, and rejected rows older
         than the cutoff; record the run in ``retention_runs``."""
         cut = "make_timestamp(CAST(? * 1e6 AS BIGINT))"
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN TRANSACTION")
-                gone = _arrow(
-                    con,
-                    f"DELETE FROM events WHERE ts < {cut} AND seq <= ? RETURNING seq, event_id",
-                    [cutoff_s, int(learned_seq)],
-                )
-                q = _drop_records(con, gone.column("seq"))
-                rej = con.execute(
-                    f"DELETE FROM rejected_events WHERE rejected_at < {cut} RETURNING 1", [cutoff_s]
-                ).fetchall()
-                con.execute(
-                    f"INSERT INTO retention_runs VALUES ({NOW_UTC}, {cut}, ?, ?, ?)",
-                    [cutoff_s, gone.num_rows, len(rej), q],
-                )
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                con.execute("ROLLBACK")
-                raise StorageError(f"retention on {self.path} failed: {first_line(exc)}") from exc
-            if self._ids is not None and gone.num_rows:
-                self._ids.discard(id_hashes(gone.column("event_id").to_pylist()))
+        with self._lock, self._atomic(f"retention on {self.path}") as con:
+            gone, q = self._delete_events(con, f"ts < {cut} AND seq <= ?", [cutoff_s, int(learned_seq)])
+            rej = con.execute(
+                f"DELETE FROM rejected_events WHERE rejected_at < {cut} RETURNING 1", [cutoff_s]
+            ).fetchall()
+            con.execute(
+                f"INSERT INTO retention_runs VALUES ({NOW_UTC}, {cut}, ?, ?, ?)", [cutoff_s, gone.num_rows, len(rej), q]
+            )
+        self._forget_ids(gone)
         return Dropped(cutoff=cutoff_s, events=gone.num_rows, rejected=len(rej), quarantined=q)
 
+    @staticmethod
+    def _delete_events(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[pa.Table, int]:
+        """Delete the events matching ``where`` and the quarantine and flag records about them:
+        the deleted events' ``seq`` and ``event_id``, and how many records went with them."""
+        rel = con.sql(f"DELETE FROM events WHERE {where} RETURNING seq, event_id", params=params)
+        assert rel is not None
+        gone = rel.to_arrow_table()  # a relation, so that the rows come back as Arrow without a copy
+        con.register("_rtrec_gone", pa.table({"seq": gone.column("seq")}))
+        try:
+            n = 0
+            for table in ("quarantined_events", "flagged_events"):
+                sql = f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM _rtrec_gone) RETURNING seq"
+                n += len(con.execute(sql).fetchall())
+        finally:
+            con.unregister("_rtrec_gone")
+        return gone, n
 
-def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
-    """The rows a statement returns (``DELETE ... RETURNING``), run once, as Arrow."""
-    rel = con.sql(sql, params=params)
-    assert rel is not None
-    return rel.to_arrow_table()
-
-
-def _drop_records(con: duckdb.DuckDBPyConnection, seqs: pa.ChunkedArray | pa.Array) -> int:
-    """Delete the quarantine and flag records of the events ``seqs`` (being deleted); how many."""
-    con.register("_rtrec_gone", pa.table({"seq": seqs}))
-    try:
-        n = 0
-        for table in ("quarantined_events", "flagged_events"):
-            sql = f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM _rtrec_gone) RETURNING seq"
-            n += len(con.execute(sql).fetchall())
-        return n
-    finally:
-        con.unregister("_rtrec_gone")
+    def _forget_ids(self, gone: pa.Table) -> None:
+        """The deleted events' ids may come again, as new events."""
+        if self._ids is not None and gone.num_rows:
+            self._ids.discard(id_hashes(gone.column("event_id").to_pylist()))

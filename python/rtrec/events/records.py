@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 from rtrec.contracts import CheckpointInfo, DriftAlarm, StoredAlarm
 from rtrec.errors import StorageError
 from rtrec.events._sql import NOW_UTC
+from rtrec.events.privacy import Pseudonyms
 from rtrec.events.rows import dumps, first_line
 
 __all__ = ["RecordsMixin"]
@@ -22,7 +23,7 @@ class RecordsMixin:
     """The part of :class:`~rtrec.events.EventLog` that keeps its record tables."""
 
     path: str
-    pseudonymize: Callable[[str], str] | None
+    pseudonymize: Pseudonyms | None
     _lock: threading.RLock
     _con: duckdb.DuckDBPyConnection
 
@@ -96,9 +97,6 @@ class RecordsMixin:
 
     def count_quarantined(self) -> int:
         return int(self._scalar("SELECT count(*) FROM quarantined_events"))
-
-    def count_flagged(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM flagged_events"))
 
     def count_rejected(self) -> int:
         return int(self._scalar("SELECT count(*) FROM rejected_events"))
@@ -180,9 +178,9 @@ class RecordsMixin:
         pseudo = self.pseudonymize
         if pseudo is None:
             return reasons, raws
-        redact = getattr(pseudo, "redact_row", lambda _text: None)
         hidden = "user_id: malformed value (not shown: user ids are pseudonymized)"
-        return [hidden if r.startswith("user_id: malformed") else r for r in reasons], [redact(t) for t in raws]
+        reasons = [hidden if r.startswith("user_id: malformed") else r for r in reasons]
+        return reasons, [pseudo.redact_row(t) for t in raws]
 
     # -- catalog -------------------------------------------------------------------------------
 

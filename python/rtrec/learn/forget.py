@@ -30,14 +30,13 @@ def forget_user(learner: OnlineLearner, user_id: str, learned_events: int = 0) -
     """Erase ``user_id`` from ``learner`` (the caller holds the learner's lock); ``learned_events``
     (the user's events that were learned, deleted from the log) leave the event count."""
     f = learner.featurizer
-    feats = f.user_features(user_id)
-    u = f.users.get(user_id)
-    examples = int(f.user_counts.n[u]) if u is not None and u < len(f.user_counts.n) else 0
-    replay = sum(t.forget_feature(x) for t in learner.trainers.values() for x in feats) if u is not None else 0
     learner.events_seen = max(0, learner.events_seen - learned_events)
     learner.cleaner.forget_user(user_id)
+    u = f.users.get(user_id)
     if u is None:
         return Forgotten(known=False, examples=0, pending=0, replay_rows=0)
+    examples = int(f.user_counts.n[u]) if u < len(f.user_counts.n) else 0
+    replay = sum(t.forget_feature(x) for t in learner.trainers.values() for x in f.user_features(user_id))
     f.forget_user(user_id)
     learner.consumed.pop(u, None)
     learner.retrieval.forget_user(u)

@@ -71,6 +71,8 @@ class HomePrivacy:
         self.retained = {"runs": 0, "events": 0, "files": 0}  # since start
         self.retained_at: float | None = None
         self._forget_lock = threading.Lock()
+        # When the oldest forget not yet compacted away happened (the audit table says, at start).
+        self._uncompacted_since = log_.needs_compaction()
         self._next_retention = 0.0
         self._next_sweep = 0.0
 
@@ -110,6 +112,8 @@ class HomePrivacy:
             }
             self.log.record_forget(salted_hash(self.log.salt(), user_id), counts)
             self.forgotten += 1
+            if self._uncompacted_since is None:
+                self._uncompacted_since = time.time()
         log.info("forgot a user: %s", counts)
         return {
             "user_id": user_id,
@@ -122,7 +126,7 @@ class HomePrivacy:
     def compact_if_due(self, *, now: float | None = None, force: bool = False) -> bool:
         """Rewrite the database file when a forget is older than ``privacy.compact_after_s``
         (``force``: any forget not yet compacted); whether it did."""
-        since = self.log.needs_compaction()
+        since = self._uncompacted_since
         if since is None:
             return False
         if not force and (now if now is not None else time.time()) - since < self.cfg.privacy.compact_after_s:
@@ -130,6 +134,7 @@ class HomePrivacy:
         t0 = time.perf_counter()
         with self.gate():
             self.log.compact()
+        self._uncompacted_since = None
         log.info("rewrote the database after a forget in %.2f s", time.perf_counter() - t0)
         return True
 
@@ -182,7 +187,7 @@ class HomePrivacy:
             "retention_days": pc.retention_days,
             "inbox_keep_days": pc.inbox_keep_days,
             "forgotten": self.forgotten,
-            "compaction_pending": self.log.needs_compaction() is not None,
+            "compaction_pending": self._uncompacted_since is not None,
             "retention": {**self.retained, "last_at": self.retained_at},
         }
 
