@@ -437,6 +437,13 @@ def test_a_learner_that_falls_behind_gets_429_with_retry_after(tmp_path: Path) -
         assert stats["ingest"]["throttled_total"] == refused
         assert stats["ingest"]["accepted_total"] == accepted  # a refused batch stored nothing
         stats = wait_learned(d, stats["ingest"]["log_seq"])
+        # The learned sequence number moves before the worker retires the batch's acknowledgement
+        # times (what the lag in seconds is measured from): wait for both to say caught up.
+        deadline = time.monotonic() + 30
+        while stats["learn"]["lag_events"] or stats["learn"]["lag_s"] > 0.2:
+            assert time.monotonic() < deadline, stats["learn"]
+            time.sleep(0.05)
+            stats = d.get("/v1/stats")
         assert d.request("POST", "/v1/events", [event("later", "u", "i", "click", t)])[0] == 200
     finally:
         d.kill()
