@@ -1,17 +1,24 @@
 """Exploration policies: from candidate scores to a slate of items with propensities.
 
-Every policy fills a slate one slot at a time, drawing each slot from the candidates not
-yet shown. The propensity reported for an item is the probability that the policy picked
-it *for its slot, given the items above it*; within one slot these probabilities sum to
-one over the remaining candidates, which is what inverse-propensity estimators of a
-slot-wise (cascade) policy need. :func:`slot_probabilities` exposes that distribution.
+Every policy fills a slate of ``k`` from the candidates. Three probabilities are known for
+each shown item (see :mod:`rtrec.ope.marginals` for how each is computed):
+
+- ``propensities``: that the policy puts the item anywhere in this list of ``k``; what a
+  client echoes into the impression event and what the off-policy estimators divide by;
+- ``position_propensities``: that it puts the item at this position;
+- ``slot_propensities``: that it picked the item for its slot *given the items above it*
+  (within one slot these sum to one over the remaining candidates; the cascade view).
+
+The policies:
 
 - ``none``: greedy by score; every propensity is 1.
 - ``epsilon``: with probability ``1 - epsilon`` the best remaining item, otherwise one
   drawn uniformly from the remaining items.
 - ``softmax``: Plackett-Luce sampling with weights ``exp(score / temperature)``, done
   with the Gumbel-top-k trick (one vectorised draw instead of ``k`` sequential ones).
-  Perturbing scores with noise and taking the top is the Thompson-style view of it.
+- ``thompson``: posterior sampling: each score is drawn from a normal around it with the
+  item's own uncertainty ``sigma`` (less for items with more feedback), and the top ``k``
+  draws are shown.
 
 >>> import numpy as np
 >>> slate = select_slate(np.array([0.1, 0.9, 0.5]), 2, policy="none")
@@ -26,17 +33,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtrec.errors import InvalidInputError
+from rtrec.ope.marginals import DEFAULT_SAMPLES, Marginals, list_marginals
 
-POLICIES = ("none", "epsilon", "softmax")
+POLICIES = ("none", "epsilon", "softmax", "thompson")
+SLOT_POLICIES = ("none", "epsilon", "softmax")  # with a closed-form slot distribution
 
 
 @dataclass(frozen=True)
 class Slate:
-    """Chosen candidate positions, best slot first, and the propensity of each choice."""
+    """Chosen candidate positions, best slot first, and the probabilities of each choice."""
 
     indices: np.ndarray
-    propensities: np.ndarray
+    propensities: np.ndarray  # in the list of k at all (what impressions log)
     explored: np.ndarray  # per slot: True where the item differs from the greedy choice
+    slot_propensities: np.ndarray | None = None  # for its slot, given the items above (not for thompson)
+    position_propensities: np.ndarray | None = None  # at its position
+    marginals: Marginals | None = None  # every candidate's (for estimators that need them all)
 
 
 def _check(scores: np.ndarray, policy: str, epsilon: float, temperature: float) -> np.ndarray:
@@ -44,7 +56,7 @@ def _check(scores: np.ndarray, policy: str, epsilon: float, temperature: float) 
         raise InvalidInputError(f"exploration policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     if not 0.0 <= epsilon <= 1.0:
         raise InvalidInputError(f"epsilon must be in [0, 1], got {epsilon}")
-    if policy == "softmax" and not temperature > 0.0:
+    if policy in ("softmax", "thompson") and not temperature > 0.0:
         raise InvalidInputError(f"temperature must be positive, got {temperature}")
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1:
@@ -66,6 +78,8 @@ def slot_probabilities(
     ``shown`` is a boolean mask of candidates already placed above (probability 0).
     The result is non-negative and sums to one over the candidates not shown.
     """
+    if policy == "thompson":
+        raise InvalidInputError("thompson has no closed-form slot distribution: use rtrec.ope.list_marginals")
     s = _check(scores, policy, epsilon, temperature)
     n = s.shape[0]
     avail = np.ones(n, dtype=bool) if shown is None else ~np.asarray(shown, dtype=bool)
@@ -98,11 +112,15 @@ def select_slate(
     policy: str = "epsilon",
     epsilon: float = 0.05,
     temperature: float = 0.1,
+    sigma: np.ndarray | float | None = None,
+    samples: int = DEFAULT_SAMPLES,
     rng: np.random.Generator | None = None,
 ) -> Slate:
     """Pick up to ``k`` distinct candidates from ``scores`` with the given exploration policy.
 
     Ties are broken by position (earlier wins), so the greedy slate is deterministic.
+    ``sigma`` (thompson) is each candidate's score uncertainty, ``temperature`` when None;
+    ``samples`` is the Monte Carlo size for the propensities of softmax and thompson.
     """
     s = _check(scores, policy, epsilon, temperature)
     if k < 0:
@@ -111,12 +129,37 @@ def select_slate(
     k = min(k, n)
     if k == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Slate(empty, np.zeros(0), np.zeros(0, dtype=bool))
+        return Slate(empty, np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0))
     rng = rng if rng is not None else np.random.default_rng()
-    if policy == "softmax":
-        return _softmax_slate(s, k, temperature, rng)
-    eps = 0.0 if policy == "none" else epsilon
-    return _epsilon_slate(s, k, eps, rng)
+    if policy == "thompson":
+        sig = np.broadcast_to(np.asarray(temperature if sigma is None else sigma, np.float64), (n,))
+        if not np.all(sig > 0):
+            raise InvalidInputError("sigma must be positive for every candidate")
+        slate = _thompson_slate(s, k, sig, rng)
+        m = list_marginals(s, k, policy="thompson", sigma=sig, samples=samples, rng=rng)
+    else:
+        eps = 0.0 if policy == "none" else epsilon
+        slate = _softmax_slate(s, k, temperature, rng) if policy == "softmax" else _epsilon_slate(s, k, eps, rng)
+        m = list_marginals(s, k, policy=policy, epsilon=eps, temperature=temperature, samples=samples, rng=rng)
+    idx = slate.indices
+    return Slate(
+        idx,
+        m.inclusion[idx],
+        slate.explored,
+        slot_propensities=slate.propensities if policy != "thompson" else None,
+        position_propensities=m.position[np.arange(k), idx],
+        marginals=m,
+    )
+
+
+def _thompson_slate(s: np.ndarray, k: int, sigma: np.ndarray, rng: np.random.Generator) -> Slate:
+    finite = np.isfinite(s)
+    base = np.where(finite, s, (s[finite].min() if finite.any() else 0.0) - 1e6)
+    draws = base + sigma * rng.standard_normal(len(s))
+    idx = _ranked(draws, k)[:k].astype(np.int64)
+    greedy = _ranked(s, k)[:k]
+    explored = np.array([int(i) not in set(greedy[: j + 1].tolist()) for j, i in enumerate(idx.tolist())], dtype=bool)
+    return Slate(idx, np.full(k, np.nan), explored)
 
 
 def _ranked(s: np.ndarray, top: int) -> np.ndarray:
