@@ -24,7 +24,7 @@ merely plausible. What each policy gets:
 >>> import numpy as np
 >>> m = list_marginals(np.array([3.0, 2.0, 1.0, 0.0]), 2, policy="epsilon", epsilon=0.4)
 >>> [round(x, 4) for x in m.inclusion.tolist()]
-[0.9333, 0.8667, 0.1, 0.1]
+[0.92, 0.64, 0.22, 0.22]
 >>> round(float(m.inclusion.sum()), 6)
 2.0
 """
