@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 from rtrec.errors import ConfigError
 
@@ -40,6 +40,19 @@ Positive = Annotated[float, Strict(), Field(gt=0.0)]
 NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
 
 SECTION = ConfigDict(extra="forbid")  # pydantic reads this off each section
+
+
+def _policy(text: str) -> str:
+    from rtrec.errors import InvalidInputError
+    from rtrec.ope.policies import parse_policy
+
+    try:
+        return parse_policy(text).label
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+PolicyText = Annotated[str, Strict(), AfterValidator(_policy)]  # "none", "epsilon=0.1", "softmax:temperature=0.05"
 
 
 @dataclass(frozen=True)
@@ -183,8 +196,10 @@ class ServeConfig:
     # A second bearer token for GET and HEAD routes only (recommend, similar, stats, metrics):
     # for dashboards and readers that must not post events. Needs ``token``.
     read_token: Str | None = None
-    exploration: Literal["none", "epsilon", "softmax"] = "epsilon"
+    exploration: Literal["none", "epsilon", "softmax", "thompson"] = "epsilon"
     epsilon: Share = 0.05
+    # softmax: the temperature; thompson: the score noise of an item with no examples yet
+    # (it shrinks as 1 / sqrt(1 + the item's examples)).
     temperature: Positive = 0.1
     max_body_bytes: Count = 16 * 1024 * 1024
     max_batch: Count = 10_000
@@ -300,6 +315,18 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class OpeConfig:
+    """Live off-policy estimates on the daemon's recent requests (see ``rtrec.ope.live``)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = SECTION
+
+    # Policies compared with the live one on its own log, in /v1/stats and rtrec inspect.
+    live_policies: tuple[PolicyText, ...] = ("none",)
+    window_requests: Count = 5_000  # settled requests the live estimates are computed on
+    clip: Positive | None = None  # cap on each importance weight (None: no cap)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build one with :func:`load_config`."""
 
@@ -316,6 +343,7 @@ class Config:
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    ope: OpeConfig = field(default_factory=OpeConfig)
 
     @property
     def db_path(self) -> Path:

@@ -287,6 +287,33 @@ class StatsResponse(TypedDict, total=False):
     http: HttpStats
     threads: dict[str, dict[str, int]]
     privacy: PrivacyStatus
+    ope: LiveOpe
+
+
+class OpeEstimate(TypedDict):
+    """One estimator's value of one policy (``rtrec.ope.estimators.Estimate``)."""
+
+    value: float | None
+    se: float | None
+    low: float | None
+    high: float | None
+    ess: float
+    n_requests: int
+    n_shown: int
+    max_weight: float
+    clipped: int
+
+
+class LiveOpe(TypedDict):
+    """The live policy's value and the compared policies' on the recent window (``rtrec.ope.live``)."""
+
+    window_requests: int
+    pending_requests: int
+    settle_s: float
+    clip: float | None
+    impressions: int
+    observed_click_rate: float | None
+    policies: dict[str, dict[str, OpeEstimate]]  # "live" first, then each compared policy
 
 
 class PrivacyStatus(TypedDict):

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rtrec.clean import FLAGS, RULES
-from rtrec.contracts import Percentiles, PrivacyStatus, StatsResponse
+from rtrec.contracts import LiveOpe, Percentiles, PrivacyStatus, StatsResponse
 
 __all__ = ["live", "render", "sparkline"]
 
@@ -153,6 +153,9 @@ def _quality(s: StatsResponse) -> Panel:
         ("ctr", "CTR", "{:.2%}"),
     ):
         rows.append((label, f"{_num(q.get(key), fmt):>8}  {sparkline(series.get(key) or [], 40)}"))
+    ope = s.get("ope")
+    if ope:
+        rows.append(("policy value", _ope(ope)))
     rows.append(("model version", _num(s.get("model_version"))))
     ck = s.get("checkpoint")
     if ck:
@@ -160,6 +163,23 @@ def _quality(s: StatsResponse) -> Panel:
     else:
         rows.append(("last checkpoint", DASH))
     return _kv("Model (last hour)", rows)
+
+
+def _ope(o: LiveOpe) -> str:
+    """Observed click rate of the live policy, and each compared policy's SNIPS estimate with its interval."""
+    n = o.get("window_requests") or 0
+    if not n:
+        return f"{DASH} (no settled request with impressions yet; {o.get('pending_requests', 0):,} waiting)"
+    parts = [f"observed {_num(o.get('observed_click_rate'), '{:.2%}')} over {n:,} lists"]
+    for label, est in (o.get("policies") or {}).items():
+        e = est.get("snips") if label != "live" else None
+        if e is None or e.get("value") is None:
+            continue
+        parts.append(
+            f"{label}: {e['value']:.2%} [{_num(e.get('low'), '{:.2%}')}, {_num(e.get('high'), '{:.2%}')}]"
+            f" ESS {e.get('ess', 0):,.0f}"
+        )
+    return " · ".join(parts)
 
 
 def _internals(s: StatsResponse) -> Panel:

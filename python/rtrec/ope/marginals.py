@@ -31,6 +31,7 @@ merely plausible. What each policy gets:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 
 from rtrec.errors import InvalidInputError
 
-__all__ = ["Marginals", "list_marginals", "greedy_order"]
+__all__ = ["Marginals", "greedy_order", "list_marginals"]
 
 DEFAULT_SAMPLES = 64
 
@@ -69,38 +70,47 @@ def list_marginals(
     sigma: np.ndarray | float | None = None,
     samples: int = DEFAULT_SAMPLES,
     rng: np.random.Generator | None = None,
+    items: np.ndarray | None = None,
 ) -> Marginals:
-    """Position and list marginals of ``policy`` choosing ``k`` of the candidates scored ``scores``."""
+    """Position and list marginals of ``policy`` choosing ``k`` of the candidates scored ``scores``.
+
+    With ``items`` (candidate positions), only those columns are computed and returned, in
+    that order: what serving needs for the shown items, at a fraction of the cost.
+    """
     s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, np.float64))
     if s.ndim != 1:
         raise InvalidInputError(f"scores must be one-dimensional, got shape {s.shape}")
     n = len(s)
+    cols = np.arange(n) if items is None else np.asarray(items, np.int64)
     k = max(0, min(int(k), n))
     if k == 0:
-        return Marginals(np.zeros((0, n)), np.zeros(n))
+        return Marginals(np.zeros((0, len(cols))), np.zeros(len(cols)))
     if policy == "none":
-        pos = np.zeros((k, n))
-        pos[np.arange(k), greedy_order(s)[:k]] = 1.0
+        rank = np.empty(n, np.int64)
+        rank[greedy_order(s)] = np.arange(n)
+        r = rank[cols]
+        pos = np.zeros((k, len(cols)))
+        pos[r[r < k], np.flatnonzero(r < k)] = 1.0
     elif policy == "epsilon":
         if not 0.0 <= epsilon <= 1.0:
             raise InvalidInputError(f"epsilon must be in [0, 1], got {epsilon}")
-        pos = _epsilon(s, k, epsilon)
+        pos = _epsilon(s, k, epsilon, cols)
     elif policy == "softmax":
         if not temperature > 0.0:
             raise InvalidInputError(f"temperature must be positive, got {temperature}")
-        pos = _softmax(s, k, temperature, max(1, samples), rng or np.random.default_rng())
+        pos = _softmax(s, k, temperature, max(1, samples), rng or np.random.default_rng(), cols)
     elif policy == "thompson":
         sig = np.broadcast_to(np.asarray(0.1 if sigma is None else sigma, np.float64), (n,))
         if not np.all(sig > 0):
             raise InvalidInputError("thompson: every sigma must be positive")
-        pos = _thompson(s, k, sig, max(1, samples), rng or np.random.default_rng())
+        pos = _thompson(s, k, sig, max(1, samples), rng or np.random.default_rng(), cols)
     else:
         raise InvalidInputError(f"policy must be one of none, epsilon, softmax, thompson; got {policy!r}")
     pos = np.clip(pos, 0.0, 1.0)  # rounding: a sure item may sum to 1 + 1e-16
     return Marginals(pos, np.clip(pos.sum(axis=0), 0.0, 1.0))
 
 
-def _epsilon(s: np.ndarray, k: int, eps: float) -> np.ndarray:
+def _epsilon(s: np.ndarray, k: int, eps: float, cols: np.ndarray) -> np.ndarray:
     """Exact position probabilities of slot-wise epsilon-greedy (see the module docstring).
 
     For the item of greedy rank ``r`` (``L = r - 1`` better items, ``H = n - r`` worse), the
@@ -110,6 +120,19 @@ def _epsilon(s: np.ndarray, k: int, eps: float) -> np.ndarray:
     """
     n = len(s)
     order = greedy_order(s)
+    out = _epsilon_table(n, k, float(eps))
+    R = out.shape[1]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return out[:, np.minimum(rank[cols], R - 1)]
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon_table(n: int, k: int, eps: float) -> np.ndarray:
+    """``table[t, r]``: probability that greedy rank ``r`` (rows past ``k`` alike) fills slot ``t``.
+
+    It depends on the list sizes and epsilon only, not on the scores: cached.
+    """
     R = min(n, k + 1)  # ranks k+1 .. n behave alike: one row stands for them all
     L = np.arange(R, dtype=np.float64)[:, None]  # better items, per rank row
     H = n - 1 - L
@@ -126,13 +149,13 @@ def _epsilon(s: np.ndarray, k: int, eps: float) -> np.ndarray:
         nxt = worse
         nxt[:, 1:] += better[:, :-1]
         state = np.clip(nxt, 0.0, None)
-    pos = np.zeros((k, n))
-    rows = np.minimum(np.arange(n), R - 1)
-    pos[:, order] = out[:, rows]
-    return pos
+    out.flags.writeable = False
+    return out
 
 
-def _softmax(s: np.ndarray, k: int, temperature: float, samples: int, rng: np.random.Generator) -> np.ndarray:
+def _softmax(
+    s: np.ndarray, k: int, temperature: float, samples: int, rng: np.random.Generator, cols: np.ndarray
+) -> np.ndarray:
     """Plackett-Luce is the top ``k`` of ``s / temperature`` plus standard Gumbel noise."""
     n = len(s)
     z = s / temperature
@@ -144,17 +167,22 @@ def _softmax(s: np.ndarray, k: int, temperature: float, samples: int, rng: np.ra
     if k_live < k:  # the policy shows every item it can, then fills up uniformly from the rest
         dead = np.setdiff1d(np.arange(n), live)
         pos[k_live:, dead] = 1.0 / len(dead)
+    at = np.full(n, -1)
+    at[live] = np.arange(len(live))
+    want = cols[at[cols] >= 0]
     loc = z[live] - z[live].max()
 
     def survival(t: np.ndarray, j: np.ndarray | slice) -> np.ndarray:  # P(loc_j + Gumbel > t)
         return -np.expm1(-np.exp(np.minimum(loc[j] - t, 700.0)))
 
     draws = loc[None, :] + rng.gumbel(size=(samples, len(live)))
-    pos[:k_live, live] = _perturbed(draws, k_live, survival)
-    return pos
+    pos[:k_live, want] = _perturbed(draws, k_live, survival, at[want])
+    return pos[:, cols]
 
 
-def _thompson(s: np.ndarray, k: int, sigma: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+def _thompson(
+    s: np.ndarray, k: int, sigma: np.ndarray, samples: int, rng: np.random.Generator, cols: np.ndarray
+) -> np.ndarray:
     finite = np.isfinite(s)
     if not finite.all():  # a -inf score is never drawn above a finite one: place those last
         s = np.where(finite, s, (s[finite].min() if finite.any() else 0.0) - 1e6)
@@ -163,16 +191,19 @@ def _thompson(s: np.ndarray, k: int, sigma: np.ndarray, samples: int, rng: np.ra
         return _phi((s[j] - t) / sigma[j])
 
     draws = s[None, :] + sigma[None, :] * rng.standard_normal((samples, len(s)))
-    return _perturbed(draws, k, survival)
+    return _perturbed(draws, k, survival, cols)
 
 
-def _perturbed(draws: np.ndarray, k: int, survival: Callable[[np.ndarray, Any], np.ndarray]) -> np.ndarray:
+def _perturbed(
+    draws: np.ndarray, k: int, survival: Callable[[np.ndarray, Any], np.ndarray], cols: np.ndarray
+) -> np.ndarray:
     """Position probabilities of "top ``k`` of independently perturbed scores", Rao-Blackwellised.
 
     ``draws`` holds ``samples`` draws of every score; ``survival(t, j)`` is the probability
     that item ``j``'s draw exceeds ``t``. Given the other items' draws, item ``i`` is at
     position ``p`` when exactly ``p`` of them are above it: ``S(t_p) - S(t_{p-1})`` with
-    ``t_p`` their ``p+1``-th largest. Averaged over the samples of the others' draws.
+    ``t_p`` their ``p+1``-th largest. Averaged over the samples of the others' draws; for the
+    items ``cols`` only.
     """
     samples, n = draws.shape
     m = min(k + 1, n)
@@ -182,22 +213,27 @@ def _perturbed(draws: np.ndarray, k: int, survival: Callable[[np.ndarray, Any], 
     # An item outside a sample's top m sees the others' p-th largest as vals[:, p].
     inf = np.full((samples, 1), np.inf)
     bounds = np.concatenate([inf, vals[:, :k]], axis=1)  # samples x (k + 1)
-    sf = survival(bounds[:, :, None], slice(None))  # samples x (k + 1) x n
+    sf = survival(bounds[:, :, None], cols)  # samples x (k + 1) x len(cols)
     generic = sf[:, 1:, :] - sf[:, :-1, :]
+    total = generic.sum(axis=0)  # k x len(cols)
     # An item inside a sample's top m: the others' order statistics skip its own draw.
-    skip = np.full((m, k), -1)
-    for j in range(m):
-        rest = [q for q in range(m) if q != j][:k]
-        skip[j, : len(rest)] = rest
-    own_vals = np.where(skip[None] >= 0, vals[:, np.maximum(skip, 0)], -np.inf)  # samples x m x k
-    own_bounds = np.concatenate([np.full((samples, m, 1), np.inf), own_vals], axis=2)
-    own_sf = survival(own_bounds, top[:, :, None])
-    own = own_sf[:, :, 1:] - own_sf[:, :, :-1]  # samples x m x k
-    total = generic.sum(axis=0)  # k x n
-    flat = top.ravel()
-    rows = np.arange(samples)[:, None]
-    for p in range(k):
-        np.add.at(total[p], flat, (own[:, :, p] - generic[rows, p, top]).ravel())
+    col_of = np.full(n, -1)
+    col_of[cols] = np.arange(len(cols))
+    top_c = col_of[top]
+    hit = top_c >= 0
+    if hit.any():
+        skip = np.full((m, k), -1)
+        for j in range(m):
+            rest = [q for q in range(m) if q != j][:k]
+            skip[j, : len(rest)] = rest
+        own_vals = np.where(skip[None] >= 0, vals[:, np.maximum(skip, 0)], -np.inf)  # samples x m x k
+        own_bounds = np.concatenate([np.full((samples, m, 1), np.inf), own_vals], axis=2)
+        own_sf = survival(own_bounds, top[:, :, None])
+        own = own_sf[:, :, 1:] - own_sf[:, :, :-1]  # samples x m x k
+        rows = np.arange(samples)[:, None]
+        for p in range(k):
+            fix = own[:, :, p] - generic[rows, p, np.maximum(top_c, 0)]
+            np.add.at(total[p], top_c[hit], fix[hit])
     return total / samples
 
 

@@ -392,7 +392,9 @@ def create_app(service: Service) -> FastAPI:
         context: str | None = Query(
             None, description='JSON object of request context, e.g. {"device": "mobile", "text": "running shoes"}.'
         ),
-        policy: str | None = Query(None, description="Override the exploration policy: none, epsilon or softmax."),
+        policy: str | None = Query(
+            None, description="Override the exploration policy: none, epsilon, softmax or thompson."
+        ),
         explain: bool = Query(
             False,
             description="Also return, per item, the candidate sources that proposed it, each ranking feature's "

@@ -101,6 +101,7 @@ class Daemon:
             self.meters,
             self.worker.take_learned,
         )
+        self.worker.on_learned = self.ranker.ope.observe
         self._alarms_stored = len(self.learner.drift_alarms)
         self.meters.quarantined.inc(self.log.count_quarantined())
         self._gauges()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtrec.errors import InvalidInputError
-from rtrec.ope.marginals import DEFAULT_SAMPLES, Marginals, list_marginals
+from rtrec.ope.marginals import DEFAULT_SAMPLES, list_marginals
 
 POLICIES = ("none", "epsilon", "softmax", "thompson")
 SLOT_POLICIES = ("none", "epsilon", "softmax")  # with a closed-form slot distribution
@@ -48,7 +48,6 @@ class Slate:
     explored: np.ndarray  # per slot: True where the item differs from the greedy choice
     slot_propensities: np.ndarray | None = None  # for its slot, given the items above (not for thompson)
     position_propensities: np.ndarray | None = None  # at its position
-    marginals: Marginals | None = None  # every candidate's (for estimators that need them all)
 
 
 def _check(scores: np.ndarray, policy: str, epsilon: float, temperature: float) -> np.ndarray:
@@ -136,19 +135,19 @@ def select_slate(
         if not np.all(sig > 0):
             raise InvalidInputError("sigma must be positive for every candidate")
         slate = _thompson_slate(s, k, sig, rng)
-        m = list_marginals(s, k, policy="thompson", sigma=sig, samples=samples, rng=rng)
+        m = list_marginals(s, k, policy="thompson", sigma=sig, samples=samples, rng=rng, items=slate.indices)
     else:
         eps = 0.0 if policy == "none" else epsilon
         slate = _softmax_slate(s, k, temperature, rng) if policy == "softmax" else _epsilon_slate(s, k, eps, rng)
-        m = list_marginals(s, k, policy=policy, epsilon=eps, temperature=temperature, samples=samples, rng=rng)
-    idx = slate.indices
+        m = list_marginals(
+            s, k, policy=policy, epsilon=eps, temperature=temperature, samples=samples, rng=rng, items=slate.indices
+        )
     return Slate(
-        idx,
-        m.inclusion[idx],
+        slate.indices,
+        m.inclusion,
         slate.explored,
         slot_propensities=slate.propensities if policy != "thompson" else None,
-        position_propensities=m.position[np.arange(k), idx],
-        marginals=m,
+        position_propensities=m.position[np.arange(k), np.arange(k)],
     )
 
 

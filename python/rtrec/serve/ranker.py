@@ -17,11 +17,13 @@ import numpy as np
 
 from rtrec.config import Config
 from rtrec.errors import NotFoundError
+from rtrec.ope.live import LIVE, LiveEstimates, policy_terms
+from rtrec.ope.policies import PolicySpec, parse_policy
 from rtrec.rank import pipeline
 from rtrec.retrieve.sources import FEATURES
 from rtrec.serve.catalog import Catalog
 from rtrec.serve.metrics import Meters
-from rtrec.serve.policy import select_slate
+from rtrec.serve.policy import Slate, select_slate
 from rtrec.serve.text_worker import TextWorker
 
 if TYPE_CHECKING:
@@ -52,6 +54,14 @@ class Ranker:
         self.learned_acks = learned_acks
         self._rng = np.random.default_rng()
         self._rng_lock = threading.Lock()
+        self._compared = {p.label: p for p in (parse_policy(t) for t in cfg.ope.live_policies)}
+        self.ope = LiveEstimates(
+            tuple(self._compared.values()),
+            tuple(cfg.labels.positive),
+            settle_s=cfg.labels.impression_window_s,
+            window_requests=cfg.ope.window_requests,
+            clip=cfg.ope.clip,
+        )
 
     def recommend(
         self,
@@ -159,9 +169,15 @@ class Ranker:
                 slate = select_slate(
                     scores, k, policy=policy, epsilon=sc.epsilon, temperature=sc.temperature, rng=self._rng
                 )
+            assert slate.position_propensities is not None
             items = [
-                {"item_id": cand[j], "score": float(scores[j]), "propensity": float(p)}
-                for j, p in zip(slate.indices.tolist(), slate.propensities.tolist(), strict=True)
+                {"item_id": cand[j], "score": float(scores[j]), "propensity": float(p), "position_propensity": float(q)}
+                for j, p, q in zip(
+                    slate.indices.tolist(),
+                    slate.propensities.tolist(),
+                    slate.position_propensities.tolist(),
+                    strict=True,
+                )
             ]
             explored = int(slate.explored.sum())
             if batch is not None and len(slate.indices):
@@ -248,22 +264,23 @@ class Ranker:
                 cand = ranked.cands.items
                 rows = rows[(cand < len(known)) & known[np.minimum(cand, len(known) - 1)]]
             scores = ranked.scores[rows]
+            sc = self.cfg.serve
+            # Thompson: an item's score is as uncertain as its examples are few.
+            sigma = sc.temperature / np.sqrt(1.0 + ranked.batch.item_n[rows]) if policy == "thompson" else None
             with self._rng_lock:
                 slate = select_slate(
-                    scores,
-                    k,
-                    policy=policy,
-                    epsilon=self.cfg.serve.epsilon,
-                    temperature=self.cfg.serve.temperature,
-                    rng=self._rng,
+                    scores, k, policy=policy, epsilon=sc.epsilon, temperature=sc.temperature, sigma=sigma, rng=self._rng
                 )
+            assert slate.position_propensities is not None
             chosen = rows[slate.indices]
+            at_position = slate.position_propensities.tolist()
             contrib = learner.rankers[learner.main].contributions(ranked.x[chosen]) if explain else None
             for n, (r, p) in enumerate(zip(chosen.tolist(), slate.propensities.tolist(), strict=True)):
                 it: dict[str, Any] = {
                     "item_id": ids[ranked.cands.items[r]],
                     "score": float(ranked.scores[r]),
                     "propensity": float(p),
+                    "position_propensity": float(at_position[n]),
                 }
                 sources = ranked.cands.sources_of(r)
                 for s in sources:
@@ -282,7 +299,29 @@ class Ranker:
             explored = int(slate.explored.sum())
             if len(chosen):
                 learner.remember_served(request_id, ranked.batch, chosen, ranked.probs[chosen])
+                unc = 1.0 / np.sqrt(1.0 + ranked.batch.item_n[rows])
+                self._record(
+                    request_id, [it["item_id"] for it in items], slate, scores, ranked.probs[rows], policy, unc
+                )
         return request_id, items, explored
+
+    def _record(
+        self,
+        request_id: str,
+        item_ids: list[str],
+        slate: Slate,
+        scores: np.ndarray,
+        probs: np.ndarray,
+        policy: str,
+        uncertainty: np.ndarray,
+    ) -> None:
+        """Keep what the live off-policy estimates need of this list (see :mod:`rtrec.ope.live`)."""
+        sc = self.cfg.serve
+        param = {"none": 0.0, "epsilon": sc.epsilon}.get(policy, sc.temperature)
+        specs = {LIVE: PolicySpec(policy, param), **self._compared}
+        terms = policy_terms(specs, scores, probs, slate.indices, uncertainty=uncertainty)
+        terms[LIVE] = (slate.propensities, terms[LIVE][1])  # exactly what was logged: weight 1
+        self.ope.served(request_id, item_ids, slate.propensities, probs[slate.indices], terms)
 
     def _features(self, batch: Any, r: int, p: float) -> dict[str, Any]:
         names = self.learner.featurizer.dense_names

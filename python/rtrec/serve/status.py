@@ -92,6 +92,7 @@ def stats(d: Daemon) -> StatsResponse:
         },
         "threads": {"restarts": dict(d.restarts)},
         "privacy": d.privacy.status(),
+        "ope": d.ranker.ope.report(),
     }
     return cast(StatsResponse, jsonable(out))
 

@@ -100,6 +100,7 @@ class LearnerWorker:
         self._catalog: Any = None  # items to hand to the learner
         self._embeddings: tuple[list[str], Any] | None = None
         self.on_embeddings_refused: Callable[[str], None] = lambda _msg: None
+        self.on_learned: Callable[[Any], None] = lambda _batch: None  # each batch, once learned
         learner.yield_point = self.yield_to_requests
         # Held while a batch is learned, and by whoever must change the log or the model with
         # the learner stepped aside (a forget, a rewrite of the database): they bump
@@ -223,6 +224,7 @@ class LearnerWorker:
                         break
                     self._learn_one(batch)
                 self.meters.lat_learn_batch.observe(time.perf_counter() - t0)
+                self._observed(batch)
                 got += batch.num_rows
                 self._learned_batch(batch.num_rows)
             total += got
@@ -259,6 +261,12 @@ class LearnerWorker:
                 self.log.quarantine(bad)
             except Exception as exc:  # the count above still shows them
                 log.warning("could not record quarantined events: %s", exc)
+
+    def _observed(self, batch: Any) -> None:
+        try:
+            self.on_learned(batch)
+        except Exception as exc:  # an observer never stops learning
+            log.warning("an observer of learned events failed: %s", exc)
 
     def _learned_batch(self, n: int) -> None:
         self.meters.learned.inc(n)

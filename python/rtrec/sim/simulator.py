@@ -207,6 +207,13 @@ class Simulator:
         u, i = self._user(user_id), self._item(item_id)
         return float(self._click_p(np.array([u]), np.array([i]), np.array([_to_us(ts)]))[0])
 
+    def click_matrix(self, ts: Any = None) -> np.ndarray:
+        """The true click probability of every (user, item) pair at ``ts`` (default: the start)."""
+        U, n = self.cfg.n_users, self.cfg.n_items
+        t = self._start_us if ts is None else _to_us(ts)
+        u, i = np.repeat(np.arange(U), n), np.tile(np.arange(n), U)
+        return self._click_p(u, i, np.full(U * n, t, np.int64)).reshape(U, n)
+
     def _click_p(self, u: np.ndarray, i: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
         epoch = np.searchsorted(self._shift_us, ts_us, side="right")
         prefs = np.stack(self._prefs)
