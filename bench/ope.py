@@ -7,6 +7,7 @@ value of each target is computed exactly from the simulator's click probabilitie
 
     python bench/ope.py                    # 20 seeds, softmax logging, two targets
     python bench/ope.py --seeds 5 --requests 2000
+    python bench/ope.py --base-logit -6      # rarer clicks (about 8% of shown items)
 
 Reports, per estimator over every (seed, target): coverage of the 95% intervals, bias and
 RMSE against the truth, mean interval width and effective sample size. The last line of
@@ -41,6 +42,7 @@ def main() -> None:
     p.add_argument("--logging", default="softmax:temperature=0.5")
     p.add_argument("--target", action="append", default=None, help="repeatable; default epsilon=0.1 and softmax=0.3")
     p.add_argument("--clip", type=float, default=None)
+    p.add_argument("--base-logit", type=float, default=-3.0, help="the simulator's base click logit (lower: rarer clicks)")
     args = p.parse_args()
     targets = tuple(parse_policy(t) for t in (args.target or ["epsilon=0.1", "softmax:temperature=0.3"]))
     errs: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
@@ -59,6 +61,7 @@ def main() -> None:
             logging=parse_policy(args.logging),
             targets=targets,
             clip=args.clip,
+            base_logit=args.base_logit,
         )
         r = run_world(cfg)
         for label, est in r.estimates.items():
@@ -89,6 +92,7 @@ def main() -> None:
         "logging": parse_policy(args.logging).label,
         "targets": [t.label for t in targets],
         "clip": args.clip,
+        "base_logit": args.base_logit,
         "coverage": {e: float(np.mean(covered[e])) for e in ESTIMATORS},
         "bias": {e: float(np.mean(errs[e])) for e in ESTIMATORS},
         "rmse": {e: float(np.sqrt(np.mean(np.square(errs[e])))) for e in ESTIMATORS},

@@ -57,7 +57,7 @@ def test_home_config_file_is_read(rtrec_home: Path) -> None:
         ("[features]\nbits = 40\n", "features.bits must be less than or equal to 32, got 40"),
         ("[learner]\nlr = true\n", "learner.lr must be a number, got True"),
         ("[learner]\nmlp_hidden = [32, 0]\n", "learner.mlp_hidden.1 must be greater than or equal to 1"),
-        ("[serve]\nexploration = 'greedy'\n", "serve.exploration must be 'none', 'epsilon' or 'softmax'"),
+        ("[serve]\nexploration = 'greedy'\n", "serve.exploration must be 'none', 'epsilon', 'softmax' or 'thompson'"),
         ("[labels]\npositive = { click = 'a lot' }\n", "labels.positive.click must be a number"),
         ("[serve]\nepsilon = 1.5\n", "serve.epsilon must be less than or equal to 1"),
         ("learner = 3\n", "config key learner must be a table"),

@@ -81,6 +81,11 @@ def test_live_estimates_match_what_was_logged(tmp_path):
         assert clicks > 0
         assert ope["policies"]["none"]["ips"]["value"] == 0.0
         assert ope["policies"]["epsilon:epsilon=0.5"]["ips"]["value"] > 0.0
+        for policy in ("thompson", "softmax", "none"):
+            rec = d.get(f"/v1/recommend?user_id=u1&k=5&policy={policy}")
+            assert len(rec["items"]) == 5 and rec["policy"] == policy
+            for it in rec["items"]:
+                assert 0 < it["position_propensity"] <= it["propensity"] + 1e-12 <= 1 + 1e-12
         out = io.StringIO()
         Console(file=out, width=200).print(render(d.get("/v1/stats")))
         assert "policy value" in out.getvalue() and "none:" in out.getvalue()

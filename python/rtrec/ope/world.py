@@ -39,6 +39,7 @@ class WorldConfig:
     targets: tuple[PolicySpec, ...] = field(
         default_factory=lambda: (PolicySpec("epsilon", 0.1), PolicySpec("softmax", 0.3))
     )
+    base_logit: float = -3.0  # the simulator's click logit before taste and quality (-3: ~55% on favourites)
     model_noise: float = 1.0  # sd of each policy's model error, in logits
     direct_noise: float = 0.5  # sd of the direct method's model error, in logits
     truth_samples: int = 500  # Monte Carlo size for the targets' exact-in-expectation marginals
@@ -57,7 +58,11 @@ class WorldResult:
 
 
 def run_world(cfg: WorldConfig) -> WorldResult:
-    sim = Simulator(SimConfig(n_users=cfg.n_users, n_items=cfg.n_items, n_topics=cfg.n_topics, seed=cfg.seed))
+    sim = Simulator(
+        SimConfig(
+            n_users=cfg.n_users, n_items=cfg.n_items, n_topics=cfg.n_topics, seed=cfg.seed, base_logit=cfg.base_logit
+        )
+    )
     q = sim.click_matrix()
     logit = np.log(q) - np.log1p(-q)
     rng = np.random.default_rng([cfg.seed, 17])

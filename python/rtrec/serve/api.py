@@ -404,7 +404,9 @@ def create_app(service: Service) -> FastAPI:
         category: str | None = Query(None, max_length=512, description="Only items of this catalog category."),
         exclude: str | None = Query(None, description="Comma-separated item ids never to return."),
     ) -> Response:
-        """A slate with scores and the propensity with which each item was shown."""
+        """A slate with scores and, per item, ``propensity`` (the probability that the exploration
+        policy puts it in this list; echo it into the impression event) and ``position_propensity``
+        (at its position)."""
         ctx: dict[str, Any] | None = None
         if context:
             try:
