@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rtrec.ope.estimators import ESTIMATORS, Logged, estimate_all
 from rtrec.ope.policies import PolicySpec
@@ -100,14 +101,19 @@ class LiveEstimates:
         """Events just learned: impressions and positives of served requests."""
         if not self._pending or "request_id" not in events.column_names:
             return
+        kinds = pa.array(["impression", *sorted(self.positive)], pa.string())
+        keep = pc.and_(pc.is_valid(events.column("request_id")), pc.is_in(events.column("event_type"), kinds))
+        events = events.filter(keep)
+        if not events.num_rows:
+            return
         rid = events.column("request_id").to_pylist()
         kind = events.column("event_type").to_pylist()
         item = events.column("item_id").to_pylist()
         prop = events.column("propensity").to_pylist() if "propensity" in events.column_names else [None] * len(rid)
         with self._lock:
             for r, t, i, p in zip(rid, kind, item, prop, strict=True):
-                row = self._pending.get(r) if r is not None else None
-                if row is None or (t != "impression" and t not in self.positive):
+                row = self._pending.get(r)
+                if row is None:
                     continue
                 try:
                     j = row.items.index(str(i))
