@@ -42,9 +42,12 @@ def main() -> None:
     p.add_argument("--logging", default="softmax:temperature=0.5")
     p.add_argument("--target", action="append", default=None, help="repeatable; default epsilon=0.1 and softmax=0.3")
     p.add_argument("--clip", type=float, default=None)
-    p.add_argument("--base-logit", type=float, default=-3.0, help="the simulator's base click logit (lower: rarer clicks)")
+    p.add_argument(
+        "--base-logit", type=float, default=-3.0, help="the simulator's base click logit (lower: rarer clicks)"
+    )
     args = p.parse_args()
-    targets = tuple(parse_policy(t) for t in (args.target or ["epsilon=0.1", "softmax:temperature=0.3"]))
+    chosen = args.target or ["epsilon=0.1", "softmax:temperature=0.3"]
+    targets = tuple(parse_policy(t) for t in chosen)
     errs: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
     covered: dict[str, list[bool]] = {e: [] for e in ESTIMATORS}
     width: dict[str, list[float]] = {e: [] for e in ESTIMATORS}

@@ -40,7 +40,9 @@ def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
     r = runner.invoke(app, [*args, "--config", str(config)])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models", "sources"}
+    # The simulator logs propensities: the off-policy estimates of the served model come too.
+    assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models", "sources", "ope"}
+    assert data["ope"]["logging"]["ips"]["value"] == data["ope"]["observed_click_rate"]
     assert data["events"] == 1_500 and data["events_per_s"] > 0 and data["requests"] > 100
     assert set(data["models"]) == {"rtrec", "popularity", "static", "linear"}
     for name, row in data["models"].items():

@@ -36,7 +36,8 @@ def test_live_estimates_match_what_was_logged(tmp_path):
             {"event_id": f"w{n}", "ts": T0 + n, "user_id": f"u{n % 5}", "item_id": f"i{n % 60}", "event_type": "click"}
             for n in range(100)
         ]
-        d.post("/v1/events", warm)
+        # Known users get the pipeline, whose lists the live estimates cover (a stranger's are not).
+        wait_learned(d, d.post("/v1/events", warm)["last_seq"])
         stats = d.get("/v1/stats")
         assert stats["ope"]["window_requests"] == 0
         shown = clicks = 0

@@ -64,8 +64,8 @@ def replay(
         )
     data = result.data
     if as_json:
-        keys = ("events", "examples", "evaluated", "requests", "events_per_s", "models", "sources")
-        typer.echo(json.dumps({k: data[k] for k in keys}))
+        keys = ("events", "examples", "evaluated", "requests", "events_per_s", "models", "sources", "ope")
+        typer.echo(json.dumps({k: data[k] for k in keys if k in data}))
         return
     from rich.table import Table
 
@@ -89,7 +89,14 @@ def replay(
     from rich.console import Console
 
     # Into a pipe or a file the table is printed whole; a terminal folds headers to fit.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(table)
+    if data.get("ope"):
+        from rtrec.cli.evaluate import notes, ope_table
+
+        # Off-policy estimates of the served model: the log has propensities.
+        out.print(ope_table(data["ope"], f"off-policy ({next(iter(data['models']))})"))
+        typer.echo(notes(data["ope"]))
     typer.echo(f"report: {result.report_dir / 'report.json'}  plot: {result.report_dir / 'report.png'}")
     typer.echo(f"checkpoint: {result.checkpoint}")
 

@@ -115,6 +115,7 @@ class OnlineLearner:
         # there, so that one step's Python does not hold the interpreter from them throughout.
         self.yield_point: Callable[[], None] | None = None
         self.on_chunk: Callable[[Batch], None] | None = None
+        self.before_chunk: Callable[[pa.Table], None] | None = None  # a step's events, before it learns any (OPE)
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._stats_at = 0.0
         self._lock = threading.RLock()

@@ -63,6 +63,8 @@ class Reads:
 
 def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bool, stats: bool) -> None:
     """Plan, read and learn one chunk of events (the event log's columns, conformed)."""
+    if learner.before_chunk is not None:
+        learner.before_chunk(t)
     f = learner.featurizer
     user_col = pc.cast(t.column("user_id"), pa.string()).combine_chunks()
     item_col = pc.cast(t.column("item_id"), pa.string()).combine_chunks()

@@ -11,7 +11,9 @@ and joins the window of the last ``window_requests`` settled requests, on which 
 and DR are computed when ``/v1/stats`` is read.
 
 Nothing here can change the model: it only reads what the ranker and the learner hand it.
-Requests whose impressions never come are not in the log, so they are not counted.
+Requests whose impressions never come are not in the log, so they are not counted. Lists
+served to users the learner does not know yet (the whole catalog scored, not the retrieval
+pipeline) are not recorded either: their candidate sets are too large to weigh cheaply.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtrec.contracts import LiveOpe, OpeEstimate
 from rtrec.ope.estimators import ESTIMATORS, Logged, estimate_all
 from rtrec.ope.policies import PolicySpec
 
@@ -126,7 +129,7 @@ class LiveEstimates:
                 else:
                     row.reward[j] = 1.0
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> LiveOpe:
         """The window's observed click rate and each policy's estimates (``live`` first)."""
         now = self._clock()
         with self._lock:
@@ -139,24 +142,26 @@ class LiveEstimates:
                     self._window.append(row)
             rows = list(self._window)
             pending = len(self._pending)
-        out: dict[str, Any] = {
+        shown = sum(int(r.shown.sum()) for r in rows)
+        clicks = sum(float(r.reward[r.shown].sum()) for r in rows)
+        out: LiveOpe = {
             "window_requests": len(rows),
             "pending_requests": pending,
             "settle_s": self.settle_s,
             "clip": self.clip,
+            "impressions": shown,
+            "observed_click_rate": clicks / shown if shown else None,
             "policies": {},
         }
-        shown = sum(int(r.shown.sum()) for r in rows)
-        clicks = sum(float(r.reward[r.shown].sum()) for r in rows)
-        out["impressions"] = shown
-        out["observed_click_rate"] = clicks / shown if shown else None
         if not rows:
             return out
         labels = [LIVE] + [p.label for p in self.policies]
         for label in labels:
             data = _logged(rows, label)
             est = estimate_all(data, self.clip)
-            out["policies"][label] = {name: est[name].as_dict() for name in ESTIMATORS if name in est}
+            out["policies"][label] = {
+                name: cast(OpeEstimate, est[name].as_dict()) for name in ESTIMATORS if name in est
+            }
         return out
 
 

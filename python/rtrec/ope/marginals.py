@@ -57,7 +57,7 @@ class Marginals:
 def greedy_order(scores: np.ndarray) -> np.ndarray:
     """Candidates best first, ties by position (the order :func:`rtrec.serve.policy.select_slate` uses)."""
     s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, np.float64))
-    return np.lexsort((np.arange(len(s)), -s))
+    return np.argsort(-s, kind="stable")  # stable: ties keep their order
 
 
 def list_marginals(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from rtrec.config import Config
 from rtrec.errors import InvalidInputError
@@ -27,6 +26,7 @@ from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics, rank_of
 from rtrec.learn.step import Resolving
+from rtrec.ope.offline import item_text, replay_capture
 from rtrec.rank.pipeline import rank_variants
 from rtrec.retrieve.sources import SOURCES
 
@@ -191,26 +191,16 @@ def _run(
     say(f"loaded {summary.accepted} events ({summary.duplicates} duplicates, {len(summary.rejected)} rejected)")
     load_s = time.perf_counter() - t_load
     items = log.items()
-    text_dim, matrix = 0, None
-    ids: list[str] = []
-    text_info: dict[str, Any] | None = None
-    if cfg.text.enabled and items.num_rows and _has_text(items):
-        from rtrec.text import EmbeddingCache, load_encoder
-
-        enc = load_encoder(cfg.text)
-        say(f"encoding {items.num_rows} items with {enc.name} on {enc.device}")
-        cache = EmbeddingCache(log.cursor, enc, cfg.text.template)
-        text_info = cache.refresh(items)
-        ids, matrix = cache.all()
-        text_dim = enc.dim
-        text_info = {**text_info, "model": enc.name, "device": enc.device, "dim": enc.dim}
+    text = item_text(log, items, cfg, say)
     total = log.count_events() - first
-    variants = replay_variants(cfg, total, text=text_dim > 0, with_ablations=ablations)
-    learner = OnlineLearner(cfg, text_dim=text_dim, variants=variants)
+    variants = replay_variants(cfg, total, text=text.dim > 0, with_ablations=ablations)
+    learner = OnlineLearner(cfg, text_dim=text.dim, variants=variants)
     if items.num_rows:
         learner.set_catalog(items)
-    if matrix is not None:
-        learner.set_item_embeddings(ids, matrix)
+    if text.matrix is not None:
+        learner.set_item_embeddings(text.ids, text.matrix)
+    # Off-policy estimates of the served model, when the log has propensities (ope.offline).
+    ope = replay_capture(log, learner, cfg)
     col = _Collected()
     rng = np.random.default_rng(cfg.learner.seed)
     n_catalog = items.num_rows
@@ -257,23 +247,18 @@ def _run(
     res = learner.drain(keep_predictions=True)
     for name, ps in res.predictions.items():
         col.preds.setdefault(name, []).extend(ps)
-    learn_s = time.perf_counter() - t0
+    learn_s = time.perf_counter() - t0 - (ope.seconds if ope is not None else 0.0)
     ckpt = learner.save(report_dir / f"learner-{learner.last_seq:012d}.ckpt")
     if home is not None:
         from rtrec.serve.checkpoints import CHECKPOINT_DIR
 
         learner.save(Path(home) / CHECKPOINT_DIR / f"learner-{learner.last_seq:012d}.ckpt")
-    data = _report(cfg, learner, col, total, load_s, learn_s, text_info, summary, n_catalog)
+    data = _report(cfg, learner, col, total, load_s, learn_s, text.info, summary, n_catalog)
+    if ope is not None:
+        data["ope"] = ope.report().as_dict()
     (report_dir / "report.json").write_text(json.dumps(jsonable(data, digits=6), indent=2) + "\n")
     _plot(data, report_dir / "report.png")
     return ReplayReport(data=jsonable(data, digits=6), report_dir=report_dir, checkpoint=ckpt)
-
-
-def _has_text(items: pa.Table) -> bool:
-    for name in ("title", "description"):
-        if name in items.column_names and items.column(name).null_count < items.num_rows:
-            return True
-    return False
 
 
 def _rank_one(
