@@ -95,7 +95,7 @@ def replay(
         from rtrec.cli.evaluate import notes, ope_table
 
         # Off-policy estimates of the served model: the log has propensities.
-        out.print(ope_table(data["ope"], f"off-policy ({next(iter(data['models']))})"))
+        out.print(ope_table(data["ope"], "off-policy, served pipeline rows"))
         typer.echo(notes(data["ope"]))
     typer.echo(f"report: {result.report_dir / 'report.json'}  plot: {result.report_dir / 'report.png'}")
     typer.echo(f"checkpoint: {result.checkpoint}")

@@ -400,12 +400,14 @@ def item_text(
 
 
 def replay_capture(log: EventLog, learner: OnlineLearner, cfg: Config) -> OffPolicy | None:
-    """Hook OPE of the served model (configured exploration and greedy) into a replay; None without propensities."""
+    """Hook OPE of the pipeline rows (configured exploration and greedy) into a replay; None without propensities."""
     scan = scan_log(log.tail(0), cfg.labels)
     if not scan.slots:
         return None
     sample = min(1.0, REPLAY_REQUESTS / len(scan.slots))
-    cap = OffPolicy(learner, configured_policies(cfg), scan, sample=sample, seed=cfg.learner.seed)
+    # Every served-pipeline row (rtrec and its text ablations): one retrieval and feature pass serves them all.
+    models = list(learner.rankers) or [learner.main]
+    cap = OffPolicy(learner, configured_policies(cfg), scan, models=models, sample=sample, seed=cfg.learner.seed)
     learner.before_chunk = cap.before_chunk
     return cap
 
