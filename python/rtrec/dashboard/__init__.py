@@ -166,13 +166,14 @@ def _quality(s: StatsResponse) -> Panel:
 
 
 def _ope(o: LiveOpe) -> str:
-    """Observed click rate of the live policy, and each compared policy's SNIPS estimate with its interval."""
+    """Observed click rate of the live policy, then its SNIPS estimate from what it logged (the two
+    differ when clients echo wrong propensities) and each compared policy's, with intervals."""
     n = o.get("window_requests") or 0
     if not n:
         return f"{DASH} (no settled request with impressions yet; {o.get('pending_requests', 0):,} waiting)"
     parts = [f"observed {_num(o.get('observed_click_rate'), '{:.2%}')} over {n:,} lists"]
     for label, est in (o.get("policies") or {}).items():
-        e = est.get("snips") if label != "live" else None
+        e = est.get("snips")
         if e is None or e.get("value") is None:
             continue
         parts.append(
