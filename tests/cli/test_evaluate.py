@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from rtrec.cli import app
 from rtrec.events import EventLog
-from rtrec.sim import SimConfig, Simulator
 
 runner = CliRunner()
 CONFIG = """
@@ -23,13 +22,6 @@ bits = 14
 batch_size = 64
 replay_capacity = 5000
 """
-
-
-@pytest.fixture(scope="module")
-def sim_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return Simulator(SimConfig(n_users=20, n_items=30, n_topics=3, n_events=1_500, seed=2)).write(
-        tmp_path_factory.mktemp("sim")
-    )
 
 
 @pytest.fixture

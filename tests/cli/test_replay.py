@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rtrec.cli import app
-from rtrec.sim import SimConfig, Simulator
 
 runner = CliRunner()
 CONFIG = """
@@ -22,13 +20,6 @@ replay_capacity = 5000
 ranking_sample = 0.2
 windows = 4
 """
-
-
-@pytest.fixture(scope="module")
-def sim_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return Simulator(SimConfig(n_users=20, n_items=30, n_topics=3, n_events=1_500, seed=2)).write(
-        tmp_path_factory.mktemp("sim")
-    )
 
 
 def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -10,22 +10,13 @@ from rich.console import Console
 
 from rtrec.dashboard import render
 from rtrec.serve.testing import FAST_CONFIG, DaemonProcess
+from tests.serve.test_daemon import wait_learned
 
 T0 = 1_700_000_000
 CONFIG = (
     FAST_CONFIG.format(checkpoint_every_s=30.0)
     + '\n[labels]\nimpression_window_s = 1.0\n\n[ope]\nlive_policies = ["none", "epsilon=0.5"]\n'
 )
-
-
-def wait_learned(d: DaemonProcess, seq: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = d.get("/v1/stats")
-        if stats["learn"]["learned_seq"] >= seq:
-            return stats
-        time.sleep(0.05)
-    raise AssertionError(f"learner did not reach seq {seq}\n{d.log()}")
 
 
 def test_live_estimates_match_what_was_logged(tmp_path):
