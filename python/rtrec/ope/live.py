@@ -35,6 +35,7 @@ from rtrec.ope.policies import PolicySpec
 __all__ = ["LIVE", "LiveEstimates", "ServedList", "policy_terms"]
 
 LIVE = "live"
+REFRESH_S = 2.0
 
 
 @dataclass
@@ -79,9 +80,11 @@ class LiveEstimates:
         self._clock = clock
         self._capacity = capacity
         self._pending: OrderedDict[str, ServedList] = OrderedDict()
-        self._window: deque[ServedList] = deque(maxlen=window_requests)
+        self._window: deque[_Settled] = deque(maxlen=window_requests)
         self._lock = threading.Lock()
         self.dropped = 0  # pending requests pushed out by capacity
+        self._settled = 0  # lists settled so far (the window's version)
+        self._cached: tuple[int, float, float, LiveOpe] | None = None  # (version, when, seconds taken, report)
 
     def served(
         self,
@@ -139,11 +142,16 @@ class LiveEstimates:
                     break
                 self._pending.popitem(last=False)
                 if row.shown.any():
-                    self._window.append(row)
-            rows = list(self._window)
+                    self._window.append(_Settled.of(row))
+                    self._settled += 1
             pending = len(self._pending)
-        shown = sum(int(r.shown.sum()) for r in rows)
-        clicks = sum(float(r.reward[r.shown].sum()) for r in rows)
+            cached, version = self._cached, self._settled
+            # Estimating 5,000 lists takes tens of milliseconds: then at most once per REFRESH_S.
+            if cached is not None and (cached[0] == version or (now - cached[1] < REFRESH_S and cached[2] > 0.01)):
+                return {**cached[3], "pending_requests": pending}
+            rows = list(self._window)
+        shown = sum(len(r.reward) for r in rows)
+        clicks = sum(float(r.reward.sum()) for r in rows)
         out: LiveOpe = {
             "window_requests": len(rows),
             "pending_requests": pending,
@@ -154,7 +162,10 @@ class LiveEstimates:
             "policies": {},
         }
         if not rows:
+            with self._lock:
+                self._cached = (version, now, 0.0, out)
             return out
+        t0 = time.perf_counter()
         labels = [LIVE] + [p.label for p in self.policies]
         for label in labels:
             data = _logged(rows, label)
@@ -162,30 +173,42 @@ class LiveEstimates:
             out["policies"][label] = {
                 name: cast(OpeEstimate, est[name].as_dict()) for name in ESTIMATORS if name in est
             }
+        with self._lock:
+            self._cached = (version, now, time.perf_counter() - t0, out)
         return out
 
 
-def _logged(rows: list[ServedList], label: str) -> Logged:
-    req, reward, logged, target, model, slots, direct = [], [], [], [], [], [], []
-    for x, r in enumerate(rows):
-        s = r.shown
-        req.append(np.full(int(s.sum()), x))
-        reward.append(r.reward[s])
-        logged.append(r.logged[s])
-        model.append(r.model[s])
-        slots.append(int(s.sum()))
-        pi, dm = r.targets[label]
-        target.append(pi[s])
-        # The direct term of a list as long as the part the client showed.
-        direct.append(dm * s.sum() / len(s))
+@dataclass(frozen=True)
+class _Settled:
+    """A settled list, reduced to its shown items: what the estimators read of it."""
+
+    reward: np.ndarray
+    logged: np.ndarray
+    model: np.ndarray
+    targets: dict[str, tuple[np.ndarray, float]]  # per policy: probability per shown item, direct term
+
+    @classmethod
+    def of(cls, row: ServedList) -> _Settled:
+        s = row.shown
+        share = s.sum() / len(s)  # the direct term of a list as long as the part the client showed
+        return cls(
+            reward=row.reward[s],
+            logged=row.logged[s],
+            model=row.model[s],
+            targets={label: (pi[s], dm * share) for label, (pi, dm) in row.targets.items()},
+        )
+
+
+def _logged(rows: list[_Settled], label: str) -> Logged:
+    sizes = np.fromiter((len(r.reward) for r in rows), np.int64, len(rows))
     return Logged(
-        request=np.concatenate(req).astype(np.int64),
-        reward=np.concatenate(reward),
-        logging=np.concatenate(logged),
-        target=np.concatenate(target),
-        slots=np.asarray(slots, np.int64),
-        model=np.concatenate(model),
-        direct=np.asarray(direct, np.float64),
+        request=np.repeat(np.arange(len(rows)), sizes),
+        reward=np.concatenate([r.reward for r in rows]),
+        logging=np.concatenate([r.logged for r in rows]),
+        target=np.concatenate([r.targets[label][0] for r in rows]),
+        slots=sizes,
+        model=np.concatenate([r.model for r in rows]),
+        direct=np.fromiter((r.targets[label][1] for r in rows), np.float64, len(rows)),
     )
 
 

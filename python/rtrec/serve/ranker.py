@@ -7,6 +7,7 @@ them as they are when the impression comes back with the slate's ``request_id``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from rtrec.serve.catalog import Catalog
 from rtrec.serve.metrics import Meters
 from rtrec.serve.policy import Slate, select_slate
 from rtrec.serve.text_worker import TextWorker
+
+log = logging.getLogger("rtrec.serve")
 
 if TYPE_CHECKING:
     from rtrec.learn import OnlineLearner
@@ -315,13 +318,19 @@ class Ranker:
         policy: str,
         uncertainty: np.ndarray,
     ) -> None:
-        """Keep what the live off-policy estimates need of this list (see :mod:`rtrec.ope.live`)."""
+        """Keep what the live off-policy estimates need of this list (see :mod:`rtrec.ope.live`).
+
+        Bookkeeping only: a failure here is logged and the list is still served.
+        """
         sc = self.cfg.serve
         param = {"none": 0.0, "epsilon": sc.epsilon}.get(policy, sc.temperature)
-        specs = {LIVE: PolicySpec(policy, param), **self._compared}
-        terms = policy_terms(specs, scores, probs, slate.indices, uncertainty=uncertainty)
-        terms[LIVE] = (slate.propensities, terms[LIVE][1])  # exactly what was logged: weight 1
-        self.ope.served(request_id, item_ids, slate.propensities, probs[slate.indices], terms)
+        try:
+            specs = {LIVE: PolicySpec(policy, param), **self._compared}
+            terms = policy_terms(specs, scores, probs, slate.indices, uncertainty=uncertainty)
+            terms[LIVE] = (slate.propensities, terms[LIVE][1])  # exactly what was logged: weight 1
+            self.ope.served(request_id, item_ids, slate.propensities, probs[slate.indices], terms)
+        except Exception as exc:
+            log.warning("live off-policy bookkeeping failed for one list: %s", exc)
 
     def _features(self, batch: Any, r: int, p: float) -> dict[str, Any]:
         names = self.learner.featurizer.dense_names
