@@ -143,7 +143,7 @@ def _read(
     ind, off = hashed.indices, hashed.offsets
     rid = request_hashes(t.column("request_id"))
     imp = np.flatnonzero(plan.read_slot >= 0)
-    served = learner.served.take(rid[imp], i[imp]) if len(imp) else []
+    served = learner.served.take(t.column("request_id").take(pa.array(imp)).to_pylist(), i[imp]) if len(imp) else []
     hit = [k for k, s in enumerate(served) if s is not None]
     hit_rows = imp[hit]
     if len(hit_rows):
