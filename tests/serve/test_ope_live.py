@@ -73,6 +73,10 @@ def test_live_estimates_match_what_was_logged(tmp_path):
         assert clicks > 0
         assert ope["policies"]["none"]["ips"]["value"] == 0.0
         assert ope["policies"]["epsilon:epsilon=0.5"]["ips"]["value"] > 0.0
+        metrics = d.request("GET", "/metrics")[1]
+        text = metrics if isinstance(metrics, str) else metrics.decode()
+        assert f'rtrec_ope_snips{{policy="live"}} {clicks / shown}' in text
+        assert 'rtrec_ope_window{what="lists"} 40.0' in text
         for policy in ("thompson", "softmax", "none"):
             rec = d.get(f"/v1/recommend?user_id=u1&k=5&policy={policy}")
             assert len(rec["items"]) == 5 and rec["policy"] == policy

@@ -6,10 +6,10 @@ import collections
 import math
 import os
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rtrec import __version__
-from rtrec.contracts import Health, LearnerStats, Quality, StatsResponse, StoredAlarm
+from rtrec.contracts import Health, LearnerStats, LiveOpe, Quality, StatsResponse, StoredAlarm
 from rtrec.jsonable import jsonable
 from rtrec.serve.metrics import labelled_gauge
 
@@ -111,8 +111,36 @@ def metrics_text(d: Daemon) -> str:
         labelled_gauge(
             "rtrec_drift_alarms_by_detector", "Drift alarms raised, by detector.", "detector", counts.items()
         ),
+        *ope_gauges(d.ranker.ope.report()),
     ]
     return d.meters.registry.render(extra)
+
+
+def ope_gauges(o: LiveOpe) -> list[Any]:
+    """The live off-policy window: its observed click rate, and each policy's SNIPS estimate and ESS."""
+    snips = [(label, est["snips"]) for label, est in o["policies"].items() if "snips" in est]
+    rate = o["observed_click_rate"]
+    return [
+        labelled_gauge(
+            "rtrec_ope_window",
+            "The live off-policy window: settled lists, their shown items and observed click rate.",
+            "what",
+            [("lists", o["window_requests"]), ("impressions", o["impressions"])]
+            + ([("observed_click_rate", rate)] if rate is not None else []),
+        ),
+        labelled_gauge(
+            "rtrec_ope_snips",
+            "Estimated click rate per shown item (SNIPS) on the window: the live policy and each compared one.",
+            "policy",
+            [(label, e["value"]) for label, e in snips if e["value"] is not None],
+        ),
+        labelled_gauge(
+            "rtrec_ope_ess",
+            "Effective sample size of each policy's estimate (shown items).",
+            "policy",
+            [(label, e["ess"]) for label, e in snips],
+        ),
+    ]
 
 
 def current_quality(model: LearnerStats) -> Quality:
