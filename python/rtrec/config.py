@@ -323,6 +323,9 @@ class OpeConfig:
     # Policies compared with the live one on its own log, in /v1/stats and rtrec inspect.
     live_policies: tuple[PolicyText, ...] = ("none",)
     window_requests: Count = 5_000  # settled requests the live estimates are computed on
+    # A served list joins the window this long after it was served, when its clicks are in
+    # (unset: labels.impression_window_s; ``rtrec serve --demo`` uses 5 s, its feedback comes at once).
+    settle_s: Seconds | None = None
     clip: Positive | None = None  # cap on each importance weight (None: no cap)
 
 

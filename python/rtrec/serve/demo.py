@@ -18,6 +18,9 @@ from typing import Any
 log = logging.getLogger("rtrec.serve.demo")
 
 
+DEMO_SETTLE_S = 5.0
+
+
 def play(daemon: Any, stop: threading.Event, *, rate: float = 20.0, seed: int = 0) -> None:
     """Play until ``stop`` is set: about ``rate`` slates a second."""
     from rtrec.sim import SimConfig, Simulator
@@ -26,6 +29,9 @@ def play(daemon: Any, stop: threading.Event, *, rate: float = 20.0, seed: int = 
     if not daemon.catalog.ids:
         daemon.upsert_items(sim.catalog().to_pylist())
         log.info("demo: posted a simulated catalog of %d items", sim.cfg.n_items)
+    if daemon.cfg.ope.settle_s is None:
+        # Every list's feedback is posted at once: the live off-policy window need not wait for late clicks.
+        daemon.ranker.ope.settle_s = DEMO_SETTLE_S
     users = sim.user_ids
     run = uuid.uuid4().hex[:8]  # event ids must not repeat across daemon restarts
     rng = random.Random(seed)

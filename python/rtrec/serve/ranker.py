@@ -61,7 +61,7 @@ class Ranker:
         self.ope = LiveEstimates(
             tuple(self._compared.values()),
             tuple(cfg.labels.positive),
-            settle_s=cfg.labels.impression_window_s,
+            settle_s=cfg.ope.settle_s if cfg.ope.settle_s is not None else cfg.labels.impression_window_s,
             window_requests=cfg.ope.window_requests,
             clip=cfg.ope.clip,
         )
