@@ -320,12 +320,9 @@ class OpeConfig:
 
     __pydantic_config__: ClassVar[ConfigDict] = SECTION
 
-    # Policies compared with the live one on its own log, in /v1/stats and rtrec inspect.
-    live_policies: tuple[PolicyText, ...] = ("none",)
+    live_policies: tuple[PolicyText, ...] = ("none",)  # compared with the live policy on its own log
     window_requests: Count = 5_000  # settled requests the live estimates are computed on
-    # A served list joins the window this long after it was served, when its clicks are in
-    # (unset: labels.impression_window_s; ``rtrec serve --demo`` uses 5 s, its feedback comes at once).
-    settle_s: Seconds | None = None
+    settle_s: Seconds | None = None  # a list settles this long after serving (None: labels.impression_window_s)
     clip: Positive | None = None  # cap on each importance weight (None: no cap)
 
 
