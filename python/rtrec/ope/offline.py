@@ -62,7 +62,7 @@ from rtrec.config import Config, LabelsConfig
 from rtrec.errors import InvalidInputError
 from rtrec.learn.columns import epoch_seconds
 from rtrec.ope.estimators import Estimate, Logged, estimate_all
-from rtrec.ope.policies import PolicySpec
+from rtrec.ope.policies import PolicySpec, item_uncertainty
 from rtrec.rank.pipeline import rank_variants
 
 if TYPE_CHECKING:
@@ -80,9 +80,7 @@ NO_PROPENSITY_HINT = (
 
 def configured_policies(cfg: Config) -> list[PolicySpec]:
     """The served exploration (``serve.exploration`` with its parameter), then greedy (``none``)."""
-    sc = cfg.serve
-    param = {"epsilon": sc.epsilon, "softmax": sc.temperature, "thompson": sc.temperature}.get(sc.exploration, 0.0)
-    served = PolicySpec(sc.exploration, param)
+    served = PolicySpec.served(cfg.serve.exploration, cfg.serve)
     return [served] if served.kind == "none" else [served, PolicySpec("none")]
 
 
@@ -285,7 +283,7 @@ class OffPolicy:
             req.rows[name] = {i: r for r, i in enumerate(cand.tolist())}
             req.probs[name] = np.asarray(probs, np.float64)
             req.q[name] = []
-            unc = 1.0 / np.sqrt(1.0 + np.asarray(item_n, np.float64))
+            unc = item_uncertainty(item_n)
             for spec in self.policies:
                 incl = spec.marginals(np.asarray(scores, np.float64), req.k, uncertainty=unc, rng=self.rng).inclusion
                 key = (name, spec.label)

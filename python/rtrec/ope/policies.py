@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rtrec.errors import InvalidInputError
 from rtrec.ope.marginals import DEFAULT_SAMPLES, Marginals, list_marginals
 
-__all__ = ["PolicySpec", "parse_policy"]
+__all__ = ["PolicySpec", "item_uncertainty", "parse_policy"]
 
 KINDS = ("none", "epsilon", "softmax", "thompson")
 _PARAM = {"epsilon": "epsilon", "softmax": "temperature", "thompson": "scale"}
@@ -36,6 +37,21 @@ class PolicySpec:
         if self.kind in ("softmax", "thompson") and not self.param > 0.0:
             raise InvalidInputError(f"policy {self.kind}: {_PARAM[self.kind]} must be positive, got {self.param}")
 
+    @classmethod
+    def served(cls, kind: str, serve: Any) -> PolicySpec:
+        """The policy ``kind`` with its parameter from a :class:`rtrec.config.ServeConfig`."""
+        param = {"epsilon": serve.epsilon, "softmax": serve.temperature, "thompson": serve.temperature}.get(kind, 0.0)
+        return cls(kind, param)
+
+    def slate_args(self) -> dict[str, Any]:
+        """``policy``, ``epsilon`` and ``temperature`` as :func:`rtrec.serve.policy.select_slate` takes them
+        (thompson's scale goes in as the temperature: the noise of an item with no examples)."""
+        return {
+            "policy": self.kind,
+            "epsilon": self.param if self.kind == "epsilon" else 0.0,
+            "temperature": self.param if self.kind in ("softmax", "thompson") else 1.0,
+        }
+
     @property
     def label(self) -> str:
         return self.kind if self.kind == "none" else f"{self.kind}:{_PARAM[self.kind]}={self.param:g}"
@@ -53,16 +69,12 @@ class PolicySpec:
         sigma = None
         if self.kind == "thompson":
             sigma = self.param * (uncertainty if uncertainty is not None else np.ones(len(scores)))
-        return list_marginals(
-            scores,
-            k,
-            policy=self.kind,
-            epsilon=self.param if self.kind == "epsilon" else 0.0,
-            temperature=self.param if self.kind == "softmax" else 1.0,
-            sigma=sigma,
-            samples=samples,
-            rng=rng,
-        )
+        return list_marginals(scores, k, **self.slate_args(), sigma=sigma, samples=samples, rng=rng)
+
+
+def item_uncertainty(item_n: np.ndarray) -> np.ndarray:
+    """Thompson's score noise per unit scale: ``1 / sqrt(1 + the item's examples)``."""
+    return 1.0 / np.sqrt(1.0 + np.asarray(item_n, np.float64))
 
 
 def parse_policy(text: str) -> PolicySpec:

@@ -81,9 +81,7 @@ def run_world(cfg: WorldConfig) -> WorldResult:
         slate = select_slate(
             log_scores[u],
             k,
-            policy=lg.kind,
-            epsilon=lg.param if lg.kind == "epsilon" else 0.0,
-            temperature=lg.param if lg.kind in ("softmax", "thompson") else 1.0,
+            **lg.slate_args(),
             samples=cfg.log_samples,
             rng=rng,
         )

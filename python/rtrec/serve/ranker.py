@@ -19,7 +19,7 @@ import numpy as np
 from rtrec.config import Config
 from rtrec.errors import NotFoundError
 from rtrec.ope.live import LIVE, LiveEstimates, policy_terms
-from rtrec.ope.policies import PolicySpec, parse_policy
+from rtrec.ope.policies import PolicySpec, item_uncertainty, parse_policy
 from rtrec.rank import pipeline
 from rtrec.retrieve.sources import FEATURES
 from rtrec.serve.catalog import Catalog
@@ -269,7 +269,8 @@ class Ranker:
             scores = ranked.scores[rows]
             sc = self.cfg.serve
             # Thompson: an item's score is as uncertain as its examples are few.
-            sigma = sc.temperature / np.sqrt(1.0 + ranked.batch.item_n[rows]) if policy == "thompson" else None
+            unc = item_uncertainty(ranked.batch.item_n[rows])
+            sigma = sc.temperature * unc if policy == "thompson" else None
             with self._rng_lock:
                 slate = select_slate(
                     scores, k, policy=policy, epsilon=sc.epsilon, temperature=sc.temperature, sigma=sigma, rng=self._rng
@@ -302,7 +303,6 @@ class Ranker:
             explored = int(slate.explored.sum())
             if len(chosen):
                 learner.remember_served(request_id, ranked.batch, chosen, ranked.probs[chosen])
-                unc = 1.0 / np.sqrt(1.0 + ranked.batch.item_n[rows])
                 self._record(
                     request_id, [it["item_id"] for it in items], slate, scores, ranked.probs[rows], policy, unc
                 )
@@ -322,10 +322,8 @@ class Ranker:
 
         Bookkeeping only: a failure here is logged and the list is still served.
         """
-        sc = self.cfg.serve
-        param = {"none": 0.0, "epsilon": sc.epsilon}.get(policy, sc.temperature)
         try:
-            specs = {LIVE: PolicySpec(policy, param), **self._compared}
+            specs = {LIVE: PolicySpec.served(policy, self.cfg.serve), **self._compared}
             terms = policy_terms(specs, scores, probs, slate.indices, uncertainty=uncertainty)
             terms[LIVE] = (slate.propensities, terms[LIVE][1])  # exactly what was logged: weight 1
             self.ope.served(request_id, item_ids, slate.propensities, probs[slate.indices], terms)
