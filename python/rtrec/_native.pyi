@@ -11,7 +11,15 @@ from typing import Any, Literal, Self, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FORMAT_VERSION", "CoVisitation", "FeatureHasher", "OnlineLinear", "ReplayBuffer", "murmur3_32"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CoVisitation",
+    "FeatureHasher",
+    "OnlineLinear",
+    "PendingImpressions",
+    "ReplayBuffer",
+    "murmur3_32",
+]
 
 FORMAT_VERSION: int
 
@@ -175,3 +183,65 @@ class CoVisitation:
     def state(self) -> bytes: ...
     @staticmethod
     def from_state(data: bytes) -> CoVisitation: ...
+
+_Resolved = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int8],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+]
+
+@final
+class PendingImpressions:
+    """The labeller's waiting room: impressions waiting for their label and labelled ones kept
+    for late feedback, as key indexes and deadline queues over a store's slots.
+
+    ``store`` is ``(key, rid, seq, deadline, state, next)``: the slot columns of
+    :class:`rtrec.labels.store.SnapshotStore` (``state`` and ``next`` are written). Results
+    are ``(slot, label, weight, origin, order, event_rows, freed)``: examples of stored
+    impressions in the order found, chunk rows that are examples of their own, and slots
+    to free once the examples are learned.
+    """
+
+    def __new__(cls, retention_us: int, cap: int) -> Self: ...
+    def in_play(self, keys: npt.NDArray[np.int64], is_impression: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Per row: is its key waiting or kept, or the key of an impression of the same chunk?"""
+    def plan(
+        self,
+        store: tuple[npt.NDArray[Any], ...],
+        cand: npt.NDArray[np.int64],
+        slot: npt.NDArray[np.int64],
+        key: npt.NDArray[np.int64],
+        rid: npt.NDArray[np.int64],
+        label: npt.NDArray[np.float32],
+        weight: npt.NDArray[np.float32],
+        watermark: npt.NDArray[np.int64],
+    ) -> _Resolved:
+        """Label a chunk's candidate rows in order (``slot``: each new impression's slot, else -1),
+        then expire what the last ``watermark`` passed."""
+    def expire(self, store: tuple[npt.NDArray[Any], ...], limit: int | None, horizon: int | None) -> _Resolved:
+        """Pending impressions with a deadline before ``limit`` (all when None) as negatives; then
+        free kept snapshots past ``horizon`` minus the retention."""
+    def rebuild(
+        self, store: tuple[npt.NDArray[Any], ...], pending: npt.NDArray[np.int64], kept: npt.NDArray[np.int64]
+    ) -> None:
+        """Rebuild the indexes and queues from the slots of pending and kept impressions."""
+    @property
+    def n_pending(self) -> int: ...
+    @property
+    def n_retained(self) -> int: ...
+    @property
+    def is_empty(self) -> bool: ...
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def expired_early(self) -> int: ...
+    @expired_early.setter
+    def expired_early(self, value: int) -> None: ...
+    @property
+    def dropped(self) -> int: ...
+    @dropped.setter
+    def dropped(self, value: int) -> None: ...

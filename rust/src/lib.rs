@@ -8,6 +8,7 @@ pub mod covisit;
 pub mod error;
 pub mod hash;
 pub mod linear;
+pub mod pending;
 pub mod ring;
 pub mod rng;
 

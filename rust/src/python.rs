@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -14,6 +14,7 @@ use crate::covisit::CoVisitation as CoreCoVisitation;
 use crate::error::Error;
 use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
 use crate::linear::OnlineLinear as CoreLinear;
+use crate::pending::{Resolved, Rows as PlanRows, Slots, Waiting};
 use crate::ring::{PushBatch, Ring, Rows, Strategy};
 
 fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
@@ -695,12 +696,255 @@ impl CoVisitation {
     }
 }
 
+/// The labeller's waiting impressions: key indexes and deadline queues. See `rtrec._native.pyi`.
+#[pyclass(module = "rtrec._native", frozen)]
+struct PendingImpressions {
+    inner: Mutex<Waiting>,
+}
+
+/// The store's slot columns as one call borrows them.
+struct StoreCols<'py> {
+    key: PyReadonlyArray1<'py, i64>,
+    rid: PyReadonlyArray1<'py, i64>,
+    seq: PyReadonlyArray1<'py, i64>,
+    deadline: PyReadonlyArray1<'py, i64>,
+    state: PyReadwriteArray1<'py, i8>,
+    next: PyReadwriteArray1<'py, i64>,
+}
+
+impl<'py> StoreCols<'py> {
+    fn parse(py: Python<'py>, cols: &Bound<'py, PyTuple>) -> PyResult<Self> {
+        if cols.len() != 6 {
+            return Err(invalid(py, "store", "expected (key, rid, seq, deadline, state, next)"));
+        }
+        let get = |i: usize| cols.get_item(i);
+        let ro = |i: usize, name: &str| -> PyResult<PyReadonlyArray1<'py, i64>> {
+            get(i)?
+                .extract()
+                .map_err(|_| invalid(py, name, "expected a contiguous int64 array"))
+        };
+        let out = StoreCols {
+            key: ro(0, "store.key")?,
+            rid: ro(1, "store.rid")?,
+            seq: ro(2, "store.seq")?,
+            deadline: ro(3, "store.deadline")?,
+            state: get(4)?
+                .extract()
+                .map_err(|_| invalid(py, "store.state", "expected a writable int8 array"))?,
+            next: get(5)?
+                .extract()
+                .map_err(|_| invalid(py, "store.next", "expected a writable int64 array"))?,
+        };
+        let n = out.key.len()?;
+        let lens = [
+            out.rid.len()?,
+            out.seq.len()?,
+            out.deadline.len()?,
+            out.state.len()?,
+            out.next.len()?,
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(invalid(py, "store", "columns differ in length"));
+        }
+        Ok(out)
+    }
+
+    fn len(&self) -> usize {
+        self.key.len().unwrap_or(0)
+    }
+
+    fn slots(&mut self) -> PyResult<Slots<'_>> {
+        Ok(Slots {
+            key: self.key.as_slice()?,
+            rid: self.rid.as_slice()?,
+            seq: self.seq.as_slice()?,
+            deadline: self.deadline.as_slice()?,
+            state: self.state.as_slice_mut()?,
+            next: self.next.as_slice_mut()?,
+        })
+    }
+}
+
+fn check_slots(py: Python<'_>, field: &str, slots: &[i64], n: usize) -> PyResult<()> {
+    match slots.iter().find(|&&s| s >= n as i64 || s < -1) {
+        Some(s) => Err(invalid(py, field, format!("slot {s} is outside the store of {n}"))),
+        None => Ok(()),
+    }
+}
+
+type ResolvedArrays<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f32>>,
+    Bound<'py, PyArray1<f32>>,
+    Bound<'py, PyArray1<i8>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+fn resolved_arrays(py: Python<'_>, r: Resolved) -> ResolvedArrays<'_> {
+    (
+        r.slot.into_pyarray(py),
+        r.label.into_pyarray(py),
+        r.weight.into_pyarray(py),
+        r.origin.into_pyarray(py),
+        r.order.into_pyarray(py),
+        r.event_rows.into_pyarray(py),
+        r.freed.into_pyarray(py),
+    )
+}
+
+fn with_waiting<T: Send>(py: Python<'_>, m: &Mutex<Waiting>, f: impl FnOnce(&mut Waiting) -> T + Send) -> PyResult<T> {
+    py.detach(|| m.lock().ok().map(|mut w| f(&mut w)))
+        .ok_or_else(|| PyRuntimeError::new_err("pending-impressions lock poisoned by an earlier panic"))
+}
+
+#[pymethods]
+impl PendingImpressions {
+    #[new]
+    fn new(retention_us: i64, cap: usize) -> Self {
+        PendingImpressions {
+            inner: Mutex::new(Waiting::new(retention_us, cap)),
+        }
+    }
+
+    fn in_play<'py>(
+        &self,
+        py: Python<'py>,
+        keys: PyReadonlyArray1<'py, i64>,
+        is_impression: PyReadonlyArray1<'py, bool>,
+    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let (k, imp) = (keys.as_slice()?, is_impression.as_slice()?);
+        if k.len() != imp.len() {
+            return Err(invalid(py, "is_impression", "differs in length from keys"));
+        }
+        Ok(with_waiting(py, &self.inner, |w| w.in_play(k, imp))?.into_pyarray(py))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan<'py>(
+        &self,
+        py: Python<'py>,
+        store: &Bound<'py, PyTuple>,
+        cand: PyReadonlyArray1<'py, i64>,
+        slot: PyReadonlyArray1<'py, i64>,
+        key: PyReadonlyArray1<'py, i64>,
+        rid: PyReadonlyArray1<'py, i64>,
+        label: PyReadonlyArray1<'py, f32>,
+        weight: PyReadonlyArray1<'py, f32>,
+        watermark: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<ResolvedArrays<'py>> {
+        let mut cols = StoreCols::parse(py, store)?;
+        let rows = PlanRows {
+            cand: cand.as_slice()?,
+            slot: slot.as_slice()?,
+            key: key.as_slice()?,
+            rid: rid.as_slice()?,
+            label: label.as_slice()?,
+            weight: weight.as_slice()?,
+            watermark: watermark.as_slice()?,
+        };
+        let n = rows.slot.len();
+        let same = [
+            rows.key.len(),
+            rows.rid.len(),
+            rows.label.len(),
+            rows.weight.len(),
+            rows.watermark.len(),
+        ];
+        if same.iter().any(|&l| l != n) {
+            return Err(invalid(py, "rows", "columns differ in length"));
+        }
+        if rows.cand.iter().any(|&r| r < 0 || r >= n as i64) || rows.cand.windows(2).any(|p| p[0] >= p[1]) {
+            return Err(invalid(py, "cand", "rows must be ascending and within the chunk"));
+        }
+        check_slots(py, "slot", rows.slot, cols.len())?;
+        let mut s = cols.slots()?;
+        let out = with_waiting(py, &self.inner, |w| w.plan(&mut s, &rows))?;
+        Ok(resolved_arrays(py, out))
+    }
+
+    #[pyo3(signature = (store, limit, horizon))]
+    fn expire<'py>(
+        &self,
+        py: Python<'py>,
+        store: &Bound<'py, PyTuple>,
+        limit: Option<i64>,
+        horizon: Option<i64>,
+    ) -> PyResult<ResolvedArrays<'py>> {
+        let mut cols = StoreCols::parse(py, store)?;
+        let mut s = cols.slots()?;
+        let out = with_waiting(py, &self.inner, |w| w.expire(&mut s, limit, horizon))?;
+        Ok(resolved_arrays(py, out))
+    }
+
+    fn rebuild<'py>(
+        &self,
+        py: Python<'py>,
+        store: &Bound<'py, PyTuple>,
+        pending: PyReadonlyArray1<'py, i64>,
+        kept: PyReadonlyArray1<'py, i64>,
+    ) -> PyResult<()> {
+        let mut cols = StoreCols::parse(py, store)?;
+        let (p, k) = (pending.as_slice()?, kept.as_slice()?);
+        for (field, v) in [("pending", p), ("kept", k)] {
+            check_slots(py, field, v, cols.len())?;
+            if v.iter().any(|&x| x < 0) {
+                return Err(invalid(py, field, "slots must be non-negative"));
+            }
+        }
+        let s = cols.slots()?;
+        with_waiting(py, &self.inner, |w| w.rebuild(&s, p, k))
+    }
+
+    #[getter]
+    fn n_pending(&self, py: Python<'_>) -> PyResult<usize> {
+        with_waiting(py, &self.inner, |w| w.n_pending)
+    }
+
+    #[getter]
+    fn n_retained(&self, py: Python<'_>) -> PyResult<usize> {
+        with_waiting(py, &self.inner, |w| w.n_retained)
+    }
+
+    #[getter]
+    fn is_empty(&self, py: Python<'_>) -> PyResult<bool> {
+        with_waiting(py, &self.inner, |w| w.is_empty())
+    }
+
+    #[getter]
+    fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+        with_waiting(py, &self.inner, |w| w.memory_bytes())
+    }
+
+    #[getter]
+    fn expired_early(&self, py: Python<'_>) -> PyResult<u64> {
+        with_waiting(py, &self.inner, |w| w.expired_early)
+    }
+
+    #[setter]
+    fn set_expired_early(&self, py: Python<'_>, v: u64) -> PyResult<()> {
+        with_waiting(py, &self.inner, |w| w.expired_early = v)
+    }
+
+    #[getter]
+    fn dropped(&self, py: Python<'_>) -> PyResult<u64> {
+        with_waiting(py, &self.inner, |w| w.dropped)
+    }
+
+    #[setter]
+    fn set_dropped(&self, py: Python<'_>, v: u64) -> PyResult<()> {
+        with_waiting(py, &self.inner, |w| w.dropped = v)
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeatureHasher>()?;
     m.add_class::<ReplayBuffer>()?;
     m.add_class::<OnlineLinear>()?;
     m.add_class::<CoVisitation>()?;
+    m.add_class::<PendingImpressions>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())

@@ -46,18 +46,18 @@ depend on how the stream is cut into chunks.
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtrec import _native
 from rtrec.config import LabelsConfig
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.schema import EVENT_TYPES
 from rtrec.labels.plan import Plan, PlanBuilder, conform, keys_of, request_hashes
-from rtrec.labels.store import ANSWERED, EXPIRED, PENDING, RELEASING, SnapshotStore
+from rtrec.labels.store import ANSWERED, EXPIRED, PENDING, SnapshotStore
 
 __all__ = [
     "EVENT",
@@ -75,8 +75,6 @@ __all__ = [
 EVENT, IMPRESSION, LATE, FOLLOWUP = 0, 1, 2, 3
 ORIGINS = ("event", "impression", "late", "followup")
 _STATE_VERSION = 2
-_LOW = (1 << 32) - 1
-_SEQ = (1 << 64) - 1
 
 
 class Labeler:
@@ -104,29 +102,37 @@ class Labeler:
         self._reset()
 
     def _reset(self) -> None:
-        self._pending: dict[int, int] = {}  # key -> newest pending slot (older ones chain via store.next)
-        self._retained: dict[int, int] = {}  # the same, for impressions kept after their label
-        # Deadline queues: one int per impression, deadline << 96 | seq << 32 | slot, so that
-        # ties in deadline go in stream order. Entries of impressions resolved since stay until
-        # popped and are skipped then (the slot's state or seq no longer matches).
-        self._heap: list[int] = []
-        self._retained_q: list[int] = []
-        self._n_pending = 0
-        self._n_retained = 0
+        # The key indexes (newest slot per user-item key; older ones chain through store.next)
+        # and the deadline queues of pending and kept impressions, in native code: a few dozen
+        # bytes per impression, and the per-row loop of a chunk runs without the GIL.
+        self._waiting = _native.PendingImpressions(self._retention, self._cap)
         self._watermark: int | None = None
-        self.expired_early = 0  # pending impressions learned as negatives before their window, at the cap
-        self.dropped = 0  # retained snapshots dropped before their late window ended, at the cap
 
     # -- public API ----------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         """Impressions waiting for a label."""
-        return self._n_pending
+        return int(self._waiting.n_pending)
 
     @property
     def retained(self) -> int:
         """Impressions already labelled, kept for a late positive or a follow-up."""
-        return self._n_retained
+        return int(self._waiting.n_retained)
+
+    @property
+    def expired_early(self) -> int:
+        """Pending impressions learned as negatives before their window, at ``max_snapshots``."""
+        return int(self._waiting.expired_early)
+
+    @property
+    def dropped(self) -> int:
+        """Kept snapshots dropped before their late window ended, at ``max_snapshots``."""
+        return int(self._waiting.dropped)
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held by the key indexes and deadline queues (the store's arrays not counted)."""
+        return int(self._waiting.memory_bytes)
 
     @property
     def watermark(self) -> float | None:
@@ -181,7 +187,7 @@ class Labeler:
             wm = np.maximum(wm, self._watermark)
         out = PlanBuilder()
 
-        if not is_imp.any() and not self._pending and not self._retained:
+        if not is_imp.any() and self._waiting.is_empty:
             # The common path (e.g. ratings only): every labelled row is read and resolved at once.
             self._watermark = int(wm[-1])
             rows = np.flatnonzero(has_label)
@@ -190,10 +196,7 @@ class Labeler:
         keys = keys_of(user_idx, item_idx)
         rids = request_hashes(t.column("request_id"))
         seqs = t.column("seq").to_numpy().astype(np.int64)
-        key_list = keys.tolist()
-        pending, retained = self._pending, self._retained
-        batch_imps = {k for k, imp in zip(key_list, is_imp.tolist(), strict=True) if imp}
-        in_play = np.fromiter((k in pending or k in retained or k in batch_imps for k in key_list), dtype=bool, count=n)
+        in_play = self._waiting.in_play(keys, is_imp)
         cand = np.flatnonzero(is_imp | (has_label & in_play))
         fast = np.flatnonzero(has_label & ~in_play)
         out.add_events(fast, label[fast], weight[fast])
@@ -209,35 +212,24 @@ class Labeler:
         )
         st.deadline[slots] = ts[imp_rows] + self._window
         out.add_reads(imp_rows, slots)
-        slot_of_row = dict(zip(imp_rows.tolist(), slots.tolist(), strict=True))
-        for r in cand.tolist():
-            self._expire_before(int(wm[r]), wm, out)
-            self._prune_retained(out, horizon=int(wm[r]))
-            key = key_list[r]
-            slot = slot_of_row.get(r)
-            if slot is not None:
-                self._add_pending(key, slot)
-                if self._n_pending + self._n_retained > self._cap:
-                    self._enforce_cap(2 * r, out)
-                continue
-            lab, w, rid = float(label[r]), float(weight[r]), int(rids[r])
-            s = self._take(self._pending, key, rid)
-            if s >= 0:
-                self._n_pending -= 1
-                out.example(-1, s, lab, w, IMPRESSION, 2 * r + 2)
-                self._retain(key, s, ANSWERED, out)
-                continue
-            s = self._find(self._retained, key, rid)
-            if s >= 0:
-                late = lab > 0 and st.state[s] == EXPIRED
-                if late:
-                    st.state[s] = ANSWERED
-                out.example(-1, s, lab, w, LATE if late else FOLLOWUP, 2 * r + 2)
-                continue
-            out.add_events(np.array([r]), label[r : r + 1], weight[r : r + 1])
-        self._expire_before(int(wm[-1]), wm, out)
+        slot_of_row = np.full(n, -1, np.int64)
+        slot_of_row[imp_rows] = slots
+        # Row by row: expire what the row's watermark passed, then file the impression or
+        # resolve the label; finally expire what the chunk's last watermark passed.
+        got = self._waiting.plan(
+            st.columns(), cand.astype(np.int64), slot_of_row, keys, rids,
+            label.astype(np.float32), weight.astype(np.float32), wm.astype(np.int64),
+        )  # fmt: skip
         self._watermark = int(wm[-1])
-        self._prune_retained(out)
+        return self._built(out, got, label, weight)
+
+    @staticmethod
+    def _built(out: PlanBuilder, got: tuple[np.ndarray, ...], label: Any = None, weight: Any = None) -> Plan:
+        ex_slot, ex_label, ex_weight, ex_origin, ex_order, event_rows, freed = got
+        if len(event_rows):
+            out.add_events(event_rows, label[event_rows], weight[event_rows])
+        out.examples(ex_slot, ex_label, ex_weight, ex_origin, ex_order)
+        out.free_all(freed)
         return out.build()
 
     def expire(self, now: float | None = None) -> Plan:
@@ -252,16 +244,12 @@ class Labeler:
             limit = self._watermark
         else:
             limit = round(float(now) * 1e6)
-        out = PlanBuilder()
-        self._expire_before(limit, None, out)
-        self._prune_retained(out, horizon=max(limit, self._watermark or limit))
-        return out.build()
+        horizon = max(limit, self._watermark if self._watermark is not None else limit)
+        return self._built(PlanBuilder(), self._waiting.expire(self.store.columns(), limit, horizon))
 
     def drain(self) -> Plan:
         """Every pending impression as a negative (the end of a replay)."""
-        out = PlanBuilder()
-        self._expire_before(None, None, out)
-        return out.build()
+        return self._built(PlanBuilder(), self._waiting.expire(self.store.columns(), None, None))
 
     def release(self, plan: Plan) -> None:
         """Free the slots a plan is done with (call after its examples were learned)."""
@@ -312,141 +300,12 @@ class Labeler:
             self._reset()
             self.store = SnapshotStore.from_state(state["store"])
             self._watermark = None if state["watermark"] is None else int(state["watermark"])
-            self.expired_early, self.dropped = int(state["expired_early"]), int(state["dropped"])
+            self._waiting.expired_early = int(state["expired_early"])
+            self._waiting.dropped = int(state["dropped"])
             st = self.store
             live = np.flatnonzero(st.state[: st.high] != 0)
-            pend = live[st.state[live] == PENDING]
-            kept = live[np.isin(st.state[live], (EXPIRED, ANSWERED))]
-            self._pending, self._heap = self._index(pend)
-            self._retained, self._retained_q = self._index(kept)
-            self._n_pending, self._n_retained = len(pend), len(kept)
+            pend = live[st.state[live] == PENDING].astype(np.int64)
+            kept = live[np.isin(st.state[live], (EXPIRED, ANSWERED))].astype(np.int64)
+            self._waiting.rebuild(st.columns(), pend, kept)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptDataError(f"labeler state is damaged: {exc}") from exc
-
-    def _index(self, slots: np.ndarray) -> tuple[dict[int, int], list[int]]:
-        """The key index (newest slot of each chain) and the deadline queue of ``slots``."""
-        st = self.store
-        heads = np.setdiff1d(slots, st.next[slots])
-        index = dict(zip(st.key[heads].tolist(), heads.tolist(), strict=True))
-        order = np.lexsort((st.seq[slots], st.deadline[slots]))  # a sorted list is a heap
-        s = slots[order]
-        queue = [
-            (d << 96) | (q << 32) | k
-            for d, q, k in zip(st.deadline[s].tolist(), st.seq[s].tolist(), s.tolist(), strict=True)
-        ]
-        return index, queue
-
-    # -- internals -----------------------------------------------------------------------------
-    def _add_pending(self, key: int, slot: int) -> None:
-        st = self.store
-        st.next[slot] = self._pending.get(key, -1)
-        self._pending[key] = slot
-        heapq.heappush(self._heap, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
-        self._n_pending += 1
-
-    def _take(self, index: dict[int, int], key: int, rid: int) -> int:
-        """Unlink and return the newest slot under ``key`` that ``rid`` can resolve (-1 if none)."""
-        s = self._find(index, key, rid)
-        if s >= 0:
-            self._unlink(index, key, s)
-        return s
-
-    def _find(self, index: dict[int, int], key: int, rid: int) -> int:
-        """The newest slot under ``key`` that ``rid`` can resolve, left in place (-1 if none)."""
-        st = self.store
-        s = index.get(key, -1)
-        while s >= 0:
-            other = int(st.rid[s])
-            if rid == 0 or other == 0 or other == rid:
-                return s
-            s = int(st.next[s])
-        return -1
-
-    def _retain(self, key: int, slot: int, state: int, out: PlanBuilder) -> None:
-        """Keep a labelled impression's snapshot for later feedback, or free it without retention."""
-        st = self.store
-        if self._retention <= 0:
-            st.state[slot] = RELEASING
-            out.free(slot)
-            return
-        st.state[slot] = state
-        st.next[slot] = self._retained.get(key, -1)
-        self._retained[key] = slot
-        self._n_retained += 1
-        heapq.heappush(self._retained_q, (int(st.deadline[slot]) << 96) | (int(st.seq[slot]) << 32) | slot)
-
-    def _enforce_cap(self, order: int, out: PlanBuilder) -> None:
-        """Hold at most ``max_snapshots``: drop the oldest kept snapshot, else expire the oldest pending one."""
-        st = self.store
-        while self._n_pending + self._n_retained > self._cap:
-            if self._n_retained:
-                entry = heapq.heappop(self._retained_q)
-                slot = entry & _LOW
-                if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
-                    self._release_retained(slot, out)
-                    self.dropped += 1
-                continue
-            entry = heapq.heappop(self._heap)
-            slot = entry & _LOW
-            if st.state[slot] != PENDING or int(st.seq[slot]) != (entry >> 32) & _SEQ:
-                continue
-            key = int(st.key[slot])
-            self._unlink(self._pending, key, slot)
-            self._n_pending -= 1
-            self.expired_early += 1
-            out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
-            self._retain(key, slot, EXPIRED, out)
-
-    def _release_retained(self, slot: int, out: PlanBuilder) -> None:
-        self._unlink(self._retained, int(self.store.key[slot]), slot)
-        self._n_retained -= 1
-        self.store.state[slot] = RELEASING
-        out.free(slot)
-
-    def _expire_before(self, limit: int | None, wm: np.ndarray | None, out: PlanBuilder) -> None:
-        """Pending impressions with ``deadline < limit`` (all when None) become negatives, by deadline.
-
-        Each is placed just before the chunk row whose time moved the watermark ``wm`` past its
-        deadline (order key ``2 * row``); outside a chunk, at key 0.
-        """
-        heap, st = self._heap, self.store
-        while heap and (limit is None or (heap[0] >> 96) < limit):
-            entry = heapq.heappop(heap)
-            slot = entry & _LOW
-            if st.state[slot] != PENDING or int(st.seq[slot]) != (entry >> 32) & _SEQ:
-                continue  # resolved since (and the slot perhaps reused)
-            key = int(st.key[slot])
-            self._unlink(self._pending, key, slot)
-            self._n_pending -= 1
-            order = 0 if wm is None else 2 * int(np.searchsorted(wm, st.deadline[slot], side="right"))
-            out.example(-1, slot, 0.0, 1.0, IMPRESSION, order)
-            self._retain(key, slot, EXPIRED, out)
-
-    def _unlink(self, index: dict[int, int], key: int, slot: int) -> None:
-        st = self.store
-        prev, s = -1, index.get(key, -1)
-        while s >= 0 and s != slot:
-            prev, s = s, int(st.next[s])
-        if s < 0:
-            return
-        nxt = int(st.next[s])
-        if prev < 0:
-            if nxt < 0:
-                del index[key]
-            else:
-                index[key] = nxt
-        else:
-            st.next[prev] = nxt
-        st.next[s] = -1
-
-    def _prune_retained(self, out: PlanBuilder, horizon: int | None = None) -> None:
-        """Free the snapshots kept past ``late_window_s`` after their deadline."""
-        if self._watermark is None and horizon is None:
-            return
-        limit = (horizon if horizon is not None else self._watermark) - self._retention  # type: ignore[operator]
-        q, st = self._retained_q, self.store
-        while q and (q[0] >> 96) < limit:
-            entry = heapq.heappop(q)
-            slot = entry & _LOW
-            if st.state[slot] in (EXPIRED, ANSWERED) and int(st.seq[slot]) == (entry >> 32) & _SEQ:
-                self._release_retained(slot, out)

@@ -131,6 +131,20 @@ class PlanBuilder:
     def free(self, slot: int) -> None:
         self.freed.append(slot)
 
+    def examples(
+        self, slots: np.ndarray, label: np.ndarray, weight: np.ndarray, origin: np.ndarray, order: np.ndarray
+    ) -> None:
+        """Many stored impressions' examples at once (as :meth:`example` with ``row = -1``)."""
+        self.rows.extend([-1] * len(slots))
+        self.slots.extend(slots.tolist())
+        self.label.extend(label.tolist())
+        self.weight.extend(weight.tolist())
+        self.origin.extend(origin.tolist())
+        self.order.extend(order.tolist())
+
+    def free_all(self, slots: np.ndarray) -> None:
+        self.freed.extend(slots.tolist())
+
     def build(self) -> Plan:
         ev = np.concatenate(self.ev_rows) if self.ev_rows else np.zeros(0, np.int64)
         reads = np.concatenate([*self.read_rows, ev])

@@ -121,6 +121,11 @@ class SnapshotStore:
         self.live += n
         return slots
 
+    def columns(self) -> tuple[np.ndarray, ...]:
+        """The slot columns the native waiting-room indexes read and write:
+        ``(key, rid, seq, deadline, state, next)``."""
+        return self.key, self.rid, self.seq, self.deadline, self.state, self.next
+
     def release(self, slots: np.ndarray | list[int]) -> None:
         s = np.unique(np.asarray(slots, dtype=np.int64))
         s = s[self.state[s] != _FREE]
