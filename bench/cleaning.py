@@ -154,6 +154,9 @@ def main() -> None:
     ap.add_argument("--bots", type=float, default=0.1)
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--events-per-bot", type=int, default=50, help="how long a bot lives, in events")
+    ap.add_argument(
+        "--bandwagon", type=float, default=0.5, help="share of a promoter's clicks on popular items (0: a pure push)"
+    )
     ap.add_argument("--ranking-sample", type=float, default=0.5)
     ap.add_argument(
         "--clean",
@@ -173,6 +176,7 @@ def main() -> None:
             bot_share=args.bots,
             noise_share=args.noise,
             events_per_bot=args.events_per_bot,
+            bot_bandwagon=args.bandwagon,
         )
         sim = Simulator(sim_cfg)
         dirty, items = sim.generate(), sim.catalog()
@@ -221,6 +225,7 @@ def main() -> None:
         "bot_share": args.bots,
         "noise_share": args.noise,
         "events_per_bot": args.events_per_bot,
+        "bandwagon": args.bandwagon,
         "hr_at_10": hr,
         "ndcg_at_10": {run: mean(run, "ndcg_at_10") for run, _, _ in RUNS},
         "auc": {run: mean(run, "auc") for run, _, _ in RUNS},

@@ -196,7 +196,7 @@ class Adversaries:
             times = t + np.cumsum(((0.2 + rng.exponential(3.0, m)) * 1e6).astype(np.int64))
             kinds = rng.choice(3, size=m, p=(0.6, 0.25, 0.15))
             items = rng.choice(own[b], size=m)
-            popular = rng.random(m) < 0.5  # half the burst clicks the bandwagon items
+            popular = rng.random(m) < cfg.bot_bandwagon  # this share of the burst clicks the bandwagon items
             items[popular] = rng.choice(self.bandwagon, size=int(popular.sum()))
             kinds[popular] = 0
             pos = rng.integers(0, K, m)

@@ -75,6 +75,7 @@ class SimConfig:
     bot_share: float = 0.0  # share of all output events that come from bot users (context truth "bot")
     noise_share: float = 0.0  # extra noise events, as a share of the real users' events (context truth "noise")
     events_per_bot: int = 50  # bot events / bot users, roughly (at most n_users / 5 bots): how long a bot lives
+    bot_bandwagon: float = 0.5  # share of a promoter's burst that clicks popular items, to tie its targets to them
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "n_events", "slate_size"):
@@ -84,7 +85,15 @@ class SimConfig:
             raise InvalidInputError(f"simulator n_items: must be at least n_topics ({self.n_topics})")
         if any(not 0.0 < f < 1.0 for f in self.shift_at):
             raise InvalidInputError(f"simulator shift_at: fractions must be in (0, 1), got {self.shift_at}")
-        for name in ("switch_fraction", "explore", "late_click_prob", "cart_prob", "purchase_prob", "dismiss_prob"):
+        for name in (
+            "switch_fraction",
+            "explore",
+            "late_click_prob",
+            "cart_prob",
+            "purchase_prob",
+            "dismiss_prob",
+            "bot_bandwagon",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidInputError(f"simulator {name}: must be in [0, 1], got {getattr(self, name)}")
         if self.request_interval_s <= 0:
