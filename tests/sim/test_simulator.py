@@ -222,6 +222,16 @@ def test_promoters_push_weak_items_they_were_never_shown(dirty: Any) -> None:
     assert np.median(np.concatenate(gaps)) < 10.0
 
 
+def test_a_pure_push_attack_spends_nothing_on_popular_items() -> None:
+    sim = Simulator(dataclasses.replace(DIRTY, bot_bandwagon=0.0))
+    events = sim.generate()
+    prom = [r for r, c in zip(events.to_pylist(), _contexts(events), strict=True) if c.get("bot_kind") == "promoter"]
+    feedback = {r["item_id"] for r in prom if r["event_type"] != "impression"}
+    assert feedback and feedback <= set(sim.promoted_items)
+    with pytest.raises(InvalidInputError, match="bot_bandwagon"):
+        SimConfig(bot_bandwagon=1.5)
+
+
 def test_click_spammers_click_nearly_everything_they_are_shown(dirty: Any) -> None:
     _, events, ctx = dirty
     spam = [r for r, c in zip(events.to_pylist(), ctx, strict=True) if c.get("bot_kind") == "click_spammer"]
