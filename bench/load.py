@@ -5,8 +5,9 @@ request id, one click in ten) as fast as the daemon takes them, for ``--seconds`
 429 is honoured (its Retry-After) and the batch sent again. One client, in a process of its
 own (so that its timings do not wait for the producers' interpreter), calls
 ``GET /v1/recommend`` in a loop. Every 0.25 s the daemon's ``/v1/stats`` and resident
-memory are sampled. At the end the daemon gets SIGTERM (timed) and is started again to
-check that it resumes the backlog exactly once.
+memory are sampled. At the end the daemon's garbage-collector pauses are read, and the
+daemon gets SIGTERM (timed) and is started again to check that it resumes the backlog
+exactly once.
 
 Reports (one JSON object, last line): events accepted and learned per second, the share of
 batches refused with 429, learner lag (seconds behind the oldest acknowledged event, p50 /
@@ -182,6 +183,10 @@ def main() -> None:
         elapsed = time.monotonic() - t_start
         last = d.get("/v1/stats")
         server_ms = {k: v * 1000.0 for k, v in last["recommend"]["latency"].items() if k in ("p50", "p90", "p99")}
+        gc_pauses = {  # the daemon's garbage-collector pauses: how many, and the longest (ms)
+            gen: {"count": p["count"], "max_ms": round(last["gc"]["max_s"][gen] * 1000.0, 1)}
+            for gen, p in last["gc"]["pauses"].items()
+        }
         log_seq = last["ingest"]["log_seq"]
         t0 = time.monotonic()
         code = d.terminate()
@@ -216,6 +221,7 @@ def main() -> None:
         "recommend_ms": {k: pct(rec_ms, q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
         "recommend_calls": len(rec_ms),
         "recommend_server_ms": server_ms,
+        "gc_pauses": gc_pauses,
         "rss_bytes": {
             "start": rss0,
             "peak": max(rss, default=None),

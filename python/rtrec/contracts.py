@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointInfo",
     "DriftAlarm",
     "DriftState",
+    "GcStats",
     "Health",
     "HealthStatus",
     "LearnerStats",
@@ -260,6 +261,14 @@ class HttpStats(TypedDict, total=False):
     timed_out: int
 
 
+class GcStats(TypedDict):
+    """Garbage-collector pauses by generation (``rtrec.serve.gcwatch``)."""
+
+    frozen: int  # objects start-up left in the permanent generation
+    pauses: dict[str, Percentiles]  # "gen0", "gen1", "gen2": seconds
+    max_s: dict[str, float]
+
+
 class StatsResponse(TypedDict, total=False):
     """``/v1/stats``: everything ``rtrec inspect`` shows."""
 
@@ -288,6 +297,7 @@ class StatsResponse(TypedDict, total=False):
     threads: dict[str, dict[str, int]]
     privacy: PrivacyStatus
     ope: LiveOpe
+    gc: GcStats
 
 
 class OpeEstimate(TypedDict):

@@ -96,8 +96,15 @@ def test_api_end_to_end(daemon: DaemonProcess):
     for key in ("ingest", "learn", "freshness", "recommend", "model_version", "checkpoint", "text", "top_items"):
         assert key in stats
     assert stats["learn"]["lag_events"] == 0
+    # Start-up's objects are frozen out of collections, and the collections that run are timed.
+    assert stats["gc"]["frozen"] > 10_000 and stats["gc"]["pauses"]["gen0"]["count"] > 0
     metrics = d.request("GET", "/metrics")[1]
-    for name in ("rtrec_events_accepted_total", "rtrec_model_version", "rtrec_recommend_latency_seconds_bucket"):
+    for name in (
+        "rtrec_events_accepted_total",
+        "rtrec_model_version",
+        "rtrec_recommend_latency_seconds_bucket",
+        "rtrec_gc_pause_gen2_seconds_bucket",
+    ):
         assert name in metrics
     families = {f.name: f for f in text_string_to_metric_families(metrics)}  # parses as a scraper reads it
     assert families["rtrec_events_accepted"].samples[0].value >= 1

@@ -43,6 +43,7 @@ from rtrec.serve import status
 from rtrec.serve.catalog import Catalog
 from rtrec.serve.checkpoints import CheckpointStore
 from rtrec.serve.fresh import FreshUsers
+from rtrec.serve.gcwatch import GcWatch
 from rtrec.serve.metrics import SERIES_STEP_S, Meters
 from rtrec.serve.privacy import HomePrivacy, pseudonymizer
 from rtrec.serve.ranker import Ranker
@@ -78,6 +79,7 @@ class Daemon:
 
         self.log = EventLog.open(cfg.db_path, cfg.events, pseudonymize=pseudonymizer(cfg))
         self.meters = Meters()
+        self.gc_watch = GcWatch(self.meters.registry)  # installed by the process that serves
         self.text = TextWorker(cfg, self.log)  # before the learner: a cold start needs the width
         self.checkpoints = CheckpointStore(self.home, self.log)
         self.learner = self.checkpoints.load(cfg, self.text.dim)

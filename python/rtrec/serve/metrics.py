@@ -124,6 +124,7 @@ class Latency:
         self._counts = [0] * (len(self.buckets) + 1)
         self._sum = 0.0
         self._n = 0
+        self._max = 0.0
         self._recent: deque[float] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
@@ -132,6 +133,7 @@ class Latency:
             self._counts[bisect.bisect_left(self.buckets, seconds)] += count
             self._sum += seconds * count
             self._n += count
+            self._max = max(self._max, seconds)
             self._recent.append(seconds)
 
     def observe_many(self, values: Iterable[float]) -> None:
@@ -141,6 +143,10 @@ class Latency:
     @property
     def count(self) -> int:
         return self._n
+
+    def max(self) -> float:
+        """The largest sample since start."""
+        return self._max
 
     def percentiles(self) -> Percentiles:
         """p50, p90 and p99 of the recent samples, and the count of all samples."""

@@ -10,6 +10,7 @@ import sys
 from rtrec.config import Config
 from rtrec.errors import ConfigError, StorageError
 from rtrec.serve.daemon import Daemon
+from rtrec.serve.gcwatch import freeze_startup
 
 log = logging.getLogger("rtrec.serve")
 
@@ -59,6 +60,10 @@ def serve(
     except BaseException:
         sock.close()
         raise
+    # What start-up loaded (libraries, the restored model) stays for the process's life: keep
+    # it out of every later collection, and time the collections that remain.
+    daemon.gc_watch.install()
+    freeze_startup()
     return daemon.run(sock, url)
 
 

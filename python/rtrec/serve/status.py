@@ -93,6 +93,7 @@ def stats(d: Daemon) -> StatsResponse:
         "threads": {"restarts": dict(d.restarts)},
         "privacy": d.privacy.status(),
         "ope": d.ranker.ope.report(),
+        "gc": d.gc_watch.stats(),
     }
     return cast(StatsResponse, jsonable(out))
 
