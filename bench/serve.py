@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing as mp
 import os
 import platform
 import random
@@ -128,30 +129,44 @@ def wait_learned(conn: Conn, timeout: float = 600.0) -> dict:
     raise RuntimeError("learner did not catch up")
 
 
-class Background(threading.Thread):
-    """Posts ``rate`` events/s in batches every ``period`` seconds on its own connection."""
+class Background:
+    """Posts ``rate`` events/s in batches every ``period`` seconds on its own connection, from a
+    process of its own (a thread would make the timing client wait for its interpreter)."""
 
     def __init__(self, url: str, rate: float, n_users: int, n_items: int, period: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.conn = Conn(url)
-        self.rate, self.period = rate, period
-        self.n_users, self.n_items = n_users, n_items
-        self.stop = threading.Event()
-        self.sent = 0
+        ctx = mp.get_context("spawn")
+        self.stop = ctx.Event()
+        self._sent = ctx.Value("q", 0)
+        self._proc = ctx.Process(
+            target=post_background, args=(url, rate, n_users, n_items, period, self.stop, self._sent), daemon=True
+        )
 
-    def run(self) -> None:
-        rng = random.Random(1)
-        per = max(1, round(self.rate * self.period))
-        next_t = time.perf_counter()
-        k = 0
-        while not self.stop.is_set():
-            batch = events(f"bg{k}-", per, self.n_users, self.n_items, rng, ts=time.time())
-            status, _ = self.conn.request("POST", "/v1/events", json.dumps(batch).encode())
-            if status == 200:
-                self.sent += per
-            k += 1
-            next_t += self.period
-            time.sleep(max(0.0, next_t - time.perf_counter()))
+    def start(self) -> None:
+        self._proc.start()
+
+    def join(self) -> None:
+        self._proc.join()
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+
+def post_background(url: str, rate: float, n_users: int, n_items: int, period: float, stop: Any, sent: Any) -> None:
+    conn = Conn(url)
+    rng = random.Random(1)
+    per = max(1, round(rate * period))
+    next_t = time.perf_counter()
+    k = 0
+    while not stop.is_set():
+        batch = events(f"bg{k}-", per, n_users, n_items, rng, ts=time.time())
+        status, _ = conn.request("POST", "/v1/events", json.dumps(batch).encode())
+        if status == 200:
+            with sent.get_lock():
+                sent.value += per
+        k += 1
+        next_t += period
+        time.sleep(max(0.0, next_t - time.perf_counter()))
 
 
 def time_recommends(conn: Conn, users: list[str], n: int, rng: random.Random) -> list[float]:
