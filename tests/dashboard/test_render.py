@@ -68,6 +68,7 @@ def test_render_shows_a_running_daemons_stats(home):
         f"n {model['retrieval']['live']['n']:,}",
         f"{model['retrieval']['candidate_recall']:.1%}",
         f"{model['retrieval']['covisit_pairs']:,} pairs",
+        f"{stats['gc']['pauses']['gen2']['count']:,} full passes",
     ):
         assert needle in out, needle
     served = stats["recommend"]["sources"]

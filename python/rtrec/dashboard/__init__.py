@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rtrec.clean import FLAGS, RULES
-from rtrec.contracts import LiveOpe, Percentiles, PrivacyStatus, StatsResponse
+from rtrec.contracts import GcStats, LiveOpe, Percentiles, PrivacyStatus, StatsResponse
 
 __all__ = ["live", "render", "sparkline"]
 
@@ -128,9 +128,22 @@ def _flow(s: StatsResponse) -> Panel:
     priv = s.get("privacy")
     if priv:
         rows.append(("privacy", _privacy(priv)))
+    gc = s.get("gc")
+    if gc:
+        rows.append(("collector", _gc(gc)))
     if lrn.get("error"):
         rows.append(("learner error", Text(str(lrn["error"]), style="red")))
     return _kv("Stream", rows)
+
+
+def _gc(g: GcStats) -> str:
+    """Full collections stop every thread: how many, the longest, and the young ones' p99."""
+    full, young_p99 = g["pauses"]["gen2"], g["pauses"]["gen0"]["p99"]
+    return (
+        f"{_num(full['count'])} full passes (longest {_num(g['max_s']['gen2'] * 1000, '{:.0f}')} ms) · "
+        f"young p99 {_num(None if young_p99 is None else young_p99 * 1000, '{:.1f}')} ms · "
+        f"{_num(g['frozen'])} objects frozen"
+    )
 
 
 def _privacy(p: PrivacyStatus) -> str:
