@@ -174,7 +174,8 @@ class LearnerStats(TypedDict):
     text: TextFeatureStats
     retrieval: RetrievalStats
     # Feedback cleaning since the model started: events seen, users flagged as bots, and per rule
-    # (bot, repeat, rate_user, rate_item, value) the events set aside; "sequence": learned, flagged.
+    # (bot, repeat, rate_user, rate_item, value) the events set aside; "sequence": learned, flagged;
+    # "retracted_positives": bots' positives learned before their verdict, taken back from the counts.
     cleaning: dict[str, int]
 
 

@@ -56,8 +56,8 @@ class Bots:
 
     def judge(
         self, rows: Rows, impression: np.ndarray, click: np.ndarray, counted: np.ndarray
-    ) -> tuple[np.ndarray, int]:
-        """Rows of users flagged as bots at or before them, and how many users were flagged now.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of users flagged as bots at or before them, and the users flagged now.
 
         ``counted`` marks the rows that are evidence (repeats are not).
         """
@@ -104,7 +104,7 @@ class Bots:
         self.tally[u[ends]] = np.minimum(cum[ends], 2**31 - 1)
         out = np.empty(n, bool)
         out[order] = bot
-        return out, len(trig)
+        return out, u[trig]
 
     def _reason(self, c: np.ndarray) -> str:
         imps, clicks, judged, unshown = (int(v) for v in c)

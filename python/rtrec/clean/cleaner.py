@@ -41,6 +41,7 @@ class Cleaned:
     table: pa.Table  # the rows to learn: the input's schema, in stream order
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): set aside, not learned
     flagged: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): learned, but doubtful
+    new_bots: list[str] = field(default_factory=list)  # users judged bots in this chunk
 
 
 class Cleaner:
@@ -171,9 +172,9 @@ class Cleaner:
         flagged = [(int(seqs[r]), "sequence: purchase without earlier engagement") for r in sequence.tolist()]
         self._counts["sequence"] += len(flagged)
         self._counts["events"] += n
-        self._counts["bot_users"] += newly
+        self._counts["bot_users"] += len(newly)
         kept = t if not quarantined else t.filter(pa.array(rule == 0))
-        return Cleaned(kept, quarantined, flagged)
+        return Cleaned(kept, quarantined, flagged, [str(self._names[int(u)]) for u in newly])
 
     def _repeat_keys(
         self,

@@ -208,6 +208,18 @@ class Counters:
         self.n[touched] += np.bincount(inverse, minlength=k)
         self.npos[touched] += np.bincount(inverse, labels, k)
 
+    def retract(self, idx: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
+        """Take back examples :meth:`update` folded in (at ``ts``, epoch seconds), as they weigh now."""
+        if len(idx) == 0:
+            return
+        w = np.exp2(-np.maximum(self.last[idx] - ts, 0.0) / self.half_life_s)
+        np.subtract.at(self.cnt, idx, w)
+        np.subtract.at(self.pos, idx, w * labels)
+        np.subtract.at(self.n, idx, 1)
+        np.subtract.at(self.npos, idx, labels)
+        for a in (self.cnt, self.pos, self.n, self.npos):
+            np.maximum(a, 0, out=a)
+
 
 class CrossEncoder:
     """All-time smoothed CTR of each value of a cross (e.g. user x genre): a target encoding.

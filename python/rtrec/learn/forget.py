@@ -40,6 +40,7 @@ def forget_user(learner: OnlineLearner, user_id: str, learned_events: int = 0) -
     f.forget_user(user_id)
     learner.consumed.pop(u, None)
     learner.retrieval.forget_user(u)
+    learner.recent_positives.forget_user(u)
     pending = learner.labeler.forget_user(u)
     learner.examples_seen = max(0, learner.examples_seen - examples)
     learner.model_version += 1

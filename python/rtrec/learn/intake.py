@@ -10,19 +10,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rtrec.clean import Cleaner
+from rtrec.clean import Cleaned, Cleaner
 from rtrec.config import EVENT_TYPES
 from rtrec.events.validate import Validator
 
 __all__ = ["admit", "set_aside"]
 
 
-def admit(v: Validator, cleaner: Cleaner, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]], list[tuple[int, str]]]:
+def admit(v: Validator, cleaner: Cleaner, t: pa.Table) -> Cleaned:
     """The rows of a chunk to learn, the rows set aside (unlearnable, or quarantined by cleaning)
-    with the reason, and the rows learned but flagged by cleaning, with the reason."""
+    with the reason, the rows learned but flagged by cleaning with the reason, and the users
+    judged bots in this chunk."""
     t, aside = set_aside(v, t)
     cleaned = cleaner.clean(t)
-    return cleaned.table, aside + cleaned.quarantined, cleaned.flagged
+    cleaned.quarantined = aside + cleaned.quarantined
+    return cleaned
 
 
 def set_aside(v: Validator, t: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:

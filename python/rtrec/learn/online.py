@@ -30,7 +30,7 @@ from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
-from rtrec.learn import forget, intake, stats, step
+from rtrec.learn import forget, intake, probation, stats, step
 from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
 from rtrec.learn.columns import LINEAR
 from rtrec.learn.featurize import Batch, Featurizer
@@ -99,6 +99,7 @@ class OnlineLearner:
         self.served = ServedCache()
         self.validator = Validator(cfg.events)
         self.cleaner = Cleaner(cfg.clean)  # bots, repeats, floods and outliers: set aside before labelling
+        self.recent_positives = probation.RecentPositives()  # what a bot's verdict takes back
         self.quarantined = 0
         # user index -> item indices the user consumed (CONSUMED_TYPES): never recommended again.
         self.consumed: dict[int, set[int]] = {}
@@ -152,11 +153,14 @@ class OnlineLearner:
                     table = table.filter(pa.array(fresh))
             res = LearnResult(events=table.num_rows)
             if table.num_rows:
-                t, res.quarantined, res.flagged = intake.admit(self.validator, self.cleaner, conform(table))
+                admitted = intake.admit(self.validator, self.cleaner, conform(table))
+                t, res.quarantined, res.flagged = admitted.table, admitted.quarantined, admitted.flagged
                 self.quarantined += len(res.quarantined)
                 bs = self.cfg.learner.batch_size
                 for start in range(0, t.num_rows, bs):
                     step.learn_events(self, t.slice(start, bs), res, keep_predictions, self._collision_stats())
+                if admitted.new_bots:  # what they did before the verdict (this chunk's too) is taken back
+                    probation.retract_bots(self, admitted.new_bots)
                 self.last_seq = int(table.column("seq").to_numpy().max())
                 self.events_seen += table.num_rows
             res.last_seq = self.last_seq

@@ -56,7 +56,7 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
         "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
         "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
         "retrieval": self.retrieval_stats(),
-        "cleaning": self.cleaner.counts(),
+        "cleaning": {**self.cleaner.counts(), "retracted_positives": self.recent_positives.retracted},
     }
 
 

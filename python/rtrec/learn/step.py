@@ -72,7 +72,9 @@ def learn_events(learner: OnlineLearner, t: pa.Table, res: LearnResult, keep: bo
     learner.note_consumed(user_idx, item_idx, t.column("event_type"))
     plan = learner.labeler.plan(t, user_idx, item_idx, clock_us=round(time.time() * 1e6))
     if plan.n_examples:
-        pipeline.advance(learner, _resolving(learner, plan, user_idx, item_idx, t))
+        r = _resolving(learner, plan, user_idx, item_idx, t)
+        learner.recent_positives.add(r.user_idx, r.item_idx, r.ts, r.labels)
+        pipeline.advance(learner, r)
     if len(plan.reads):
         learner.pause()
         reads = _read(learner, t, plan, user_col, item_col, user_idx, item_idx, stats)

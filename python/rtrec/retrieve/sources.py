@@ -142,6 +142,19 @@ class Retrieval:
         np.add.at(self.count, items, 1.0)
         self._trend = (trend, t_ref)
 
+    def retract(self, items: np.ndarray, ts: np.ndarray) -> None:
+        """Take back positives :meth:`observe` counted (a bot's, once judged): trending and all-time."""
+        trend, t_ref = self._trend
+        ok = items < len(trend)
+        if t_ref is None or not ok.any():
+            return
+        items, ts = items[ok], ts[ok]
+        np.subtract.at(trend, items, np.exp2(np.minimum((ts - t_ref) / self.cfg.trending_half_life_s, 1000.0)))
+        np.subtract.at(self.count, items, 1.0)
+        np.maximum(trend, 0.0, out=trend)
+        np.maximum(self.count, 0.0, out=self.count)
+        self.version += 1  # the trending tops are rebuilt
+
     def commit(self) -> None:
         """The end of a learn chunk: lists derived from the sources (trending tops) are rebuilt on next read."""
         self.version += 1

@@ -1,0 +1,67 @@
+"""Take back what a bot taught the popularity counts before its verdict.
+
+Cleaning (:mod:`rtrec.clean`) quarantines a bot's events from the row that tips the verdict
+on; what the bot did before was learned. The learner keeps the positives it learned most
+recently (user, item, time) in a ring; when the cleaner flags a user, that user's positives
+still in the ring are subtracted from the item counters (the ``item_pop`` and ``item_ctr``
+features) and from the trending and all-time popularity of the candidate sources, so that
+the items a bot pushed lose the rank its earlier clicks bought them. Shared weights (the CTR
+model, the ranker) and co-visitation pairs are not unlearned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rtrec.learn.online import OnlineLearner
+
+__all__ = ["RecentPositives"]
+
+
+class RecentPositives:
+    """The last ``capacity`` learned positives: user index, item index, time (24 bytes each)."""
+
+    def __init__(self, capacity: int = 1 << 18) -> None:
+        self.user = np.full(capacity, -1, np.int64)
+        self.item = np.zeros(capacity, np.int64)
+        self.ts = np.zeros(capacity, np.float64)
+        self._next = 0  # where the next positive goes; the ring wraps
+        self.retracted = 0  # positives taken back so far
+
+    def add(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
+        """Keep the positives among resolved examples (``ts`` in epoch seconds)."""
+        pos = np.flatnonzero(np.asarray(labels) >= 0.5)
+        cap = len(self.user)
+        if not len(pos) or not cap:
+            return
+        pos = pos[-cap:]
+        at = (self._next + np.arange(len(pos))) % cap
+        self.user[at], self.item[at], self.ts[at] = users[pos], items[pos], ts[pos]
+        self._next = int((self._next + len(pos)) % cap)
+
+    def take(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Remove and return (items, times) of the kept positives of ``users``."""
+        rows = np.flatnonzero(np.isin(self.user, users) & (self.user >= 0))
+        items, ts = self.item[rows].copy(), self.ts[rows].copy()
+        self.user[rows] = -1
+        return items, ts
+
+    def forget_user(self, user: int) -> None:
+        self.user[self.user == user] = -1
+
+
+def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
+    """Subtract the kept positives of newly flagged bots from the popularity counts; how many."""
+    f = learner.featurizer
+    users = np.array([u for u in (f.users.get(x) for x in user_ids) if u is not None], np.int64)
+    if not len(users):
+        return 0
+    items, ts = learner.recent_positives.take(users)
+    if len(items):
+        f.item_counts.retract(items, ts, np.ones(len(items)))
+        learner.retrieval.retract(items, ts)
+        learner.recent_positives.retracted += len(items)
+    return len(items)

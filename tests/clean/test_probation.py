@@ -1,0 +1,49 @@
+"""A bot's positives learned before its verdict are taken back from the popularity counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtrec.config import load_config
+from rtrec.learn import OnlineLearner
+from tests.clean.reference import stream
+
+# A real user is shown an item (the stream logs impressions), then a bot clicks three items it
+# was never shown, every 3 s; the real user clicks one of them too.
+ROWS = [(0, "r1", "a", "impression")]
+ROWS += [(1 + 3 * k, "bot", f"x{k % 3}", "click") for k in range(30)]
+ROWS += [(200, "r1", "x0", "click")]
+
+
+def learn(chunks: list[slice], clean: dict) -> OnlineLearner:
+    learner = OnlineLearner(load_config(overrides={"text": {"enabled": False}, "clean": clean}))
+    t = stream(ROWS)
+    for sl in chunks:
+        learner.learn(t.slice(sl.start, sl.stop - sl.start))
+    return learner
+
+
+@pytest.mark.parametrize("chunks", [[slice(0, 32)], [slice(0, 10), slice(10, 25), slice(25, 32)]])
+def test_what_a_bot_did_before_its_verdict_is_taken_back(chunks: list[slice]) -> None:
+    learner = learn(chunks, {})
+    f = learner.featurizer
+    x = np.array([f.items.get(f"x{k}") for k in range(3)])
+    # The verdict comes at the bot's 20th click: 19 were learned, and taken back.
+    assert learner.cleaner.counts()["bot_users"] == 1
+    assert learner.recent_positives.retracted == 19
+    assert learner.stats()["cleaning"]["retracted_positives"] == 19
+    assert learner.retrieval.count[x].tolist() == [1.0, 0.0, 0.0]  # the real user's click stays
+    assert f.item_counts.npos[x].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert f.item_counts.n[x].tolist() == [1, 0, 0]
+    now = float(learner.labeler.watermark or 0.0)
+    trending = learner.retrieval.trending_now(x, now)
+    assert trending[0] == pytest.approx(1.0) and trending[1:] == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_without_cleaning_nothing_is_taken_back() -> None:
+    learner = learn([slice(0, 32)], {"enabled": False})
+    f = learner.featurizer
+    x = np.array([f.items.get(f"x{k}") for k in range(3)])
+    assert learner.recent_positives.retracted == 0
+    assert learner.retrieval.count[x].tolist() == [11.0, 10.0, 10.0]
