@@ -101,7 +101,8 @@ class LabelStats(TypedDict):
 
     pending: int
     retained: int
-    snapshot_bytes: int
+    snapshot_bytes: int  # the store's arrays: features, predictions, times and keys
+    index_bytes: int  # the native key indexes and deadline queues over them
     expired_early: int
     dropped: int
     window_s: float

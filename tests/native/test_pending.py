@@ -22,6 +22,7 @@ def store_with(keys: list[int], deadlines: list[int]) -> tuple[SnapshotStore, np
 def test_impressions_wait_resolve_expire_and_come_back_late():
     st, slots = store_with([7, 8], [100, 100])
     w = PendingImpressions(1_000, 10)
+    assert w.memory_bytes == 0
     # Rows: two impressions, then a click on key 7; the watermark stays at 0.
     got = w.plan(
         st.columns(),
@@ -38,6 +39,7 @@ def test_impressions_wait_resolve_expire_and_come_back_late():
     assert ex_origin.tolist() == [1] and ex_order.tolist() == [2 * 2 + 2]
     assert len(event_rows) == 0 and len(freed) == 0
     assert (w.n_pending, w.n_retained) == (1, 1) and st.state[slots[0]] == ANSWERED
+    assert w.memory_bytes >= 2 * 24  # two queue entries at least
     # The watermark passes key 8's deadline: a negative, kept as expired for a late click.
     ex_slot, ex_label, *_ = w.expire(st.columns(), 200, 200)
     assert ex_slot.tolist() == [slots[1]] and ex_label.tolist() == [0.0]

@@ -304,6 +304,7 @@ def test_kill_9_mid_ingest_loses_nothing_and_learns_once(daemon_factory, tmp_pat
     # Learned once each: the restored model plus what it tailed adds up to the log, no more.
     assert stats["model"]["events_seen"] == log_seq
     assert stats["model"]["pending_impressions"] > 0
+    assert stats["model"]["labels"]["index_bytes"] > 0  # the restart rebuilt the indexes of what waits
     assert d2.terminate() == 0
     total, distinct, ids = _read_events(d.home)
     assert total == distinct

@@ -42,6 +42,7 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
             "pending": self.labeler.pending,
             "retained": self.labeler.retained,
             "snapshot_bytes": self.labeler.store.nbytes,
+            "index_bytes": self.labeler.index_bytes,
             "expired_early": self.labeler.expired_early,
             "dropped": self.labeler.dropped,
             "window_s": self.cfg.labels.impression_window_s,
