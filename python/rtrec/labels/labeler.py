@@ -229,7 +229,7 @@ class Labeler:
         if len(event_rows):
             out.add_events(event_rows, label[event_rows], weight[event_rows])
         out.examples(ex_slot, ex_label, ex_weight, ex_origin, ex_order)
-        out.free_all(freed)
+        out.free(freed)
         return out.build()
 
     def expire(self, now: float | None = None) -> Plan:

@@ -89,13 +89,13 @@ class PlanBuilder:
         self.ev_rows: list[np.ndarray] = []
         self.ev_label: list[np.ndarray] = []
         self.ev_weight: list[np.ndarray] = []
-        self.rows: list[int] = []
-        self.slots: list[int] = []
-        self.label: list[float] = []
-        self.weight: list[float] = []
-        self.origin: list[int] = []
-        self.order: list[int] = []
-        self.freed: list[int] = []
+        # Examples of stored impressions (their chunk row is -1), as the labeller returns them.
+        self.st_slot: list[np.ndarray] = []
+        self.st_label: list[np.ndarray] = []
+        self.st_weight: list[np.ndarray] = []
+        self.st_origin: list[np.ndarray] = []
+        self.st_order: list[np.ndarray] = []
+        self.freed: list[np.ndarray] = []
 
     def events_only(self, rows: np.ndarray, label: np.ndarray, weight: np.ndarray) -> Plan:
         none = np.full(len(rows), -1, dtype=np.int64)
@@ -120,42 +120,31 @@ class PlanBuilder:
         self.read_rows.append(rows.astype(np.int64))
         self.read_slots.append(slots.astype(np.int64))
 
-    def example(self, row: int, slot: int, label: float, weight: float, origin: int, order: int) -> None:
-        self.rows.append(row)
-        self.slots.append(slot)
-        self.label.append(label)
-        self.weight.append(weight)
-        self.origin.append(origin)
-        self.order.append(order)
-
-    def free(self, slot: int) -> None:
-        self.freed.append(slot)
-
     def examples(
         self, slots: np.ndarray, label: np.ndarray, weight: np.ndarray, origin: np.ndarray, order: np.ndarray
     ) -> None:
-        """Many stored impressions' examples at once (as :meth:`example` with ``row = -1``)."""
-        self.rows.extend([-1] * len(slots))
-        self.slots.extend(slots.tolist())
-        self.label.extend(label.tolist())
-        self.weight.extend(weight.tolist())
-        self.origin.extend(origin.tolist())
-        self.order.extend(order.tolist())
+        """Examples of stored impressions, in the order they resolve."""
+        self.st_slot.append(slots)
+        self.st_label.append(label)
+        self.st_weight.append(weight)
+        self.st_origin.append(origin)
+        self.st_order.append(order)
 
-    def free_all(self, slots: np.ndarray) -> None:
-        self.freed.extend(slots.tolist())
+    def free(self, slots: np.ndarray) -> None:
+        self.freed.append(slots)
 
     def build(self) -> Plan:
         ev = np.concatenate(self.ev_rows) if self.ev_rows else np.zeros(0, np.int64)
         reads = np.concatenate([*self.read_rows, ev])
         read_slot = np.concatenate([*self.read_slots, np.full(len(ev), -1, np.int64)])
         order = np.argsort(reads, kind="stable")
-        ex_row = np.concatenate([ev, np.asarray(self.rows, np.int64)])
-        ex_slot = np.concatenate([np.full(len(ev), -1, np.int64), np.asarray(self.slots, np.int64)])
-        ex_label = np.concatenate([*self.ev_label, np.asarray(self.label, np.float32)]).astype(np.float32)
-        ex_weight = np.concatenate([*self.ev_weight, np.asarray(self.weight, np.float32)]).astype(np.float32)
-        ex_origin = np.concatenate([np.zeros(len(ev), np.int8), np.asarray(self.origin, np.int8)])
-        ex_order = np.concatenate([2 * ev + 2, np.asarray(self.order, np.int64)])
+        st_slot = _cat(self.st_slot, np.int64)
+        ex_row = np.concatenate([ev, np.full(len(st_slot), -1, np.int64)])
+        ex_slot = np.concatenate([np.full(len(ev), -1, np.int64), st_slot])
+        ex_label = _cat([*self.ev_label, *self.st_label], np.float32)
+        ex_weight = _cat([*self.ev_weight, *self.st_weight], np.float32)
+        ex_origin = np.concatenate([np.zeros(len(ev), np.int8), _cat(self.st_origin, np.int8)])
+        ex_order = np.concatenate([2 * ev + 2, _cat(self.st_order, np.int64)])
         # Stable: examples that share an order key keep the order they were emitted in.
         by = np.argsort(ex_order, kind="stable")
         return Plan(
@@ -167,8 +156,12 @@ class PlanBuilder:
             ex_weight=ex_weight[by],
             ex_origin=ex_origin[by],
             ex_order=ex_order[by],
-            release=np.asarray(self.freed, np.int64),
+            release=_cat(self.freed, np.int64),
         )
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
 
 def conform(batch: pa.RecordBatch | pa.Table) -> pa.Table:
