@@ -44,7 +44,7 @@ class RecentPositives:
 
     def take(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Remove and return (items, times) of the kept positives of ``users``."""
-        rows = np.flatnonzero(np.isin(self.user, users) & (self.user >= 0))
+        rows = np.flatnonzero(np.isin(self.user, users))  # users are indices (>= 0); a taken entry is -1
         items, ts = self.item[rows].copy(), self.ts[rows].copy()
         self.user[rows] = -1
         return items, ts

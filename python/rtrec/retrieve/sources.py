@@ -131,7 +131,7 @@ class Retrieval:
         if t_ref is None:
             t_ref = float(ts.min())
         half = self.cfg.trending_half_life_s
-        scale = np.exp2(np.minimum((ts - t_ref) / half, 1000.0))
+        scale = self._trend_weight(ts, t_ref)
         if scale.max() > _RESCALE:
             # A new array: readers hold the old one with its own reference time until the swap.
             t_new = float(ts.max())
@@ -149,11 +149,15 @@ class Retrieval:
         if t_ref is None or not ok.any():
             return
         items, ts = items[ok], ts[ok]
-        np.subtract.at(trend, items, np.exp2(np.minimum((ts - t_ref) / self.cfg.trending_half_life_s, 1000.0)))
+        np.subtract.at(trend, items, self._trend_weight(ts, t_ref))
         np.subtract.at(self.count, items, 1.0)
         np.maximum(trend, 0.0, out=trend)
         np.maximum(self.count, 0.0, out=self.count)
         self.version += 1  # the trending tops are rebuilt
+
+    def _trend_weight(self, ts: np.ndarray, t_ref: float) -> np.ndarray:
+        """What a positive at ``ts`` adds to the trending counts kept at reference time ``t_ref``."""
+        return np.exp2(np.minimum((ts - t_ref) / self.cfg.trending_half_life_s, 1000.0))
 
     def commit(self) -> None:
         """The end of a learn chunk: lists derived from the sources (trending tops) are rebuilt on next read."""
