@@ -209,8 +209,8 @@ class ServeConfig:
     # its previous answer), or it is closed; past max_connections new ones are closed at once.
     request_timeout_s: Positive = 30.0
     max_connections: Count = 512
-    # Backpressure: new events get HTTP 429 while the oldest unlearned one is older than this
-    # many seconds, or more than max_lag_events wait to be learned.
+    # Backpressure: a batch gets HTTP 429 when learning it and what waits would take longer than
+    # this many seconds at the learner's current rate, or more than max_lag_events would wait.
     max_lag_s: Positive = 0.5
     max_lag_events: Count = 100_000
 

@@ -218,6 +218,24 @@ def test_check_save_load_round_trip(cfg: Config, stream: Any, tmp_path: Path, na
     assert_same_learner(a, b_)
 
 
+def test_consumed_items_survive_a_checkpoint_and_so_do_those_of_an_older_checkpoint(
+    cfg: Config, stream: Any, tmp_path: Path
+) -> None:
+    _sim, batches, items = stream
+    a = make_learner(cfg, items, one_variant(cfg, KINDS[0]))
+    for b in batches[:6]:
+        a.learn(b)
+    consumed = a.featurizer.user_items
+    assert consumed and any(len(s) > 1 for s in consumed.values())
+    b_ = OnlineLearner.load(a.save(tmp_path / "x.ckpt"), cfg)
+    assert b_.featurizer.user_items == consumed
+    # Checkpoints written before the flat form hold a sorted list per user.
+    state = a.featurizer.state_dict()
+    state["user_items"] = {u: sorted(s) for u, s in consumed.items()}
+    b_.featurizer.load_state_dict(state)
+    assert b_.featurizer.user_items == consumed
+
+
 @pytest.mark.parametrize("name", KINDS)
 def test_check_same_seed_same_result(cfg: Config, stream: Any, name: str) -> None:
     _sim, batches, items = stream

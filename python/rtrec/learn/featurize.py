@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from rtrec.config import Config
 from rtrec.features import Hasher
 from rtrec.learn.batch import Batch
+from rtrec.learn.checkpoint import flat_sets, unflat_sets
 from rtrec.learn.columns import (
     BASE_DENSE,
     BUILTIN_NAMESPACES,
@@ -470,7 +471,7 @@ class Featurizer:
             "item_text": self.item_text,
             "has_text": self.has_text,
             "user_vec": self.user_vec,
-            "user_items": {u: sorted(s) for u, s in self.user_items.items()},
+            "user_items": flat_sets(self.user_items),
             "crosses": [(enc.n, enc.npos) for enc in self.crosses],
         }
 
@@ -484,7 +485,7 @@ class Featurizer:
         self.text_dim = s["text_dim"]
         self.item_text, self.has_text, self.user_vec = s["item_text"], s["has_text"], s["user_vec"]
         self._centred = None
-        self.user_items = {int(u): set(v) for u, v in s["user_items"].items()}
+        self.user_items = unflat_sets(s["user_items"])
         for enc, (n, npos) in zip(self.crosses, s["crosses"], strict=True):
             enc.n, enc.npos = n, npos
         self._catalog_dirty = True

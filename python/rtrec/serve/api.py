@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+import time
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Query, Request
@@ -33,7 +34,7 @@ class Service(Protocol):
     read_token: str | None
 
     def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]: ...
-    def check_capacity(self) -> None: ...
+    def check_capacity(self, incoming: int = 0, arrived: float | None = None) -> None: ...
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]: ...
     def recommend(
         self,
@@ -353,15 +354,17 @@ def create_app(service: Service) -> FastAPI:
         While the learner is behind (see ``serve.max_lag_s``) the answer is 429 with a
         ``Retry-After`` header, and nothing of the batch is stored: send it again later.
         """
+        arrived = time.monotonic()
         body = await _read_body(request, service.max_body_bytes)
         ctype = request.headers.get("content-type", "application/json")
-        service.check_capacity()
+        service.check_capacity()  # refused at once only if waiting could not help
 
         def work() -> dict[str, Any]:
             # One batch at a time: commits are serial anyway, and parallel decoding only took
             # the interpreter from recommend requests and the learner.
             with ingest_gate:
                 rows = parse_rows(body, ctype, "events", service.max_batch)
+                service.check_capacity(len(rows), arrived)  # waits a little for room if needed
                 return service.ingest_events(rows, "http")
 
         return JSONResponse(await run_in_threadpool(work))

@@ -37,7 +37,6 @@ from typing import Any
 from rtrec import __version__
 from rtrec.config import Config
 from rtrec.contracts import CheckpointInfo, Health, StatsResponse
-from rtrec.errors import Overloaded
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve import status
 from rtrec.serve.catalog import Catalog
@@ -169,17 +168,9 @@ class Daemon:
 
     # ------------------------------------------------------------------ ingest
 
-    def check_capacity(self) -> None:
-        """Raise :class:`Overloaded` while the learner is further behind than ``serve.max_lag_*`` allow."""
-        behind, lag_events, lag_s = self.worker.behind()
-        if behind:
-            self.meters.throttled.inc()
-            rate = max(self.meters.learn_rate.rate(), 1.0)
-            raise Overloaded(
-                f"the learner is {lag_events} events ({lag_s:.2f} s) behind: retry shortly",
-                retry_after_s=min(30.0, max(1.0, lag_events / rate)),
-                hint="nothing of this batch was stored; send it again after Retry-After seconds",
-            )
+    def check_capacity(self, incoming: int = 0, arrived: float | None = None) -> None:
+        """Admission control for posted events: :meth:`LearnerWorker.admit_or_refuse`."""
+        self.worker.admit_or_refuse(incoming, arrived)
 
     def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""

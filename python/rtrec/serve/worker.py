@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rtrec.config import Config
-from rtrec.errors import InvalidInputError, RtrecError
+from rtrec.errors import InvalidInputError, Overloaded, RtrecError
 from rtrec.serve.metrics import Meters
 
 if TYPE_CHECKING:
@@ -37,6 +37,12 @@ EXPIRE_EVERY_S = 1.0
 YIELD_TO_RECOMMEND_S = 0.005
 # On SIGTERM the learner learns on for at most this long, then the daemon checkpoints and exits.
 SHUTDOWN_LEARN_S = 3.0
+# Weight of the newest batch in the learner's busy-rate estimate (about the last ten batches).
+CAPACITY_WEIGHT = 0.1
+# How long a posted batch may wait, from its arrival, for the learner to make room before it is
+# refused with 429. Waiting (not refusing at once) keeps the learner fed: a refused producer
+# comes back after a whole second (Retry-After), and meanwhile the learner would run dry.
+ADMIT_WAIT_S = 1.0
 
 
 class InFlight:
@@ -107,6 +113,10 @@ class LearnerWorker:
         # ``generation``, and a batch read before that is dropped and read again.
         self._gate = threading.Lock()
         self.generation = 0
+        # Events and seconds of recent learning while there was work (decayed sums): their ratio
+        # is what the learner sustains now, contention included, for admission control.
+        self._busy = (0.0, 0.0)
+        self._progress = threading.Condition()  # notified after each learned batch
 
     # -- called from other threads ---------------------------------------------------------------
     def committed(self, accepted: int, last_seq: int | None) -> None:
@@ -132,11 +142,56 @@ class LearnerWorker:
             lag = max(0, self.log_seq - int(self.learner.last_seq))
         return lag, (time.monotonic() - oldest) if oldest is not None else 0.0
 
-    def behind(self) -> tuple[bool, int, float]:
-        """Whether the learner is too far behind to take more events, and by how much (events, seconds)."""
+    def capacity(self) -> float | None:
+        """Events per second the learner has sustained lately while it had work (None before any)."""
+        events, seconds = self._busy
+        return events / seconds if seconds > 0 else None
+
+    def behind(self, incoming: int = 0, slack_s: float = 0.0) -> tuple[bool, int, float]:
+        """Whether the learner is too far behind to take ``incoming`` more events, and by how much
+        (events, seconds). It is when more than ``serve.max_lag_events`` would wait, when the oldest
+        waiting event is older than ``serve.max_lag_s`` (plus ``slack_s``), or when learning what
+        waits and the incoming events would take longer than that at the rate the learner
+        sustains now: admission looks ahead, so that the lag stays under the bound rather than
+        passing it first. With nothing waiting, a batch is always taken."""
         lag_events, lag_s = self.lag()
         sc = self.cfg.serve
-        return lag_s > sc.max_lag_s or lag_events > sc.max_lag_events, lag_events, lag_s
+        budget = sc.max_lag_s + slack_s
+        if lag_s > budget or lag_events > sc.max_lag_events:
+            return True, lag_events, lag_s
+        if lag_events == 0:
+            return False, 0, lag_s
+        rate = self.capacity()
+        waiting = lag_events + incoming
+        return waiting > sc.max_lag_events or (rate is not None and waiting / rate > budget), lag_events, lag_s
+
+    def admit(self, incoming: int, deadline: float) -> tuple[bool, int, float]:
+        """Wait until the learner can take ``incoming`` events (see :meth:`behind`) or the
+        monotonic ``deadline`` passes; :meth:`behind`'s answer then."""
+        while True:
+            verdict = self.behind(incoming)
+            left = deadline - time.monotonic()
+            if not verdict[0] or left <= 0 or self.stop_event.is_set():
+                return verdict
+            with self._progress:
+                self._progress.wait(min(left, 0.05))
+
+    def admit_or_refuse(self, incoming: int = 0, arrived: float | None = None) -> None:
+        """Raise :class:`Overloaded` if the learner cannot take ``incoming`` more events in time: at
+        once (``arrived`` None) only when waiting could not help; else after waiting for room until
+        ``ADMIT_WAIT_S`` after the request ``arrived`` (monotonic seconds)."""
+        if arrived is None:
+            behind, lag_events, lag_s = self.behind(incoming, slack_s=ADMIT_WAIT_S)
+        else:
+            behind, lag_events, lag_s = self.admit(incoming, arrived + ADMIT_WAIT_S)
+        if behind:
+            self.meters.throttled.inc()
+            rate = self.capacity() or max(self.meters.learn_rate.rate(), 1.0)
+            raise Overloaded(
+                f"the learner is {lag_events} events ({lag_s:.2f} s) behind: retry shortly",
+                retry_after_s=min(30.0, max(1.0, (lag_events + incoming) / rate)),
+                hint="nothing of this batch was stored; send it again after Retry-After seconds",
+            )
 
     def take_learned(self) -> list[float]:
         """Acknowledgement times of batches learned since the last call."""
@@ -211,6 +266,7 @@ class LearnerWorker:
             # Small batches: scoring waits while the model learns, so each learn call stays short.
             size = max(TAIL_MIN, self.cfg.learner.batch_size)
             generation = self.generation
+            mark = time.perf_counter()
             for batch in self.log.tail(int(self.learner.last_seq), max_rows=size * 8, batch_size=size):
                 if self.stop_event.is_set() and (not drain or time.monotonic() > until):
                     return total
@@ -223,7 +279,10 @@ class LearnerWorker:
                     if stale:  # the log changed under this read (a forget): read it again
                         break
                     self._learn_one(batch)
-                self.meters.lat_learn_batch.observe(time.perf_counter() - t0)
+                now = time.perf_counter()
+                self.meters.lat_learn_batch.observe(now - t0)
+                self._count_busy(batch.num_rows, now - mark)
+                mark = now
                 self._observed(batch)
                 got += batch.num_rows
                 self._learned_batch(batch.num_rows)
@@ -235,6 +294,11 @@ class LearnerWorker:
             if not drain and self.stop_event.is_set():
                 return total
             self.apply_side_info()
+
+    def _count_busy(self, events: int, seconds: float) -> None:
+        events0, seconds0 = self._busy
+        w = CAPACITY_WEIGHT if seconds0 > 0 else 1.0
+        self._busy = ((1 - w) * events0 + w * events, (1 - w) * seconds0 + w * seconds)
 
     def _learn_one(self, batch: Any) -> None:
         """Learn one tailed batch. A batch the learner fails on is quarantined (its events stay in
@@ -279,3 +343,5 @@ class LearnerWorker:
                 _, ack = self._acks.popleft()
                 self.meters.lat_learned.observe(now - ack)
                 self._learned.append(ack)
+        with self._progress:
+            self._progress.notify_all()
