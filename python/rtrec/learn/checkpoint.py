@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import pickle
 import tempfile
@@ -14,7 +13,7 @@ import torch
 
 from rtrec.errors import CorruptDataError
 
-__all__ = ["MAGIC", "VERSION", "copy_state", "flat_sets", "read_checkpoint", "unflat_sets", "write_checkpoint"]
+__all__ = ["MAGIC", "VERSION", "copy_state", "read_checkpoint", "write_checkpoint"]
 
 MAGIC = "rtrec-checkpoint"
 VERSION = 2
@@ -68,20 +67,3 @@ def copy_state(x: Any) -> Any:
             return type(x)(x)  # a flat list of immutable values
         return type(x)(copy_state(v) for v in x)
     return x
-
-
-def flat_sets(sets: dict[int, set[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keys, set sizes and the members in one array: a checkpoint copies three arrays under the
-    model lock instead of a list per user."""
-    keys = np.fromiter(sets.keys(), np.int64, len(sets))
-    sizes = np.fromiter(map(len, sets.values()), np.int64, len(sets))
-    members = np.fromiter(itertools.chain.from_iterable(sets.values()), np.int64, int(sizes.sum()))
-    return keys, sizes, members
-
-
-def unflat_sets(state: Any) -> dict[int, set[int]]:
-    if isinstance(state, dict):  # checkpoints before the flat form: a sorted list per key
-        return {int(u): set(v) for u, v in state.items()}
-    keys, sizes, members = state
-    parts = np.split(np.asarray(members), np.cumsum(sizes)[:-1]) if len(keys) else []
-    return {int(u): set(p.tolist()) for u, p in zip(keys.tolist(), parts, strict=True)}

@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from rtrec.config import Config
 from rtrec.features import Hasher
 from rtrec.learn.batch import Batch
-from rtrec.learn.checkpoint import flat_sets, unflat_sets
 from rtrec.learn.columns import (
     BASE_DENSE,
     BUILTIN_NAMESPACES,
@@ -48,6 +47,7 @@ from rtrec.learn.counters import (
     logit,
     resolved_before,
 )
+from rtrec.sets import flat_sets, unflat_sets
 from rtrec.text import centre
 
 __all__ = ["Batch", "Featurizer", "Resolved", "earlier_in_group", "resolved_before"]

@@ -24,6 +24,7 @@ import numpy as np
 
 from rtrec import _native
 from rtrec.config import RetrieveConfig
+from rtrec.sets import flat_sets, unflat_sets
 
 if TYPE_CHECKING:
     from rtrec.learn.featurize import Featurizer
@@ -444,14 +445,14 @@ class Retrieval:
             "t_ref": self._trend[1],
             "count": self.count.copy(),
             "version": self.version,
-            "interacted": {u: sorted(v) for u, v in self.interacted.items()},
+            "interacted": flat_sets(self.interacted),
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.covisit = _native.CoVisitation.from_state(s["covisit"])
         self._trend, self.count = (s["trend"], s["t_ref"]), s["count"]
         self.version = int(s["version"]) + 1
-        self.interacted = {int(u): set(v) for u, v in s["interacted"].items()}
+        self.interacted = unflat_sets(s["interacted"])
         self._top = None
 
 
