@@ -140,8 +140,13 @@ class OnlineLearner:
         self.retrieval.reindex()  # outside the lock: seconds on a large catalog, and reads go on meanwhile
 
     # -- learning -------------------------------------------------------------------------------------
-    def learn(self, events: pa.RecordBatch | pa.Table, *, keep_predictions: bool = False) -> LearnResult:
-        """Learn a batch of events in sequence order (the event log's columns)."""
+    def learn(
+        self, events: pa.RecordBatch | pa.Table, *, keep_predictions: bool = False, chunk: int | None = None
+    ) -> LearnResult:
+        """Learn a batch of events in sequence order (the event log's columns), ``chunk`` events
+        per learn step (``learner.batch_size`` by default; examples are learned in mini-batches
+        of that size either way). A step costs tens of milliseconds whatever its size, so larger
+        steps learn a backlog faster; reads within a step see the models as they were at its start."""
         t0 = time.perf_counter()
         table = events if isinstance(events, pa.Table) else pa.Table.from_batches([events])
         with self._lock:
@@ -156,7 +161,7 @@ class OnlineLearner:
                 admitted = intake.admit(self.validator, self.cleaner, conform(table))
                 t, res.quarantined, res.flagged = admitted.table, admitted.quarantined, admitted.flagged
                 self.quarantined += len(res.quarantined)
-                bs = self.cfg.learner.batch_size
+                bs = chunk or self.cfg.learner.batch_size
                 for start in range(0, t.num_rows, bs):
                     step.learn_events(self, t.slice(start, bs), res, keep_predictions, self._collision_stats())
                 if admitted.new_bots:  # what they did before the verdict (this chunk's too) is taken back

