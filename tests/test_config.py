@@ -102,3 +102,10 @@ def test_config_is_frozen() -> None:
     cfg = load_config()
     with pytest.raises(AttributeError):
         cfg.learner.lr = 1.0  # type: ignore[misc]
+
+
+def test_a_home_given_as_an_override_is_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RTREC_HOME", raising=False)
+    cfg = load_config(overrides={"home": str(tmp_path / "h")})
+    assert cfg.home == tmp_path / "h" and cfg.db_path == tmp_path / "h" / "rtrec.duckdb"
+    assert load_config(home=tmp_path / "flag", overrides={"home": str(tmp_path / "h")}).home == tmp_path / "flag"

@@ -105,7 +105,7 @@ class LabelsConfig:
     # much longer its features are kept for a late positive (bench/delayed_feedback.py).
     impression_window_s: Seconds = 300.0
     late_window_s: Seconds = 1500.0
-    # At most this many impressions are held with their features (about 400 bytes each):
+    # At most this many impressions are held with their features (about 830 bytes each):
     # past it the oldest kept one is dropped, or the oldest pending one learned as a negative early.
     max_snapshots: Count = 2_000_000
     # The event-time watermark never runs more than this ahead of the learner's clock.
@@ -130,9 +130,8 @@ class LearnerConfig:
     mlp_hidden: tuple[Count, ...] = (32,)
     weight_decay: NonNegative = 0.0
     replay_capacity: Count = 100_000
-    # Replay rows mixed into each update, as a multiple of the fresh rows. Off by default: on
-    # MovieLens and the simulator every steady-state mix cost AUC (see bench/RESULTS.md);
-    # after a drift alarm ``drift_replay_ratio`` applies instead.
+    # Replay rows mixed into each update, per fresh row. Off: every steady-state mix cost AUC on
+    # MovieLens and the simulator (bench/RESULTS.md); after a drift alarm drift_replay_ratio applies.
     replay_ratio: NonNegative = 0.0
     replay_strategy: Literal["uniform", "recency", "balanced"] = "recency"
     replay_half_life_events: Positive = 20_000.0
@@ -372,6 +371,7 @@ def load_config(
     ``overrides`` (a nested mapping, as flags produce) wins over everything else.
     """
     data: dict[str, Any] = {}
+    home = home if home is not None else (overrides or {}).get("home")  # an override, as a flag would
     home_path = Path(home).expanduser() if home is not None else default_home()
     cfg_path = Path(path) if path is not None else None
     if cfg_path is None and os.environ.get("RTREC_CONFIG"):

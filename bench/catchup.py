@@ -1,0 +1,88 @@
+"""Catching up: how fast a restarted daemon learns a backlog that built up while it was down.
+
+The daemon starts once on an empty home (catalog of ``--items`` items) and stops; then
+``--events`` events of the overload mix (slates of 10 impressions with a request id, one click
+in ten) are written to its event log, as ``rtrec ingest`` or a producer writing during an
+outage would; the daemon starts again and ``/v1/stats`` is polled until it has learned them.
+
+Reports (one JSON object, last line): the backlog, the seconds from start to learned, events
+learned per second, and the learner's step size while catching up (``learn_batch`` latency).
+
+Usage: ``python bench/catchup.py [--events 300000] [--items 1000] [--users 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtrec.config import load_config
+from rtrec.events import EventLog
+from rtrec.serve.testing import DaemonProcess
+
+CONFIG = """\
+[text]
+enabled = false
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument("--users", type=int, default=20_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        d = DaemonProcess(home, config=CONFIG).start()
+        d.post(
+            "/v1/items",
+            [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(args.items)],
+        )
+        d.terminate()
+        cfg = load_config(home=home, overrides={"text": {"enabled": False}})
+        rng = np.random.default_rng(0)
+        t = time.time()
+        with EventLog.open(cfg.db_path, cfg.events) as log:
+            for b in range(args.events // 1000):
+                rows = [
+                    {
+                        "event_id": f"e{b}-{j}",
+                        "ts": t,
+                        "user_id": f"u{int(rng.integers(args.users))}",
+                        "item_id": f"i{int(rng.integers(args.items))}",
+                        "event_type": "click" if j % 10 == 9 else "impression",
+                        "request_id": f"r{b}-{j // 10}",
+                    }
+                    for j in range(1000)
+                ]
+                log.ingest(rows)
+            backlog = log.last_seq()
+        t0 = time.monotonic()
+        d.start()
+        started = time.monotonic() - t0
+        while (s := d.get("/v1/stats"))["learn"]["learned_seq"] < backlog:
+            time.sleep(0.1)
+        seconds = time.monotonic() - t0
+        d.terminate()
+    print(
+        json.dumps(
+            {
+                "bench": "catchup",
+                "backlog_events": backlog,
+                "start_s": round(started, 2),
+                "seconds": round(seconds, 2),
+                "learned_events_per_s": round(backlog / (seconds - started), 1),
+                "learn_batch_s": s["learn"].get("batch_latency"),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
