@@ -13,7 +13,8 @@ Reports (one JSON object, last line): events accepted and learned per second, th
 batches refused with 429, learner lag (seconds behind the oldest acknowledged event, p50 /
 p99 / max over the samples), recommend latency seen by the client (p50 / p99 / max) and as
 the daemon measured it (``recommend_server_ms``: the whole run, warm-up included), RSS
-(start, peak, and the peak of the first and second halves: a plateau has them close),
+(start, peak, and the peaks of each half and each quarter: a plateau has the last ones close),
+the impressions held with their features at most and their bytes,
 checkpoint seconds (lock held and in all) and bytes per learned event, SIGTERM seconds,
 and whether the restart learned the backlog exactly once.
 
@@ -171,6 +172,8 @@ def main() -> None:
                         "lag_events": s["learn"]["lag_events"],
                         "learned": s["learn"]["learned_total"],
                         "rss": rss_bytes(d.pid),
+                        "pending": s["model"]["labels"]["pending"] + s["model"]["labels"]["retained"],
+                        "label_bytes": s["model"]["labels"]["snapshot_bytes"] + s["model"]["labels"]["index_bytes"],
                         "checkpoint": s.get("checkpoint"),
                     }
                 )
@@ -227,7 +230,13 @@ def main() -> None:
             "peak": max(rss, default=None),
             "peak_first_half": max(rss[:half], default=None),
             "peak_second_half": max(rss[half:], default=None),
+            # A plateau has the last quarters' peaks close together.
+            "peak_by_quarter": [int(q.max()) if len(q) else None for q in np.array_split(np.array(rss), 4)],
         },
+        # Impressions held with their features (waiting, or kept for a late positive), and the
+        # bytes of their store and indexes: bounded by labels.max_snapshots.
+        "impressions_held_max": max((s["pending"] for s in samples), default=None),
+        "impressions_held_bytes_max": max((s["label_bytes"] for s in samples), default=None),
         "checkpoints": len(ck),
         "checkpoint_seconds_max": max((c["seconds"] for c in ck), default=None),
         "checkpoint_lock_seconds_max": max((c["lock_seconds"] for c in ck), default=None),
