@@ -8,9 +8,9 @@ still describes every body.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
-import threading
 import time
 from typing import Any, Protocol
 
@@ -284,7 +284,11 @@ def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> lis
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application serving ``service``."""
-    ingest_gate = threading.Lock()
+    # One batch of events at a time: commits are serial anyway, and parallel decoding only took
+    # the interpreter from recommend requests and the learner. A batch waits for its turn here,
+    # without a worker thread: a batch waiting for the learner (up to a second) holds only one,
+    # so recommend requests always find threads free.
+    ingest_turn = asyncio.Lock()
     app = FastAPI(
         title="rtrec",
         version=__version__,
@@ -360,14 +364,13 @@ def create_app(service: Service) -> FastAPI:
         service.check_capacity()  # refused at once only if waiting could not help
 
         def work() -> dict[str, Any]:
-            # One batch at a time: commits are serial anyway, and parallel decoding only took
-            # the interpreter from recommend requests and the learner.
-            with ingest_gate:
-                rows = parse_rows(body, ctype, "events", service.max_batch)
-                service.check_capacity(len(rows), arrived)  # waits a little for room if needed
-                return service.ingest_events(rows, "http")
+            rows = parse_rows(body, ctype, "events", service.max_batch)
+            service.check_capacity(len(rows), arrived)  # waits a little for room if needed
+            return service.ingest_events(rows, "http")
 
-        return JSONResponse(await run_in_threadpool(work))
+        async with ingest_turn:
+            out = await run_in_threadpool(work)
+        return JSONResponse(out)
 
     @app.post(
         "/v1/items",

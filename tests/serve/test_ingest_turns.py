@@ -1,0 +1,67 @@
+"""Posted batches wait for their turn without holding worker threads: while many batches wait
+for the learner to make room, recommend requests are still answered."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import threading
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from rtrec.serve.api import create_app
+
+
+class _WaitingService:
+    """Each posted batch waits in admission until ``release`` is set (a learner far behind)."""
+
+    max_body_bytes = 1 << 20
+    max_batch = 1000
+    token = None
+    read_token = None
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+        self._lock = threading.Lock()
+
+    def check_capacity(self, incoming: int = 0, arrived: float | None = None) -> None:
+        if arrived is None:
+            return
+        with self._lock:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+        self.release.wait(60)
+        with self._lock:
+            self.waiting -= 1
+
+    def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]:
+        return {"accepted": len(rows), "duplicates": 0, "rejected": []}
+
+    def recommend(self, user_id: str, k: int, **kw: Any) -> dict[str, Any]:
+        return {"user_id": user_id, "items": []}
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+def test_batches_waiting_for_room_leave_threads_for_recommend() -> None:
+    svc = _WaitingService()
+    body = json.dumps([{"event_id": "e", "ts": 1.7e9, "user_id": "u", "item_id": "i", "event_type": "click"}])
+    with TestClient(create_app(svc)) as client, cf.ThreadPoolExecutor(61) as pool:  # type: ignore[arg-type]
+        posts = [
+            pool.submit(client.post, "/v1/events", content=body, headers={"content-type": "application/json"})
+            for _ in range(60)  # more than the 40 worker threads requests share
+        ]
+        while svc.waiting == 0:
+            threading.Event().wait(0.01)
+        rec = pool.submit(client.get, "/v1/recommend", params={"user_id": "u", "k": 3})
+        try:
+            answer = rec.result(timeout=30)  # before any waiting batch is let through
+        finally:
+            svc.release.set()
+        assert answer.status_code == 200, answer.text
+        assert all(p.result(timeout=60).status_code == 200 for p in posts)
+    assert svc.most_waiting == 1  # one batch at a time in admission
