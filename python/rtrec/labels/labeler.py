@@ -287,10 +287,13 @@ class Labeler:
 
     @staticmethod
     def finish(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`state_dict`'s form of a :meth:`snapshot`. It takes the raw copies out of
+        ``snapshot``, so that they are freed once compacted rather than kept while the
+        checkpoint is written."""
         if "store_raw" not in snapshot:
             return snapshot
         out = {k: v for k, v in snapshot.items() if k != "store_raw"}
-        out["store"] = SnapshotStore.compact(snapshot["store_raw"])
+        out["store"] = SnapshotStore.compact(snapshot.pop("store_raw"))
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -13,10 +13,57 @@ import torch
 
 from rtrec.errors import CorruptDataError
 
-__all__ = ["MAGIC", "VERSION", "copy_state", "read_checkpoint", "write_checkpoint"]
+__all__ = ["MAGIC", "VERSION", "ArrayRecord", "copy_state", "read_checkpoint", "write_checkpoint"]
 
 MAGIC = "rtrec-checkpoint"
-VERSION = 2
+VERSION = 3  # 3: large arrays as ArrayRecord
+READABLE = (2, 3)
+
+
+# Numpy arrays of at least this many bytes are written as tensor records: torch.save writes a
+# tensor's bytes straight from memory, where a pickled numpy array is first copied whole into
+# the pickle stream (a second copy of the pending impressions' features at every checkpoint).
+OUT_OF_BAND_BYTES = 1 << 20
+# Numpy dtypes a tensor can share memory with; the unsigned wide ones go as their signed twins.
+_SHARED = {np.dtype(t) for t in (np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_, np.float64, np.float32)}
+_TWIN = {np.dtype(np.uint64): np.dtype(np.int64), np.dtype(np.uint32): np.dtype(np.int32)}
+
+
+class ArrayRecord:
+    """A numpy array as written in a checkpoint: its bytes as a tensor, and its numpy dtype."""
+
+    __slots__ = ("dtype", "tensor")
+
+    def __init__(self, tensor: torch.Tensor, dtype: str) -> None:
+        self.tensor, self.dtype = tensor, dtype
+
+    def array(self) -> np.ndarray:
+        return self.tensor.numpy().view(np.dtype(self.dtype))
+
+
+def _records(x: Any) -> Any:
+    """``x`` with its large numpy arrays as :class:`ArrayRecord` (sharing their memory)."""
+    if isinstance(x, np.ndarray):
+        as_dtype = _TWIN.get(x.dtype, x.dtype)
+        if x.nbytes < OUT_OF_BAND_BYTES or as_dtype not in _SHARED:
+            return x
+        return ArrayRecord(torch.from_numpy(np.ascontiguousarray(x).view(as_dtype)), x.dtype.str)
+    return _map_containers(x, _records)
+
+
+def _arrays(x: Any) -> Any:
+    """``x`` with every :class:`ArrayRecord` back as a numpy array."""
+    return x.array() if isinstance(x, ArrayRecord) else _map_containers(x, _arrays)
+
+
+def _map_containers(x: Any, f: Any) -> Any:
+    if isinstance(x, dict):
+        return type(x)((k, f(v)) for k, v in x.items())
+    if isinstance(x, list | tuple) and x and isinstance(x[0], dict | list | tuple | np.ndarray | ArrayRecord):
+        return type(x)(f(v) for v in x)
+    if isinstance(x, tuple) and any(isinstance(v, np.ndarray | ArrayRecord) for v in x):
+        return type(x)(f(v) for v in x)
+    return x
 
 
 def write_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -26,7 +73,7 @@ def write_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+            torch.save(_records(state), fh, pickle_protocol=pickle.HIGHEST_PROTOCOL)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -40,14 +87,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """The state in ``path``; :class:`CorruptDataError` when it is unreadable, foreign or of another version."""
     try:
         # Our own file format: it holds numpy arrays and dataclasses besides tensors.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = _arrays(torch.load(path, map_location="cpu", weights_only=False))
     except FileNotFoundError:
         raise
     except Exception as exc:
         raise CorruptDataError(f"checkpoint {path} cannot be read: {exc}") from exc
     if not isinstance(state, dict) or state.get("magic") != MAGIC:
         raise CorruptDataError(f"{path} is not an rtrec checkpoint")
-    if state.get("version") != VERSION:
+    if state.get("version") not in READABLE:
         raise CorruptDataError(f"checkpoint {path} has format version {state.get('version')}, expected {VERSION}")
     return state
 
