@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import overload_rows, start_with_catalog
 from rtrec.config import load_config
 from rtrec.events import EventLog
-from rtrec.serve.testing import DaemonProcess
-
-CONFIG = """\
-[text]
-enabled = false
-"""
 
 
 def main() -> None:
@@ -39,29 +37,14 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        d = DaemonProcess(home, config=CONFIG).start()
-        d.post(
-            "/v1/items",
-            [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(args.items)],
-        )
+        d = start_with_catalog(home, args.items)
         d.terminate()
         cfg = load_config(home=home, overrides={"text": {"enabled": False}})
         rng = np.random.default_rng(0)
         t = time.time()
         with EventLog.open(cfg.db_path, cfg.events) as log:
             for b in range(args.events // 1000):
-                rows = [
-                    {
-                        "event_id": f"e{b}-{j}",
-                        "ts": t,
-                        "user_id": f"u{int(rng.integers(args.users))}",
-                        "item_id": f"i{int(rng.integers(args.items))}",
-                        "event_type": "click" if j % 10 == 9 else "impression",
-                        "request_id": f"r{b}-{j // 10}",
-                    }
-                    for j in range(1000)
-                ]
-                log.ingest(rows)
+                log.ingest(overload_rows(rng, f"e{b}", 1000, args.users, args.items, t))
             backlog = log.last_seq()
         t0 = time.monotonic()
         d.start()

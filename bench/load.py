@@ -92,6 +92,28 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def overload_rows(rng: np.random.Generator, prefix: str, n: int, users: int, items: int, ts: float) -> list[dict]:
+    """``n`` events of the overload mix: slates of 10 impressions with a request id, one click in ten."""
+    return [
+        {
+            "event_id": f"{prefix}-{j}",
+            "ts": ts,
+            "user_id": f"u{int(rng.integers(users))}",
+            "item_id": f"i{int(rng.integers(items))}",
+            "event_type": "click" if j % 10 == 9 else "impression",
+            "request_id": f"{prefix}-{j // 10}",
+        }
+        for j in range(n)
+    ]
+
+
+def start_with_catalog(home: Path, items: int) -> DaemonProcess:
+    """A daemon (text off) on ``home`` with a catalog of ``items`` items in 20 categories."""
+    d = DaemonProcess(home, config=CONFIG).start()
+    d.post("/v1/items", [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(items)])
+    return d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=180.0)
@@ -102,11 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        d = DaemonProcess(home, config=CONFIG).start()
-        d.post(
-            "/v1/items",
-            [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(args.items)],
-        )
+        d = start_with_catalog(home, args.items)
         stop = threading.Event()
         counts = {"accepted": 0, "batches": 0, "throttled": 0}
         lock = threading.Lock()
@@ -116,21 +134,7 @@ def main() -> None:
             rng = np.random.default_rng(p)
             n = 0
             while not stop.is_set():
-                t = time.time()
-                rows = []
-                for j in range(args.batch):
-                    slate = j // 10
-                    user = int(rng.integers(args.users))
-                    rows.append(
-                        {
-                            "event_id": f"p{p}-{n}-{j}",
-                            "ts": t,
-                            "user_id": f"u{user}",
-                            "item_id": f"i{int(rng.integers(args.items))}",
-                            "event_type": "click" if j % 10 == 9 else "impression",
-                            "request_id": f"p{p}-{n}-{slate}",
-                        }
-                    )
+                rows = overload_rows(rng, f"p{p}-{n}", args.batch, args.users, args.items, time.time())
                 body = json.dumps(rows).encode()
                 while not stop.is_set():
                     status, headers, raw = c.call("POST", "/v1/events", body)
