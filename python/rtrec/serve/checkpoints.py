@@ -29,6 +29,8 @@ __all__ = ["CHECKPOINT_DIR", "CheckpointStore", "checkpoint_files"]
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
+# At most this share of the time goes to writing checkpoints (see CheckpointStore.interval).
+WRITE_SHARE = 0.1
 
 
 def checkpoint_files(home: Path) -> list[tuple[int, Path]]:
@@ -129,6 +131,12 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         log.info("checkpoint %s (model version %d)", path.name, version)
         return self.last
+
+    def interval(self, every: float) -> float:
+        """Seconds until the next checkpoint: ``every``, or longer when writing the last one took
+        more than ``WRITE_SHARE`` of that (writing takes the interpreter from the learner)."""
+        last = float(self.last.get("seconds") or 0.0) if self.last is not None else 0.0
+        return max(every, last / WRITE_SHARE)
 
     def age(self) -> float:
         created = self.last.get("created_at") if self.last is not None else None

@@ -257,7 +257,7 @@ class Daemon:
             self._store_alarms()
             self._upkeep()
             if time.monotonic() >= next_ckpt:
-                next_ckpt = time.monotonic() + every
+                next_ckpt = time.monotonic() + self.checkpoints.interval(every)
                 try:
                     self.checkpoint()
                 except Exception:
