@@ -48,22 +48,27 @@ def _records(x: Any) -> Any:
         if x.nbytes < OUT_OF_BAND_BYTES or as_dtype not in _SHARED:
             return x
         return ArrayRecord(torch.from_numpy(np.ascontiguousarray(x).view(as_dtype)), x.dtype.str)
-    return _map_containers(x, _records)
+    return _rebuild(x, _records)
 
 
 def _arrays(x: Any) -> Any:
     """``x`` with every :class:`ArrayRecord` back as a numpy array."""
-    return x.array() if isinstance(x, ArrayRecord) else _map_containers(x, _arrays)
+    return x.array() if isinstance(x, ArrayRecord) else _rebuild(x, _arrays)
 
 
-def _map_containers(x: Any, f: Any) -> Any:
+_NODE = dict | list | tuple | np.ndarray | torch.Tensor | ArrayRecord
+
+
+def _rebuild(x: Any, f: Any) -> Any:
+    """The containers of a state tree rebuilt with ``f`` applied to their members; a flat list
+    (its first member no container or array: the id maps) copied as it is; anything else shared."""
     if isinstance(x, dict):
         return type(x)((k, f(v)) for k, v in x.items())
-    if isinstance(x, list | tuple) and x and isinstance(x[0], dict | list | tuple | np.ndarray | ArrayRecord):
+    if isinstance(x, tuple) and any(isinstance(v, _NODE) for v in x):
         return type(x)(f(v) for v in x)
-    if isinstance(x, tuple) and any(isinstance(v, np.ndarray | ArrayRecord) for v in x):
+    if isinstance(x, list) and x and isinstance(x[0], _NODE):
         return type(x)(f(v) for v in x)
-    return x
+    return type(x)(x) if isinstance(x, list | tuple) else x
 
 
 def write_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -107,10 +112,4 @@ def copy_state(x: Any) -> Any:
         return x.copy()
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
-    if isinstance(x, dict):
-        return type(x)((k, copy_state(v)) for k, v in x.items())
-    if isinstance(x, list | tuple):
-        if x and not isinstance(x[0], dict | list | tuple | np.ndarray | torch.Tensor):
-            return type(x)(x)  # a flat list of immutable values
-        return type(x)(copy_state(v) for v in x)
-    return x
+    return _rebuild(x, copy_state)
