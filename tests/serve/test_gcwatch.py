@@ -31,3 +31,16 @@ def test_freezing_leaves_full_collections_little_to_walk():
     finally:
         gc.unfreeze()
     del keep
+
+
+def test_reading_the_stats_does_not_walk_the_frozen_objects(monkeypatch):
+    """``gc.get_freeze_count`` walks every frozen object under the GIL (tens of ms after start-up);
+    a dashboard polling ``/v1/stats`` must not pay that, nor make every request wait for it."""
+    watch = GcWatch(Registry())
+    watch.frozen = 1234
+
+    def walk() -> int:
+        raise AssertionError("stats() walked the permanent generation")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walk)
+    assert watch.stats()["frozen"] == 1234

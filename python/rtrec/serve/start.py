@@ -63,7 +63,7 @@ def serve(
     # What start-up loaded (libraries, the restored model) stays for the process's life: keep
     # it out of every later collection, and time the collections that remain.
     daemon.gc_watch.install()
-    freeze_startup()
+    daemon.gc_watch.frozen = freeze_startup()
     return daemon.run(sock, url)
 
 
