@@ -19,12 +19,29 @@ __all__ = [
     "PendingImpressions",
     "ReplayBuffer",
     "murmur3_32",
+    "parse_simple_events",
 ]
 
 FORMAT_VERSION: int
 
 def murmur3_32(data: str | bytes, seed: int = 0) -> int:
     """MurmurHash3 x86_32 of ``data`` (str is UTF-8 encoded) with ``seed``."""
+
+_Strings = tuple[bytes, npt.NDArray[np.int32], npt.NDArray[np.bool_]]
+_Numbers = tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]
+
+def parse_simple_events(
+    body: bytes, types: list[str], latest_us: int, oldest_us: int, max_id_chars: int, max_rows: int
+) -> tuple[int, npt.NDArray[np.int64], _Strings, _Strings, _Strings, _Strings, _Numbers, _Strings, _Numbers] | None:
+    """The columns of a JSON array of events, parsed with the GIL released, when every row has
+    the simple shape (string ids, a numeric ``ts``, no ``context``) and is valid; else None.
+
+    Returns ``(n, ts_us, event_id, user_id, item_id, event_type, value, request_id, propensity)``:
+    strings as (UTF-8 data, ``n + 1`` int32 offsets, validity), numbers as (values, validity).
+    ``ts`` is read as ``rtrec.events.validate.Validator`` reads it (epoch seconds, or
+    milliseconds from 1e11) and must lie in ``[oldest_us, latest_us]``; ids are at most
+    ``max_id_chars`` code points; a batch of more than ``max_rows`` rows gives None.
+    """
 
 @final
 class FeatureHasher:

@@ -1,11 +1,13 @@
-//! rtrec's native core: feature hashing and the replay ring buffer.
+//! rtrec's native core: feature hashing, the replay ring buffer, co-visitation, pending
+//! impressions, and the parsing of posted event batches.
 //!
-//! The modules `hash`, `ring` and `rng` are plain Rust with no Python dependency and are
+//! The modules other than `python` are plain Rust with no Python dependency and are
 //! tested with `cargo test`. `python` (behind the `python` feature, which maturin turns on)
 //! holds every PyO3 binding and the mapping of [`error::Error`] onto `rtrec.errors`.
 
 pub mod covisit;
 pub mod error;
+pub mod events;
 pub mod hash;
 pub mod linear;
 pub mod pending;

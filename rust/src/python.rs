@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::covisit::CoVisitation as CoreCoVisitation;
 use crate::error::Error;
+use crate::events::{parse_simple, Limits as EventLimits, NumColumn, StrColumn};
 use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
 use crate::linear::OnlineLinear as CoreLinear;
 use crate::pending::{Resolved, Rows as PlanRows, Slots, Waiting};
@@ -938,6 +939,66 @@ impl PendingImpressions {
     }
 }
 
+fn str_column<'py>(py: Python<'py>, c: StrColumn) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            PyBytes::new(py, &c.data).into_any(),
+            c.offsets.into_pyarray(py).into_any(),
+            c.valid.into_pyarray(py).into_any(),
+        ],
+    )
+}
+
+fn num_column<'py>(py: Python<'py>, c: NumColumn) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            c.values.into_pyarray(py).into_any(),
+            c.valid.into_pyarray(py).into_any(),
+        ],
+    )
+}
+
+/// The columns of a posted JSON event batch whose rows are all of the simple shape and valid,
+/// parsed with the GIL released; None when the validator must see the rows. See `_native.pyi`.
+#[pyfunction]
+#[pyo3(signature = (body, types, latest_us, oldest_us, max_id_chars, max_rows))]
+fn parse_simple_events<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+    types: Vec<String>,
+    latest_us: i64,
+    oldest_us: i64,
+    max_id_chars: usize,
+    max_rows: usize,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let bytes = body.as_bytes();
+    let lim = EventLimits {
+        latest_us,
+        oldest_us,
+        max_id_chars,
+        max_rows,
+        types: &types,
+    };
+    let Some(ev) = py.detach(|| parse_simple(bytes, &lim)) else {
+        return Ok(None);
+    };
+    let n = ev.len();
+    let items: Vec<Bound<'py, PyAny>> = vec![
+        n.into_pyobject(py)?.into_any(),
+        ev.ts_us.into_pyarray(py).into_any(),
+        str_column(py, ev.event_id)?.into_any(),
+        str_column(py, ev.user_id)?.into_any(),
+        str_column(py, ev.item_id)?.into_any(),
+        str_column(py, ev.event_type)?.into_any(),
+        num_column(py, ev.value)?.into_any(),
+        str_column(py, ev.request_id)?.into_any(),
+        num_column(py, ev.propensity)?.into_any(),
+    ];
+    Ok(Some(PyTuple::new(py, items)?))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeatureHasher>()?;
@@ -946,6 +1007,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CoVisitation>()?;
     m.add_class::<PendingImpressions>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_simple_events, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())
 }

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rtrec import _native
 from rtrec.errors import InvalidInputError
-from rtrec.events.schema import EVENT_INPUT_COLUMNS, ITEM_COLUMNS, ITEM_SCHEMA
+from rtrec.events.schema import EVENT_INPUT_COLUMNS, EVENT_TYPES, ITEM_COLUMNS, ITEM_SCHEMA
 from rtrec.events.validate import Unparsed, Validator
 from rtrec.jsonable import jsonable
 
@@ -92,6 +93,46 @@ def events_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Validated, normalised rows as typed columns (``ts`` in epoch microseconds)."""
     cols = {name: pa.array([r[name] for r in rows], tp) for name, tp in _EVENT_TYPES_IN}
     cols["ts"] = cols["ts"].cast(pa.timestamp("us"))
+    return pa.table(cols)
+
+
+def simple_events(body: bytes, validator: Validator, max_rows: int) -> pa.Table | None:
+    """What :func:`to_arrow` would make of the JSON array ``body`` when the validator takes every
+    row as it is (the same table, nothing rejected), parsed natively with the GIL released;
+    None when some row is not of the simple shape (string ids, numeric ``ts``, no ``context``)
+    or not valid, and the rows must be parsed and checked one by one.
+
+    A posted batch costs the GIL about 17 ms per thousand rows when parsed and checked in
+    Python: time the learner and the recommend requests wait for.
+    """
+    cfg = validator.cfg
+    latest_us = round(time.time() * 1e6) + round(cfg.max_future_s * 1e6)
+    got = _native.parse_simple_events(
+        body, list(EVENT_TYPES), latest_us, validator.oldest_us, cfg.max_id_chars, max_rows
+    )
+    if got is None:
+        return None
+    n, ts_us, event_id, user_id, item_id, event_type, value, request_id, propensity = got
+
+    def strings(col: tuple[bytes, np.ndarray, np.ndarray]) -> pa.Array:
+        data, offsets, valid = col
+        nulls = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), nulls)
+
+    def numbers(col: tuple[np.ndarray, np.ndarray]) -> pa.Array:
+        return pa.array(col[0], pa.float64(), mask=~col[1])
+
+    cols = {
+        "event_id": strings(event_id),
+        "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us")),
+        "user_id": strings(user_id),
+        "item_id": strings(item_id),
+        "event_type": strings(event_type),
+        "value": numbers(value),
+        "request_id": strings(request_id),
+        "propensity": numbers(propensity),
+        "context": pa.nulls(n, pa.string()),
+    }
     return pa.table(cols)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,9 @@ from rtrec.contracts import Health, HealthStatus, StatsResponse
 from rtrec.errors import InvalidInputError, NotFoundError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 class Service(Protocol):
     """What the API needs from the daemon."""
@@ -33,7 +36,8 @@ class Service(Protocol):
     token: str | None
     read_token: str | None
 
-    def ingest_events(self, rows: list[Any], source: str) -> dict[str, Any]: ...
+    def simple_events(self, body: bytes) -> pa.Table | None: ...
+    def ingest_events(self, rows: list[Any] | pa.Table, source: str) -> dict[str, Any]: ...
     def check_capacity(self, incoming: int = 0, arrived: float | None = None) -> None: ...
     def upsert_items(self, rows: list[Any]) -> dict[str, Any]: ...
     def recommend(
@@ -243,9 +247,13 @@ def _clip_raw(text: str | bytes) -> str:
     return s[:65_536]
 
 
+def _media(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
 def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> list[Any]:
     """Decode a JSON array or NDJSON body into a list; raise with the line or position at fault."""
-    ctype = content_type.split(";")[0].strip().lower()
+    ctype = _media(content_type)
     if not body.strip():
         raise BadBody(f"request body is empty: send a JSON array of {what}")
     if ctype in NDJSON_TYPES:
@@ -364,7 +372,8 @@ def create_app(service: Service) -> FastAPI:
         service.check_capacity()  # refused at once only if waiting could not help
 
         def work() -> dict[str, Any]:
-            rows = parse_rows(body, ctype, "events", service.max_batch)
+            simple = None if _media(ctype) in NDJSON_TYPES else service.simple_events(body)
+            rows = simple if simple is not None else parse_rows(body, ctype, "events", service.max_batch)
             service.check_capacity(len(rows), arrived)  # waits a little for room if needed
             return service.ingest_events(rows, "http")
 

@@ -34,14 +34,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from rtrec import __version__
 from rtrec.config import Config
 from rtrec.contracts import CheckpointInfo, Health, StatsResponse
+from rtrec.events.rows import simple_events
 from rtrec.serve import inbox as inbox_mod
 from rtrec.serve import status
 from rtrec.serve.catalog import Catalog
 from rtrec.serve.checkpoints import CheckpointStore
-from rtrec.serve.fresh import FreshUsers
+from rtrec.serve.fresh import FreshUsers, committed
 from rtrec.serve.gcwatch import GcWatch
 from rtrec.serve.metrics import SERIES_STEP_S, Meters
 from rtrec.serve.privacy import HomePrivacy, pseudonymizer
@@ -172,17 +175,19 @@ class Daemon:
         """Admission control for posted events: :meth:`LearnerWorker.admit_or_refuse`."""
         self.worker.admit_or_refuse(incoming, arrived)
 
-    def ingest_events(self, rows: list[Any], source: str = "http") -> dict[str, Any]:
+    def simple_events(self, body: bytes) -> pa.Table | None:
+        """A JSON array of events as the log's table when every row is simple and valid (parsed
+        natively, see :func:`rtrec.events.rows.simple_events`); None: parse and check row by row."""
+        return simple_events(body, self.log.validator, self.max_batch)
+
+    def ingest_events(self, rows: list[Any] | pa.Table, source: str = "http") -> dict[str, Any]:
         """Commit ``rows`` and answer as ``POST /v1/events`` does."""
         t0 = time.perf_counter()
         s = self.log.ingest(rows, source=source)  # every row checked on its own; bad ones stored with a reason
         self.meters.lat_ingest.observe(time.perf_counter() - t0)
         self._committed(s)
-        bad = {int(r.index) for r in s.rejected}
         if s.accepted:
-            self.fresh.note(
-                (r for j, r in enumerate(rows) if j not in bad and isinstance(r, dict)), self.privacy.stored_id
-            )
+            self.fresh.note(committed(rows, {int(r.index) for r in s.rejected}), self.privacy.stored_id)
         out: dict[str, Any] = {
             "accepted": int(s.accepted),
             "duplicates": int(s.duplicates),

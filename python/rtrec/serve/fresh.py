@@ -8,12 +8,14 @@ item they just bought is not recommended back to them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+import pyarrow as pa
 
 from rtrec.learn.online import CONSUMED_TYPES
 
-__all__ = ["FreshUsers"]
+__all__ = ["FreshUsers", "committed"]
 
 # Users remembered between a commit and the learner's step (the learner keeps the rest).
 FRESH_USERS = 100_000
@@ -27,17 +29,16 @@ class FreshUsers:
         self._fresh: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def note(self, rows: Iterable[Any], stored_id: Callable[[str], str]) -> None:
-        """Committed rows (JSON objects): who is known now, and what they consumed."""
+    def note(self, rows: Iterable[tuple[Any, Any, Any]], stored_id: Callable[[str], str]) -> None:
+        """Committed rows as (user_id, event_type, item_id): who is known now, and what they consumed."""
         with self._lock:
-            for r in rows:
-                user = r.get("user_id")
+            for user, event_type, item in rows:
                 if user is None:
                     continue
                 key = stored_id(str(user))
                 seen = self._fresh.pop(key, None) or set()
-                if r.get("event_type") in CONSUMED_TYPES and r.get("item_id") is not None:
-                    seen.add(str(r["item_id"]))
+                if event_type in CONSUMED_TYPES and item is not None:
+                    seen.add(str(item))
                 self._fresh[key] = seen  # newest last
             while len(self._fresh) > FRESH_USERS:
                 self._fresh.pop(next(iter(self._fresh)))
@@ -53,3 +54,13 @@ class FreshUsers:
         with self._lock:
             fresh = self._fresh.get(user_id)
         return (True, consumed | fresh) if fresh is not None else (known, consumed)
+
+
+def committed(rows: Sequence[Any] | pa.Table, rejected: set[int]) -> Iterator[tuple[Any, Any, Any]]:
+    """(user_id, event_type, item_id) of each row not in ``rejected``; rows as JSON objects or a table."""
+    if isinstance(rows, pa.Table):
+        cols = [rows.column(c).to_pylist() for c in ("user_id", "event_type", "item_id")]
+        got: Iterable[Any] = zip(*cols, strict=True)
+    else:
+        got = ((r.get("user_id"), r.get("event_type"), r.get("item_id")) if isinstance(r, dict) else None for r in rows)
+    return (t for j, t in enumerate(got) if t is not None and j not in rejected)
