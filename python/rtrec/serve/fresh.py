@@ -19,6 +19,9 @@ __all__ = ["FreshUsers", "committed"]
 
 # Users remembered between a commit and the learner's step (the learner keeps the rest).
 FRESH_USERS = 100_000
+# What a user who consumed nothing since the learner's step has: one shared empty set, rather
+# than a new set per row of every batch.
+NOTHING: frozenset[str] = frozenset()
 
 
 class FreshUsers:
@@ -26,20 +29,21 @@ class FreshUsers:
 
     def __init__(self, learned: Callable[[str], tuple[bool, set[str]]]) -> None:
         self._learned = learned
-        self._fresh: dict[str, set[str]] = {}
+        self._fresh: dict[str, set[str] | frozenset[str]] = {}
         self._lock = threading.Lock()
 
     def note(self, rows: Iterable[tuple[Any, Any, Any]], stored_id: Callable[[str], str]) -> None:
         """Committed rows as (user_id, event_type, item_id): who is known now, and what they consumed."""
         with self._lock:
+            fresh = self._fresh
             for user, event_type, item in rows:
                 if user is None:
                     continue
                 key = stored_id(str(user))
-                seen = self._fresh.pop(key, None) or set()
+                seen = fresh.pop(key, NOTHING)
                 if event_type in CONSUMED_TYPES and item is not None:
-                    seen.add(str(item))
-                self._fresh[key] = seen  # newest last
+                    seen = {*seen, str(item)}
+                fresh[key] = seen  # newest last
             while len(self._fresh) > FRESH_USERS:
                 self._fresh.pop(next(iter(self._fresh)))
 
