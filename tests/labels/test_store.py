@@ -65,3 +65,18 @@ def test_dense_and_predictions_round_trip() -> None:
     assert snap.dense.tolist() == [[4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]
     np.testing.assert_allclose(snap.preds[:, 0], [0.3, 0.2, 0.1], rtol=1e-6)
     assert snap.indices.tolist() == [2, 3, 1] and snap.xindices.tolist() == [5]
+
+
+def test_compacting_a_raw_copy_lets_go_of_each_array_and_keeps_every_row() -> None:
+    """A checkpoint's raw copy is as large as the store: compacting it must not keep it whole
+    beside the compacted form (the two together would double the checkpoint's memory)."""
+    store = SnapshotStore(dense_dim=2, n_preds=1)
+    slots = store.alloc(4)
+    put(store, slots, [([1], [7]), ([2, 3], []), ([4], [8, 9]), ([], [])])
+    store.release(slots[1:2])
+    raw = store.raw(copy=True)
+    compacted = SnapshotStore.compact(raw)
+    assert {k for k, v in raw.items() if isinstance(v, np.ndarray)} == {"free"}  # the free list is kept as is
+    live = np.array([0, 2, 3], np.int64)
+    assert rows(SnapshotStore.from_state(compacted), live) == rows(store, live)
+    assert rows(SnapshotStore.from_state(store.state_dict()), live) == rows(store, live)
