@@ -29,8 +29,12 @@ __all__ = ["CHECKPOINT_DIR", "CheckpointStore", "checkpoint_files"]
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
-# At most this share of the time goes to writing checkpoints (see CheckpointStore.interval).
+# At most this share of the time goes to writing checkpoints, and at most STALL_SHARE to
+# holding the learner for their copies, within MAX_STRETCH times checkpoint_every_s (see
+# CheckpointStore.interval).
 WRITE_SHARE = 0.1
+STALL_SHARE = 0.01
+MAX_STRETCH = 10.0
 
 
 def checkpoint_files(home: Path) -> list[tuple[int, Path]]:
@@ -134,9 +138,16 @@ class CheckpointStore:
 
     def interval(self, every: float) -> float:
         """Seconds until the next checkpoint: ``every``, or longer when writing the last one took
-        more than ``WRITE_SHARE`` of that (writing takes the interpreter from the learner)."""
-        last = float(self.last.get("seconds") or 0.0) if self.last is not None else 0.0
-        return max(every, last / WRITE_SHARE)
+        more than ``WRITE_SHARE`` of that (writing takes the interpreter from the learner), or
+        when its copy held the learner for more than ``STALL_SHARE`` of it (everything acknowledged
+        meanwhile waits, so each copy is a spike in the learner's lag; a hundredth of the time
+        keeps them out of the lag's p99). The second stretch stops at ``MAX_STRETCH`` x ``every``,
+        which bounds what a restart after a crash has to learn again from the log."""
+        if self.last is None:
+            return every
+        written = float(self.last.get("seconds") or 0.0) / WRITE_SHARE
+        held = min(float(self.last.get("lock_seconds") or 0.0) / STALL_SHARE, MAX_STRETCH * every)
+        return max(every, written, held)
 
     def age(self) -> float:
         created = self.last.get("created_at") if self.last is not None else None
