@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from rtrec.config import EVENT_TYPES
 from rtrec.events.rows import simple_events, to_arrow
+from rtrec.events.schema import EVENT_INPUT_COLUMNS
 from rtrec.events.validate import Validator
 
 VALIDATOR = Validator()
@@ -121,3 +122,24 @@ def test_one_row_the_validator_must_see_sends_the_whole_batch_there() -> None:
         assert simple_events(json.dumps([good, odd]).encode(), VALIDATOR, 5000) is None, odd
     assert simple_events(b'[{"ts": 1, "user_id": "\\ud800"}]', VALIDATOR, 5000) is None
     assert simple_events(json.dumps([good] * 3).encode(), VALIDATOR, 2) is None  # over max_batch
+
+
+def test_the_native_path_knows_every_event_field() -> None:
+    """The Rust parser keeps its own list of fields (it must know what each one means): a row
+    with every field the schema takes, all valid, must still be parsed natively, and equal."""
+    row = {
+        "event_id": "e",
+        "ts": NOW,
+        "user_id": "u",
+        "item_id": "i",
+        "event_type": "rating",
+        "value": 4,
+        "request_id": "r",
+        "propensity": 0.5,
+        "context": None,
+    }
+    assert set(row) == set(EVENT_INPUT_COLUMNS)
+    body = json.dumps([row]).encode()
+    fast = simple_events(body, VALIDATOR, 5000)
+    assert fast is not None
+    assert fast.equals(python_table(body)[0])

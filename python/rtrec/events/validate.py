@@ -129,11 +129,14 @@ class Validator:
             return Err(f"ts: malformed value {_show(v)} (expected a timestamp or integer epoch seconds/milliseconds)")
         return self.check_ts(us, now_us, v)
 
+    def latest_us(self, now_us: int | None = None) -> int:
+        """The latest accepted ``ts`` (epoch microseconds): the clock, ``now_us`` or now, plus the skew."""
+        now_us = now_us if now_us is not None else round(time.time() * 1e6)
+        return now_us + round(self.cfg.max_future_s * 1e6)
+
     def check_ts(self, us: int, now_us: int | None = None, shown: Any = None) -> int | Err:
         """``us`` if it lies in the accepted time range, else the reason."""
-        now_us = now_us if now_us is not None else round(time.time() * 1e6)
-        latest = now_us + round(self.cfg.max_future_s * 1e6)
-        if us > latest:
+        if us > self.latest_us(now_us):
             return Err(
                 f"ts: {_show(shown if shown is not None else us)} is more than {self.cfg.max_future_s:g} s "
                 "in the future of the daemon's clock (events.max_future_s)"

@@ -258,11 +258,10 @@ class SnapshotStore:
         array (the raw copy is as large as the store: 560 MB with the 2,000,000 impressions that
         ``bench/load.py`` holds at the cap)."""
         live = np.flatnonzero(raw["state"] != _FREE)
-        length = raw["length"][live]
+        length = raw.pop("length")[live]
         values, offsets = csr_gather(raw.pop("arena"), raw.pop("start")[live], length + raw.pop("xlength")[live])
         out = {name: raw.pop(name)[live] for name in ("key", "rid", "ts", "deadline", "seq", "next", "state")}
         out["length"] = length
-        del raw["length"]
         out.update({name: raw.pop(name)[live] for name in ("dense", "preds", "item_n", "user_n")})
         out.update(
             dense_dim=raw["dense_dim"],
