@@ -15,6 +15,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CoVisitation",
     "FeatureHasher",
+    "ItemSets",
     "OnlineLinear",
     "PendingImpressions",
     "ReplayBuffer",
@@ -200,6 +201,44 @@ class CoVisitation:
     def state(self) -> bytes: ...
     @staticmethod
     def from_state(data: bytes) -> CoVisitation: ...
+
+@final
+class ItemSets:
+    """The items each user touched (users and items are integer indices), one compact vector
+    per user: 4 bytes per (user, item) pair. With ``max_per_user`` > 0 a user keeps that many
+    items: touching an item again makes it the newest, and a new item past the bound forgets
+    the least recently touched one. 0 keeps every item, in order of first touch."""
+
+    def __new__(cls, max_per_user: int = 0) -> Self: ...
+    def add(self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]) -> None:
+        """Add the pairs ``(users[k], items[k])`` in order (a negative index changes nothing and raises)."""
+    def get(self, user: int) -> npt.NDArray[np.int64]:
+        """A copy of the user's items, least recently touched first (empty for an unknown user)."""
+    def contains(self, user: int, item: int) -> bool: ...
+    def remove(self, user: int) -> int:
+        """Drop the user's items; how many there were."""
+    @property
+    def max_per_user(self) -> int: ...
+    @property
+    def users(self) -> int:
+        """Users with at least one item."""
+    @property
+    def pairs(self) -> int: ...
+    @property
+    def evicted(self) -> int:
+        """Pairs forgotten to keep users within the bound."""
+    @property
+    def memory_bytes(self) -> int: ...
+    def to_flat(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Users with items (ascending), their set sizes, and every member in each set's order."""
+    @staticmethod
+    def from_flat(
+        keys: npt.NDArray[np.int64],
+        sizes: npt.NDArray[np.int64],
+        members: npt.NDArray[np.int64],
+        max_per_user: int = 0,
+    ) -> ItemSets:
+        """The inverse of :meth:`to_flat`; a set longer than the bound keeps its last items."""
 
 _Resolved = tuple[
     npt.NDArray[np.int64],

@@ -130,6 +130,9 @@ class LearnerConfig:
     mlp_hidden: tuple[Count, ...] = (32,)
     weight_decay: NonNegative = 0.0
     replay_capacity: Count = 100_000
+    # Items remembered per user (consumed ones are never recommended again; none is sampled as a
+    # training negative); past it the least recently touched is forgotten. 0 keeps all (memory grows).
+    items_per_user: Annotated[int, Strict(), Field(ge=0)] = 1_000
     # Replay rows mixed into each update, per fresh row. Off: every steady-state mix cost AUC on
     # MovieLens and the simulator (bench/RESULTS.md); after a drift alarm drift_replay_ratio applies.
     replay_ratio: NonNegative = 0.0
@@ -150,8 +153,7 @@ class LearnerConfig:
     drift_replay_ratio: NonNegative = 0.5
     # On an alarm, Adagrad's squared-gradient history is multiplied by this (0, 1]: steps grow again.
     drift_forget: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] = 1.0
-    # torch intra-op threads for learning (process-wide). Small sparse updates run fastest
-    # on one thread; more only contend with the HTTP server and the encoder. 0 = torch's default.
+    # torch intra-op threads for learning (process-wide; sparse updates run fastest on one). 0 = torch's default.
     threads: Annotated[int, Strict(), Field(ge=0)] = 1
     seed: Int = 0
 
@@ -263,8 +265,7 @@ class PrivacyConfig:
     # Keep processed inbox files (inbox/done, inbox/rejected) this many days; 0 deletes them
     # once processed, None keeps them.
     inbox_keep_days: NonNegative | None = None
-    # After a forget, the database file is rewritten within this many seconds (and at
-    # shutdown), so that the deleted rows leave no bytes in its free pages.
+    # Seconds after a forget (and at shutdown) until the database file is rewritten, leaving no deleted bytes.
     compact_after_s: Seconds = 60.0
 
 
@@ -275,9 +276,8 @@ class CleanConfig:
     __pydantic_config__: ClassVar[ConfigDict] = SECTION
 
     enabled: Bool = True
-    # Rate limits over 60 s of event time, impressions not counted: events per user, and per
-    # item (0 turns either off). 600 leaves MovieLens's bulk rating sessions (at most 392 in a
-    # minute) untouched.
+    # Rate limits over 60 s of event time, impressions not counted: events per user, and per item (0 turns
+    # either off). 600 leaves MovieLens's bulk rating sessions (at most 392 in a minute) untouched.
     user_max_per_min: Annotated[int, Strict(), Field(ge=0)] = 600
     item_max_per_min: Annotated[int, Strict(), Field(ge=0)] = 0
     # Copies of an event (same user, item, type and value; for impressions, request) within this many

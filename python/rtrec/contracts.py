@@ -27,6 +27,7 @@ __all__ = [
     "StatsResponse",
     "StoredAlarm",
     "TextStatus",
+    "UserItemStats",
 ]
 
 
@@ -109,6 +110,15 @@ class LabelStats(TypedDict):
     late_window_s: float
 
 
+class UserItemStats(TypedDict):
+    """The items remembered per user (consumed, with an example), summed over the learner's sets."""
+
+    pairs: int
+    bytes: int
+    evicted: int  # pairs forgotten to keep users within max_per_user
+    max_per_user: int  # learner.items_per_user (0: no bound)
+
+
 class ServedSnapshots(TypedDict):
     held: int
     used: int
@@ -166,6 +176,7 @@ class LearnerStats(TypedDict):
     pending_impressions: int
     labels: LabelStats
     served_snapshots: ServedSnapshots
+    user_items: UserItemStats
     users: int
     items: int
     progressive: Progressive

@@ -1,5 +1,5 @@
 //! rtrec's native core: feature hashing, the replay ring buffer, co-visitation, pending
-//! impressions, and the parsing of posted event batches.
+//! impressions, per-user item sets, and the parsing of posted event batches.
 //!
 //! The modules other than `python` are plain Rust with no Python dependency and are
 //! tested with `cargo test`. `python` (behind the `python` feature, which maturin turns on)
@@ -9,6 +9,7 @@ pub mod covisit;
 pub mod error;
 pub mod events;
 pub mod hash;
+pub mod itemsets;
 pub mod linear;
 pub mod pending;
 pub mod ring;

@@ -14,6 +14,7 @@ use crate::covisit::CoVisitation as CoreCoVisitation;
 use crate::error::Error;
 use crate::events::{parse_simple, Limits as EventLimits, NumColumn, StrColumn};
 use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
+use crate::itemsets::ItemSets as CoreItemSets;
 use crate::linear::OnlineLinear as CoreLinear;
 use crate::pending::{Resolved, Rows as PlanRows, Slots, Waiting};
 use crate::ring::{PushBatch, Ring, Rows, Strategy};
@@ -999,6 +1000,104 @@ fn parse_simple_events<'py>(
     Ok(Some(PyTuple::new(py, items)?))
 }
 
+/// The items each user touched, one compact vector per user. See `rtrec._native.pyi`.
+///
+/// Every method holds the GIL while it holds the lock (none releases it): each call is short,
+/// and a reader never waits for the interpreter while a writer holds the sets.
+#[pyclass(module = "rtrec._native", frozen)]
+struct ItemSets {
+    inner: Mutex<CoreItemSets>,
+}
+
+impl ItemSets {
+    fn sets(&self) -> PyResult<std::sync::MutexGuard<'_, CoreItemSets>> {
+        self.inner
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("item sets lock poisoned by an earlier panic"))
+    }
+}
+
+#[pymethods]
+impl ItemSets {
+    #[new]
+    #[pyo3(signature = (max_per_user = 0))]
+    fn new(max_per_user: usize) -> Self {
+        ItemSets {
+            inner: Mutex::new(CoreItemSets::new(max_per_user)),
+        }
+    }
+
+    fn add(&self, users: PyReadonlyArray1<'_, i64>, items: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        Ok(self.sets()?.add(users.as_slice()?, items.as_slice()?)?)
+    }
+
+    fn get<'py>(&self, py: Python<'py>, user: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let v: Vec<i64> = self.sets()?.get(user).iter().map(|&i| i64::from(i)).collect();
+        Ok(v.into_pyarray(py))
+    }
+
+    fn contains(&self, user: i64, item: i64) -> PyResult<bool> {
+        Ok(self.sets()?.contains(user, item))
+    }
+
+    fn remove(&self, user: i64) -> PyResult<usize> {
+        Ok(self.sets()?.remove(user))
+    }
+
+    #[getter]
+    fn max_per_user(&self) -> PyResult<usize> {
+        Ok(self.sets()?.max_per_user())
+    }
+
+    #[getter]
+    fn users(&self) -> PyResult<usize> {
+        Ok(self.sets()?.users())
+    }
+
+    #[getter]
+    fn pairs(&self) -> PyResult<u64> {
+        Ok(self.sets()?.pairs())
+    }
+
+    #[getter]
+    fn evicted(&self) -> PyResult<u64> {
+        Ok(self.sets()?.evicted())
+    }
+
+    #[getter]
+    fn memory_bytes(&self) -> PyResult<usize> {
+        Ok(self.sets()?.memory_bytes())
+    }
+
+    fn to_flat<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let (k, n, m) = self.sets()?.to_flat();
+        let parts = [k.into_pyarray(py), n.into_pyarray(py), m.into_pyarray(py)];
+        PyTuple::new(py, parts)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (keys, sizes, members, max_per_user = 0))]
+    fn from_flat(
+        keys: PyReadonlyArray1<'_, i64>,
+        sizes: PyReadonlyArray1<'_, i64>,
+        members: PyReadonlyArray1<'_, i64>,
+        max_per_user: usize,
+    ) -> PyResult<Self> {
+        let s = CoreItemSets::from_flat(keys.as_slice()?, sizes.as_slice()?, members.as_slice()?, max_per_user)?;
+        Ok(ItemSets { inner: Mutex::new(s) })
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        let s = self.sets()?;
+        Ok(format!(
+            "ItemSets(users={}, pairs={}, max_per_user={})",
+            s.users(),
+            s.pairs(),
+            s.max_per_user()
+        ))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeatureHasher>()?;
@@ -1006,6 +1105,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OnlineLinear>()?;
     m.add_class::<CoVisitation>()?;
     m.add_class::<PendingImpressions>()?;
+    m.add_class::<ItemSets>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add_function(wrap_pyfunction!(parse_simple_events, m)?)?;
     m.add("FORMAT_VERSION", 1)?;

@@ -17,6 +17,7 @@ from rtrec.config import Config, load_config
 from rtrec.events import EXAMPLE_SCHEMA
 from rtrec.learn.columns import BASE_DENSE, TEXT_SIM, dense_names, epoch_seconds
 from rtrec.learn.featurize import Featurizer, resolved_before
+from rtrec.sets import as_dict
 
 HALF_LIFE = 3600.0
 RECENT_HALF_LIFE = 600.0
@@ -314,7 +315,7 @@ def test_state_dict_round_trip() -> None:
     ba, bb = a.transform(examples(later)), b.transform(examples(later))
     np.testing.assert_array_equal(ba.dense, bb.dense)
     np.testing.assert_array_equal(ba.indices, bb.indices)
-    assert a.user_items == b.user_items
+    assert as_dict(a.user_items) == as_dict(b.user_items)
 
 
 def test_epoch_seconds_units() -> None:

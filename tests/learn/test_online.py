@@ -21,6 +21,7 @@ from rtrec.labels import FOLLOWUP, IMPRESSION
 from rtrec.learn import OnlineLearner, Variant, default_variant
 from rtrec.learn.metrics import auc
 from rtrec.replay import replay_variants
+from rtrec.sets import as_dict
 from rtrec.sim import SimConfig, Simulator
 from tests.learn.streams import events
 
@@ -225,15 +226,15 @@ def test_consumed_items_survive_a_checkpoint_and_so_do_those_of_an_older_checkpo
     a = make_learner(cfg, items, one_variant(cfg, KINDS[0]))
     for b in batches[:6]:
         a.learn(b)
-    consumed = a.featurizer.user_items
+    consumed = as_dict(a.featurizer.user_items)
     assert consumed and any(len(s) > 1 for s in consumed.values())
     b_ = OnlineLearner.load(a.save(tmp_path / "x.ckpt"), cfg)
-    assert b_.featurizer.user_items == consumed
+    assert as_dict(b_.featurizer.user_items) == consumed
     # Checkpoints written before the flat form hold a sorted list per user.
     state = a.featurizer.state_dict()
     state["user_items"] = {u: sorted(s) for u, s in consumed.items()}
     b_.featurizer.load_state_dict(state)
-    assert b_.featurizer.user_items == consumed
+    assert as_dict(b_.featurizer.user_items) == consumed
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -611,7 +612,7 @@ def test_the_evaluator_ranks_each_example_before_anything_learns_it(cfg: Config,
             mine = r.user_idx == u
             earlier = set(r.item_idx[:row][mine[:row]].tolist())
             later = set(r.item_idx[row:][mine[row:]].tolist()) - earlier - before["held"].get(u, set())
-            held = learner.retrieval.interacted.get(u, set())
+            held = set(learner.retrieval.interacted.get(u).tolist())
             ranked.append(earlier <= held and not (later & held))
 
     learner.evaluator = Hook()
@@ -621,7 +622,7 @@ def test_the_evaluator_ranks_each_example_before_anything_learns_it(cfg: Config,
             before["linear"] = learner.linear.state()[0].copy()
             before["n"] = learner.featurizer.item_counts.n.copy()
             before["version"] = learner.model_version
-            before["held"] = {u: set(v) for u, v in learner.retrieval.interacted.items()}
+            before["held"] = as_dict(learner.retrieval.interacted)
             learner.learn(b.slice(start, bs))
     assert len(seen) > 10 and all(seen)
     assert len(ranked) > 10 and all(ranked)

@@ -137,7 +137,7 @@ def test_learner_forgets_every_per_user_state() -> None:
     assert got["known"] and got["examples"] > 0 and got["replay_rows"] > 0
     assert learner.user_state(user) == (False, set())
     assert learner.stats()["users"] == n_users - 1
-    assert f.user_counts.n[u] == 0 and u not in f.user_items and u not in learner.consumed
+    assert f.user_counts.n[u] == 0 and len(f.user_items.get(u)) == 0 == len(learner.consumed.get(u))
     assert len(learner.retrieval.history(u)) == 0
     assert not np.any(
         (learner.labeler.store.key[: learner.labeler.store.high] >> 32)[

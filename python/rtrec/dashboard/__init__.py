@@ -198,7 +198,7 @@ def _ope(o: LiveOpe) -> str:
 
 def _internals(s: StatsResponse) -> Panel:
     model = s.get("model")
-    labels_s = served_s = fill_s = mix_s = coll_s = DASH
+    labels_s = served_s = fill_s = mix_s = coll_s = items_s = DASH
     if model is not None:
         labels = model["labels"]
         labels_s = (
@@ -208,6 +208,10 @@ def _internals(s: StatsResponse) -> Panel:
         if labels["expired_early"] or labels["dropped"]:
             labels_s += f" · at cap: {_num(labels['expired_early'])} early, {_num(labels['dropped'])} dropped"
         served_s = f"{_num(model['served_snapshots']['used'])} learned as served"
+        ui = model["user_items"]
+        items_s = f"{_num(ui['pairs'])} pairs · {_num(ui['bytes'] / 2**20, '{:,.1f}')} MiB"
+        if ui["evicted"]:
+            items_s += f" · {_num(ui['evicted'])} forgotten past {ui['max_per_user']:,} per user"
         replay = model["replay"]
         if replay["capacity"]:
             size, cap = replay["size"], replay["capacity"]
@@ -226,6 +230,7 @@ def _internals(s: StatsResponse) -> Panel:
     rows: list[tuple[str, RenderableType | str]] = [
         ("impressions", labels_s),
         ("served features", served_s),
+        ("items per user", items_s),
         ("replay buffer", fill_s),
         ("sample mix", mix_s),
         ("hash collisions", coll_s),

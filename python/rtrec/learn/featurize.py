@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtrec import _native
 from rtrec.config import Config
 from rtrec.features import Hasher
 from rtrec.learn.batch import Batch
@@ -47,7 +48,7 @@ from rtrec.learn.counters import (
     logit,
     resolved_before,
 )
-from rtrec.sets import flat_sets, unflat_sets
+from rtrec.sets import add_pairs, load_item_sets
 from rtrec.text import centre
 
 __all__ = ["Batch", "Featurizer", "Resolved", "earlier_in_group", "resolved_before"]
@@ -78,7 +79,7 @@ class Featurizer:
         self._centred: np.ndarray | None = None  # centred_text of every row, built on first use
         self.nbr_idx = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.int64)
         self.nbr_sim = np.zeros((0, TEXT_NEIGHBOURS), dtype=np.float32)
-        self.user_items: dict[int, set[int]] = {}
+        self.user_items = _native.ItemSets(cfg.learner.items_per_user)  # items with an example, per user
         self.collision_rate: float | None = None
         self._context_ns = [ns for ns in cfg.features.namespaces if ns not in BUILTIN_NAMESPACES]
         self.dense_names = dense_names(cfg)
@@ -415,8 +416,7 @@ class Featurizer:
         if n:
             self._prior_n = min(self._prior_n + n, 10_000.0)
             self.prior += (float(b.labels.mean()) - self.prior) * n / self._prior_n
-        for u, i in zip(b.user_idx.tolist(), b.item_idx.tolist(), strict=True):
-            self.user_items.setdefault(u, set()).add(i)
+        add_pairs(self.user_items, b.user_idx, b.item_idx)
         if self.text_dim and self.cfg.text.user_vector:
             self._update_user_vectors(b)
 
@@ -431,7 +431,7 @@ class Featurizer:
                 c.n[u] = 0
         if u < len(self.user_vec):
             self.user_vec[u] = 0.0
-        self.user_items.pop(u, None)
+        self.user_items.remove(u)
         return u
 
     def user_features(self, user_id: str) -> list[int]:
@@ -471,7 +471,7 @@ class Featurizer:
             "item_text": self.item_text,
             "has_text": self.has_text,
             "user_vec": self.user_vec,
-            "user_items": flat_sets(self.user_items),
+            "user_items": self.user_items.to_flat(),
             "crosses": [(enc.n, enc.npos) for enc in self.crosses],
         }
 
@@ -485,7 +485,7 @@ class Featurizer:
         self.text_dim = s["text_dim"]
         self.item_text, self.has_text, self.user_vec = s["item_text"], s["has_text"], s["user_vec"]
         self._centred = None
-        self.user_items = unflat_sets(s["user_items"])
+        self.user_items = load_item_sets(s["user_items"], self.user_items.max_per_user)
         for enc, (n, npos) in zip(self.crosses, s["crosses"], strict=True):
             enc.n, enc.npos = n, npos
         self._catalog_dirty = True

@@ -38,7 +38,7 @@ def forget_user(learner: OnlineLearner, user_id: str, learned_events: int = 0) -
     examples = int(f.user_counts.n[u]) if u < len(f.user_counts.n) else 0
     replay = sum(t.forget_feature(x) for t in learner.trainers.values() for x in f.user_features(user_id))
     f.forget_user(user_id)
-    learner.consumed.pop(u, None)
+    learner.consumed.remove(u)
     learner.retrieval.forget_user(u)
     learner.recent_positives.forget_user(u)
     pending = learner.labeler.forget_user(u)

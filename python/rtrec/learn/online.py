@@ -40,6 +40,7 @@ from rtrec.learn.trainer import Trainer, Variant, default_variant
 from rtrec.rank import pipeline
 from rtrec.rank.model import ListRanker
 from rtrec.retrieve.sources import Retrieval
+from rtrec.sets import add_pairs, load_item_sets
 
 # Feedback after which an item is not recommended to that user again (by default).
 CONSUMED_TYPES = ("rating", "purchase", "dismiss")
@@ -85,7 +86,11 @@ class OnlineLearner:
         # Candidate sources and the ranker over them (rtrec.retrieve, rtrec.rank). The served
         # variant ranks with its own ranker; in replay, so does each of its text ablations.
         self.retrieval = Retrieval(
-            cfg.retrieve, self.featurizer, cold_below=cfg.replay.cold_threshold, seed=cfg.learner.seed
+            cfg.retrieve,
+            self.featurizer,
+            cold_below=cfg.replay.cold_threshold,
+            seed=cfg.learner.seed,
+            items_per_user=cfg.learner.items_per_user,
         )
         self.rankers = {
             v.name: ListRanker(cfg.retrieve.lr, text=v.item_text, user_vector=v.user_vector)
@@ -102,7 +107,7 @@ class OnlineLearner:
         self.recent_positives = probation.RecentPositives()  # what a bot's verdict takes back
         self.quarantined = 0
         # user index -> item indices the user consumed (CONSUMED_TYPES): never recommended again.
-        self.consumed: dict[int, set[int]] = {}
+        self.consumed = _native.ItemSets(cfg.learner.items_per_user)
         self.last_seq = 0
         self.model_version = 0
         self.events_seen = 0
@@ -368,8 +373,7 @@ class OnlineLearner:
         """Record the (user, item) pairs of consuming events (a chunk being learned)."""
         mask = pc.is_in(event_type, value_set=pa.array(CONSUMED_TYPES)).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(np.asarray(mask, bool))
-        for u, i in zip(user_idx[rows].tolist(), item_idx[rows].tolist(), strict=True):
-            self.consumed.setdefault(u, set()).add(i)
+        add_pairs(self.consumed, user_idx[rows], item_idx[rows])
 
     def user_state(self, user_id: str) -> tuple[bool, set[str]]:
         """Whether the learner has seen ``user_id``, and the ids of the items the user consumed.
@@ -380,7 +384,7 @@ class OnlineLearner:
         if u is None:
             return False, set()
         ids = self.featurizer.items.ids
-        return True, {ids[i] for i in frozenset(self.consumed.get(u, ()))}
+        return True, {ids[i] for i in self.consumed.get(u).tolist()}
 
     def seen_items(self, user_id: str) -> set[str]:
         with self._lock:
@@ -388,7 +392,7 @@ class OnlineLearner:
             if u is None:
                 return set()
             ids = self.featurizer.items.ids
-            return {ids[i] for i in self.featurizer.user_items.get(u, ())}
+            return {ids[i] for i in self.featurizer.user_items.get(u).tolist()}
 
     def popular(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
         """The ``k`` items with the most recency-decayed positive feedback (a read: no lock, as :meth:`score`)."""
@@ -430,7 +434,7 @@ class OnlineLearner:
                 "labeler": self.labeler.state_dict() if labeler else None,
                 "featurizer": self.featurizer.state_dict(),
                 "linear": self.linear.state(),
-                "consumed": {u: sorted(s) for u, s in self.consumed.items()},
+                "consumed": self.consumed.to_flat(),
                 "cleaner": self.cleaner.state_dict(),
                 "retrieval": self.retrieval.state_dict(),
                 "rankers": {k: r.state_dict() for k, r in self.rankers.items()},
@@ -481,7 +485,7 @@ class OnlineLearner:
         self.labeler.load_state_dict(state["labeler"])
         self.featurizer.load_state_dict(state["featurizer"])
         self.linear = _native.OnlineLinear.from_state(*state["linear" if "linear" in state else "wide"])  # "wide": 0.1
-        self.consumed = {int(u): set(v) for u, v in state["consumed"].items()}
+        self.consumed = load_item_sets(state["consumed"], cfg.learner.items_per_user)
         if "cleaner" in state:  # checkpoints from before cleaning start it afresh
             self.cleaner.load_state_dict(state["cleaner"])
         for k, t in state["trainers"].items():

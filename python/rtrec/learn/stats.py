@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from rtrec.contracts import LearnerStats, LiveRanking, RetrievalStats
+from rtrec.contracts import LearnerStats, LiveRanking, RetrievalStats, UserItemStats
 from rtrec.learn.metrics import progressive, rank_metrics
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
             "late_window_s": self.cfg.labels.late_window_s,
         },
         "served_snapshots": {"held": len(self.served), "used": self.served.used},
+        "user_items": _user_items(self),
         "users": len(self.featurizer.users.index),
         "items": len(self.featurizer.items),
         "progressive": progressive(list(self.history), time.time(), window_s),
@@ -58,6 +59,16 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
         "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
         "retrieval": self.retrieval_stats(),
         "cleaning": {**self.cleaner.counts(), "retracted_positives": self.recent_positives.retracted},
+    }
+
+
+def _user_items(self: OnlineLearner) -> UserItemStats:
+    sets = (self.featurizer.user_items, self.retrieval.interacted, self.consumed)
+    return {
+        "pairs": sum(s.pairs for s in sets),
+        "bytes": sum(s.memory_bytes for s in sets),
+        "evicted": sum(s.evicted for s in sets),
+        "max_per_user": self.cfg.learner.items_per_user,
     }
 
 

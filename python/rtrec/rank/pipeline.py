@@ -123,12 +123,11 @@ def exclusions(
     noted): every item with an example of the user resolved before this one.
     """
     if user is None or not consumed:
-        base: frozenset[int] | set[int] = frozenset()
+        out = np.zeros(0, np.int64)
     elif point_in_time:
-        base = learner.retrieval.interacted.get(user, set())
+        out = learner.retrieval.interacted.get(user)
     else:
-        base = frozenset(learner.consumed.get(user, ()))  # copied whole: the learner may be adding to it
-    out = np.fromiter(base, np.int64, len(base))
+        out = learner.consumed.get(user)  # a copy: the learner may be adding to it
     return out if extra is None else np.concatenate([out, np.asarray(extra, np.int64)])
 
 

@@ -279,10 +279,9 @@ def _rank_one(
     user = f.users.get(user_id)
     others = [n for n in learner.trainers if n not in learner.rankers]
     if others:
-        seen = f.user_items.get(user, set()) if user is not None else set()
+        seen = f.user_items.get(user) if user is not None else np.zeros(0, np.int64)
         keep = np.ones(n_catalog, dtype=bool)
-        if seen:
-            keep[[i for i in seen if i < n_catalog]] = False
+        keep[seen[seen < n_catalog]] = False
         cand = np.flatnonzero(keep).astype(np.int64)
         if target >= n_catalog or not keep[target]:
             cand = np.append(cand, target)

@@ -24,7 +24,7 @@ import numpy as np
 
 from rtrec import _native
 from rtrec.config import RetrieveConfig
-from rtrec.sets import flat_sets, unflat_sets
+from rtrec.sets import add_pairs, load_item_sets
 
 if TYPE_CHECKING:
     from rtrec.learn.featurize import Featurizer
@@ -92,7 +92,15 @@ class Candidates:
 class Retrieval:
     """The candidate sources' state (one writer: :meth:`observe`) and their read paths."""
 
-    def __init__(self, cfg: RetrieveConfig, featurizer: Featurizer, *, cold_below: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: RetrieveConfig,
+        featurizer: Featurizer,
+        *,
+        cold_below: int = 5,
+        seed: int = 0,
+        items_per_user: int = 0,
+    ) -> None:
         self.cfg = cfg
         self.f = featurizer
         self.cold_below = cold_below
@@ -103,7 +111,7 @@ class Retrieval:
         self.count = np.zeros(0, np.float32)  # all-time positives per item
         # user -> items with an example so far, in stream order (the exclusions of the
         # ranking evaluation and of the rankers' training, which run inside a learn step).
-        self.interacted: dict[int, set[int]] = {}
+        self.interacted = _native.ItemSets(items_per_user)
         self.version = 0  # bumped once per learn chunk (the top lists are rebuilt then, not per event)
         self._top: tuple[tuple[int, int], np.ndarray, dict[str, np.ndarray]] | None = None
         self._fresh_pool = np.zeros(0, np.int64)
@@ -114,14 +122,13 @@ class Retrieval:
     def forget_user(self, user: int) -> None:
         """Drop a user's history and interactions (the co-visitation pairs they made stay)."""
         self.covisit.forget_user(user)
-        self.interacted.pop(user, None)
+        self.interacted.remove(user)
 
     def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
         """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source.
         Only positives count: an engagement, not a showing; every example marks its item as
         one the user interacted with."""
-        for u, i in zip(users.tolist(), items.tolist(), strict=True):
-            self.interacted.setdefault(u, set()).add(i)
+        add_pairs(self.interacted, users, items)
         pos = labels >= 0.5
         if not pos.any():
             return
@@ -445,14 +452,14 @@ class Retrieval:
             "t_ref": self._trend[1],
             "count": self.count.copy(),
             "version": self.version,
-            "interacted": flat_sets(self.interacted),
+            "interacted": self.interacted.to_flat(),
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.covisit = _native.CoVisitation.from_state(s["covisit"])
         self._trend, self.count = (s["trend"], s["t_ref"]), s["count"]
         self.version = int(s["version"]) + 1
-        self.interacted = unflat_sets(s["interacted"])
+        self.interacted = load_item_sets(s["interacted"], self.interacted.max_per_user)
         self._top = None
 
 
