@@ -132,7 +132,7 @@ class LearnerConfig:
     replay_capacity: Count = 100_000
     # Items remembered per user (consumed ones are never recommended again; none is sampled as a
     # training negative); past it the least recently touched is forgotten. 0 keeps all (memory grows).
-    items_per_user: Annotated[int, Strict(), Field(ge=0)] = 1_000
+    items_per_user: Annotated[int, Strict(), Field(ge=0)] = 5_000
     # Replay rows mixed into each update, per fresh row. Off: every steady-state mix cost AUC on
     # MovieLens and the simulator (bench/RESULTS.md); after a drift alarm drift_replay_ratio applies.
     replay_ratio: NonNegative = 0.0
