@@ -46,6 +46,9 @@ class _WaitingService:
     def recommend(self, user_id: str, k: int, **kw: Any) -> dict[str, Any]:
         return {"user_id": user_id, "items": []}
 
+    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
+        return False  # through the thread pool, beside the waiting batches
+
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
 
@@ -71,3 +74,30 @@ def test_batches_waiting_for_room_leave_threads_for_recommend() -> None:
         assert answer.status_code == 200, answer.text
         assert all(p.result(timeout=60).status_code == 200 for p in posts)
     assert svc.most_waiting == 1  # one batch at a time in admission
+
+
+class _ThreadService(_WaitingService):
+    """Records which thread answered each recommend; "known" users are served inline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: dict[str, str] = {}
+
+    def recommend(self, user_id: str, k: int, **kw: Any) -> dict[str, Any]:
+        self.threads[user_id] = threading.current_thread().name
+        return {"user_id": user_id, "items": []}
+
+    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
+        return user_id == "known" and candidates is None
+
+
+def test_a_known_users_list_is_served_on_the_event_loop_and_the_rest_off_it() -> None:
+    svc = _ThreadService()
+    with TestClient(create_app(svc)) as client:  # type: ignore[arg-type]
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)  # type: ignore[union-attr]
+        for params in ({"user_id": "known"}, {"user_id": "stranger"}, {"user_id": "known", "candidates": "a,b"}):
+            r = client.get("/v1/recommend", params=params)
+            assert r.status_code == 200, r.text
+            svc.threads[f"{params['user_id']}+{'candidates' in params}"] = svc.threads.pop(params["user_id"])
+    assert svc.threads["known+False"] == loop_thread
+    assert svc.threads["stranger+False"] != loop_thread and svc.threads["known+True"] != loop_thread

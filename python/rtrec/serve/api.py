@@ -53,6 +53,7 @@ class Service(Protocol):
         category: str | None = None,
         exclude: list[str] | None = None,
     ) -> dict[str, Any]: ...
+    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool: ...
     def similar(self, item_id: str, k: int) -> dict[str, Any]: ...
     def forget(self, user_id: str) -> dict[str, Any]: ...
     def stats(self) -> StatsResponse: ...
@@ -436,10 +437,9 @@ def create_app(service: Service) -> FastAPI:
         skip = [c for c in (s.strip() for s in exclude.split(",")) if c] if exclude is not None else None
         if skip is not None and len(skip) > service.max_batch:
             raise PayloadTooLarge(f"exclude lists {len(skip)} items, over the limit of {service.max_batch}")
-        # Off the event loop: a user's first request reads their history from the log, and a
-        # stranger's request text runs the text encoder; neither may hold up other requests.
-        out = await run_in_threadpool(
-            lambda: service.recommend(
+
+        def call() -> dict[str, Any]:
+            return service.recommend(
                 user_id,
                 k,
                 exclude_seen=exclude_seen,
@@ -450,8 +450,10 @@ def create_app(service: Service) -> FastAPI:
                 category=category,
                 exclude=skip,
             )
-        )
-        return JSONResponse(out)
+
+        # A known user's list (a few ms) is served on the event loop: two thread hand-offs cost more
+        # than it does. Anything else (a stranger's text, a catalog scan) must not hold up other requests.
+        return JSONResponse(call() if service.serves_inline(user_id, cands) else await run_in_threadpool(call))
 
     @app.get("/v1/similar", tags=["serve"])
     async def similar(

@@ -95,7 +95,7 @@ class Ranker:
         catalog = self.catalog()
         learned_seq = int(self.learner.last_seq)
         version = int(self.learner.model_version)
-        if candidates is None and self.learner.featurizer.users.get(user_id) is not None:
+        if self.quick(user_id, candidates):
             request_id, items, explored = self._pipeline(
                 user_id, k, exclude_seen, skip, catalog, context, policy, explain, category
             )
@@ -113,6 +113,12 @@ class Ranker:
             "cold_start": not known,
             "items": items,
         }
+
+    def quick(self, user_id: str, candidates: list[str] | None) -> bool:
+        """Whether the request takes the retrieve-and-rank pipeline: a user the learner knows, no
+        named candidates. Its cost is bounded (a few hundred candidates, whatever the catalog) and
+        it reads neither the log nor the text encoder, which a stranger's request may run."""
+        return candidates is None and self.learner.featurizer.users.get(user_id) is not None
 
     def _scored(
         self,
