@@ -241,9 +241,12 @@ def main() -> None:
         # bytes of their store and indexes: bounded by labels.max_snapshots.
         "impressions_held_max": max((s["pending"] for s in samples), default=None),
         "impressions_held_bytes_max": max((s["label_bytes"] for s in samples), default=None),
+        # The items remembered per user at the end (pairs, bytes): bounded by learner.items_per_user.
+        "user_items": last["model"]["user_items"],
         "checkpoints": len(ck),
         "checkpoint_seconds_max": max((c["seconds"] for c in ck), default=None),
         "checkpoint_lock_seconds_max": max((c["lock_seconds"] for c in ck), default=None),
+        "checkpoint_lock_wait_seconds_max": max((c.get("lock_wait_seconds", 0.0) for c in ck), default=None),
         "checkpoint_bytes_per_learned_event": float(
             np.median([c["bytes_per_learned_event"] for c in ck if c["bytes_per_learned_event"]])
         )

@@ -209,7 +209,8 @@ class CheckpointInfo(TypedDict, total=False):
     model_version: int
     age_s: float
     seconds: float  # time to write it
-    lock_seconds: float  # of which the learner was held
+    lock_seconds: float  # of which the learner was held (the copy, from the moment the lock was had)
+    lock_wait_seconds: float  # before that, waiting for the learner's step to end (it learned on meanwhile)
     bytes: int
     bytes_per_learned_event: float | None
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+from rtrec.config import load_config
 from rtrec.contracts import CheckpointInfo
+from rtrec.learn import OnlineLearner
 from rtrec.serve.checkpoints import MAX_STRETCH, STALL_SHARE, WRITE_SHARE, CheckpointStore
 
 
@@ -29,3 +32,27 @@ def test_a_long_hold_of_the_learner_spaces_checkpoints_within_a_bound(tmp_path: 
     assert store.interval(30.0) == MAX_STRETCH * 30.0
     store.last = CheckpointInfo(seq=4, path="w", created_at=0.0, seconds=40.0, lock_seconds=5.0)
     assert store.interval(30.0) == 40.0 / WRITE_SHARE  # writing alone may stretch it further
+
+
+def test_waiting_for_the_lock_is_not_counted_as_holding_the_learner(tmp_path: Path) -> None:
+    """While the checkpoint waits for a learn step to end, the learner learns: only the copy
+    after that stalls it, and only that may push the next checkpoint back."""
+    learner = OnlineLearner(load_config(overrides={"text": {"enabled": False}, "features": {"bits": 12}}))
+    learner.model_version = 1
+    lock = threading.RLock()
+    held, release = threading.Event(), threading.Event()
+
+    def learn_step() -> None:
+        with lock:
+            held.set()
+            release.wait(10)
+
+    step = threading.Thread(target=learn_step)
+    step.start()
+    held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    log_ = type("Log", (), {"record_checkpoint": lambda *a: None})()
+    info = CheckpointStore(tmp_path, log_=log_).save(learner, lock)  # type: ignore[arg-type]
+    step.join()
+    assert info is not None and info["lock_wait_seconds"] >= 0.9
+    assert info["lock_seconds"] < info["lock_wait_seconds"]

@@ -105,12 +105,13 @@ class CheckpointStore:
     def _save(self, learner: OnlineLearner, lock: threading.RLock) -> CheckpointInfo | None:
         t0 = time.perf_counter()
         with lock:  # only the copy holds the learner up; the file is written while it learns on
+            locked = time.perf_counter()
             version = int(learner.model_version)
             if version == self._version:
                 return None
             seq = int(learner.last_seq)
             state = learner.snapshot()
-        held = time.perf_counter() - t0
+        held = time.perf_counter() - locked
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"learner-{seq:012d}.ckpt"
         learner.save(path, state)
@@ -124,6 +125,7 @@ class CheckpointStore:
             "model_version": version,
             "seconds": time.perf_counter() - t0,
             "lock_seconds": held,
+            "lock_wait_seconds": locked - t0,
             "bytes": size,
             "bytes_per_learned_event": size / learned if learned else None,
         }
