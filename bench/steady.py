@@ -1,0 +1,123 @@
+"""The learner alone at its steady state on the overload mix: speed, memory and checkpoint copies.
+
+Streams events of ``bench/load.py``'s mix (slates of 10 impressions with a request id, one
+click in ten; ``--users`` users, ``--items`` items) through one learner in this process, with
+event time advancing at ``--rate`` events a second, so that impressions start to expire as
+negatives after ``labels.impression_window_s`` and the learner reaches the steady state the
+daemon reaches under overload. Every ``--block`` events it reports the learn rate over the
+block, the resident memory, the seconds a checkpoint copy (``OnlineLearner.snapshot``, what
+the daemon takes under the learner's lock) takes, the impressions held and the items
+remembered per user; one JSON object per block, the last line a summary.
+
+Usage: ``python bench/steady.py [--n 3000000] [--rate 5000] [--users 20000] [--items 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from rtrec.config import load_config
+from rtrec.events.schema import EVENT_SCHEMA
+from rtrec.learn import OnlineLearner
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def chunk(start: int, n: int, rate: float, users: int, items: int, rng: np.random.Generator) -> pa.Table:
+    """Events ``start .. start + n`` of the mix: every tenth is a click on the impression before it."""
+    k = np.arange(start, start + n)
+    u, i = rng.integers(0, users, n), rng.integers(0, items, n)
+    click = k % 10 == 9
+    c = np.flatnonzero(click & (np.arange(n) > 0))
+    u[c], i[c] = u[c - 1], i[c - 1]
+    ts = (1_700_000_000_000_000 + k * (1e6 / rate)).astype(np.int64)
+    return pa.Table.from_arrays(
+        [
+            pa.array(k + 1, pa.int64()),
+            pa.array([f"e{x}" for x in k]),
+            pa.array(ts).cast(pa.timestamp("us")),
+            pa.array([f"u{x}" for x in u]),
+            pa.array([f"i{x}" for x in i]),
+            pa.array(np.where(click, "click", "impression").tolist()),
+            pa.nulls(n, pa.float64()),
+            pa.array([f"r{x // 10}" for x in k]),
+            pa.nulls(n, pa.float64()),
+            pa.nulls(n, pa.string()),
+        ],
+        schema=EVENT_SCHEMA,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=3_000_000)
+    ap.add_argument("--rate", type=float, default=5000.0, help="events per second of event time")
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument("--chunk", type=int, default=4096, help="events per learn step")
+    ap.add_argument("--block", type=int, default=300_000, help="events per report")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    learner = OnlineLearner(load_config(overrides={"text": {"enabled": False}}))
+    learner.set_catalog(
+        pa.table(
+            {
+                "item_id": [f"i{k}" for k in range(args.items)],
+                "category": [f"c{k % 20}" for k in range(args.items)],
+                "tags": [[f"t{k % 50}"] for k in range(args.items)],
+            }
+        )
+    )
+    blocks = []
+    learn_s, done, in_block = 0.0, 0, 0
+    for start in range(0, args.n, args.chunk):
+        t = chunk(start, min(args.chunk, args.n - start), args.rate, args.users, args.items, rng)
+        t0 = time.perf_counter()
+        learner.learn(t, chunk=args.chunk)
+        learn_s += time.perf_counter() - t0
+        done += t.num_rows
+        in_block += t.num_rows
+        if in_block >= args.block or done == args.n:
+            t0 = time.perf_counter()
+            snap = learner.snapshot()
+            copy_s = time.perf_counter() - t0
+            del snap
+            stats = learner.stats()
+            block = {
+                "events": done,
+                "events_per_s": round(in_block / learn_s),
+                "rss_bytes": rss_bytes(),
+                "snapshot_seconds": round(copy_s, 3),
+                "impressions_held": stats["labels"]["pending"] + stats["labels"]["retained"],
+                "user_items": stats.get("user_items"),
+            }
+            blocks.append(block)
+            print(json.dumps(block), flush=True)
+            learn_s, in_block = 0.0, 0
+    steady = blocks[len(blocks) // 2 :]  # past the impression window with the defaults above
+    print(
+        json.dumps(
+            {
+                "bench": "steady",
+                "events": args.n,
+                "steady_events_per_s": round(float(np.median([b["events_per_s"] for b in steady]))),
+                "snapshot_seconds_max": max(b["snapshot_seconds"] for b in blocks),
+                "rss_bytes_peak": max(b["rss_bytes"] for b in blocks),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
