@@ -16,47 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pending import catalog, impressions, rss_bytes  # the same generators as bench/pending.py
 from rtrec.config import load_config
-from rtrec.events.schema import EVENT_SCHEMA
 from rtrec.learn import OnlineLearner
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def chunk(start: int, n: int, rate: float, users: int, items: int, rng: np.random.Generator) -> pa.Table:
-    """Events ``start .. start + n`` of the mix: every tenth is a click on the impression before it."""
-    k = np.arange(start, start + n)
-    u, i = rng.integers(0, users, n), rng.integers(0, items, n)
-    click = k % 10 == 9
-    c = np.flatnonzero(click & (np.arange(n) > 0))
-    u[c], i[c] = u[c - 1], i[c - 1]
-    ts = (1_700_000_000_000_000 + k * (1e6 / rate)).astype(np.int64)
-    return pa.Table.from_arrays(
-        [
-            pa.array(k + 1, pa.int64()),
-            pa.array([f"e{x}" for x in k]),
-            pa.array(ts).cast(pa.timestamp("us")),
-            pa.array([f"u{x}" for x in u]),
-            pa.array([f"i{x}" for x in i]),
-            pa.array(np.where(click, "click", "impression").tolist()),
-            pa.nulls(n, pa.float64()),
-            pa.array([f"r{x // 10}" for x in k]),
-            pa.nulls(n, pa.float64()),
-            pa.nulls(n, pa.string()),
-        ],
-        schema=EVENT_SCHEMA,
-    )
 
 
 def main() -> None:
@@ -70,19 +40,11 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     learner = OnlineLearner(load_config(overrides={"text": {"enabled": False}}))
-    learner.set_catalog(
-        pa.table(
-            {
-                "item_id": [f"i{k}" for k in range(args.items)],
-                "category": [f"c{k % 20}" for k in range(args.items)],
-                "tags": [[f"t{k % 50}"] for k in range(args.items)],
-            }
-        )
-    )
+    learner.set_catalog(catalog(args.items, rng))
     blocks = []
     learn_s, done, in_block = 0.0, 0, 0
     for start in range(0, args.n, args.chunk):
-        t = chunk(start, min(args.chunk, args.n - start), args.rate, args.users, args.items, rng)
+        t = impressions(start, min(args.chunk, args.n - start), args.rate, args.users, args.items, rng, click_every=10)
         t0 = time.perf_counter()
         learner.learn(t, chunk=args.chunk)
         learn_s += time.perf_counter() - t0
