@@ -184,3 +184,13 @@ def test_content_retrieval_through_the_index_on_a_large_catalog() -> None:
     c = big.retrieval.retrieve(fan, float(T0 + 600), pipeline.exclusions(big, fan, point_in_time=True))
     content = names(big, c.lists["content"])
     assert "horror-new" in content and all(i.startswith("horror") for i in content[:5])
+
+
+def test_the_trending_lists_are_rebuilt_by_the_learner_not_by_the_next_read(learner: OnlineLearner) -> None:
+    """Each learn chunk ends with the lists rebuilt, so a recommend after it finds them current."""
+    r = learner.retrieval
+    before = r.version
+    learner.learn(events([(500, "u1", f"{CATS[1]}-0", "click"), (501, "u2", f"{CATS[1]}-1", "click")], start_seq=999))
+    assert r.version > before
+    top = r._top  # the cache itself is what this test is about
+    assert top is not None and top[0] == (r.version, len(learner.featurizer.items))

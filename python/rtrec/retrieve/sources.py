@@ -168,8 +168,10 @@ class Retrieval:
         return np.exp2(np.minimum((ts - t_ref) / self.cfg.trending_half_life_s, 1000.0))
 
     def commit(self) -> None:
-        """The end of a learn chunk: lists derived from the sources (trending tops) are rebuilt on next read."""
+        """The end of a learn chunk: the lists derived from the sources (trending tops) are rebuilt
+        now, by the learner, so that no recommend request pays for it (linear in the catalog)."""
         self.version += 1
+        self._tops()
 
     def _grow(self, n: int) -> None:
         trend, t_ref = self._trend
