@@ -59,6 +59,7 @@ def test_render_shows_a_running_daemons_stats(home):
         f"{stats['quality']['logloss']:.4f}",
         f"seq {stats['checkpoint']['seq']:,}",
         f"{model['labels']['pending']:,} pending",
+        f"{model['user_items']['pairs']:,} pairs · {model['user_items']['bytes'] / 2**20:,.1f} MiB",  # items per user
         f"{model['replay']['size']:,} / {model['replay']['capacity']:,}",
         f"fresh {model['replay']['mix']['fresh']:.0%}",
         f"{model['hashing']['collision_rate']:.2%}",
