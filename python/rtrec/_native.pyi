@@ -214,7 +214,6 @@ class ItemSets:
         """Add the pairs ``(users[k], items[k])`` in order (a negative index changes nothing and raises)."""
     def get(self, user: int) -> npt.NDArray[np.int64]:
         """A copy of the user's items, least recently touched first (empty for an unknown user)."""
-    def contains(self, user: int, item: int) -> bool: ...
     def remove(self, user: int) -> int:
         """Drop the user's items; how many there were."""
     @property

@@ -1036,10 +1036,6 @@ impl ItemSets {
         Ok(v.into_pyarray(py))
     }
 
-    fn contains(&self, user: i64, item: i64) -> PyResult<bool> {
-        Ok(self.sets()?.contains(user, item))
-    }
-
     fn remove(&self, user: i64) -> PyResult<usize> {
         Ok(self.sets()?.remove(user))
     }
