@@ -4,10 +4,12 @@ Streams events of ``bench/load.py``'s mix (slates of 10 impressions with a reque
 click in ten; ``--users`` users, ``--items`` items) through one learner in this process, with
 event time advancing at ``--rate`` events a second, so that impressions start to expire as
 negatives after ``labels.impression_window_s`` and the learner reaches the steady state the
-daemon reaches under overload. Every ``--block`` events it reports the learn rate over the
-block, the resident memory, the seconds a checkpoint copy (``OnlineLearner.snapshot``, what
-the daemon takes under the learner's lock) takes, the impressions held and the items
-remembered per user; one JSON object per block, the last line a summary.
+daemon reaches under overload. Every ``--block`` events it takes a checkpoint as the daemon
+does and reports the learn rate over the block, the resident memory (now and the process's
+peak), the seconds the checkpoint's copy takes (``OnlineLearner.snapshot``, what the daemon
+takes under the learner's lock) and the seconds and bytes of writing it, the impressions held
+with their bytes each, and the items remembered per user; one JSON object per block, the
+last line a summary.
 
 Usage: ``python bench/steady.py [--n 3000000] [--rate 5000] [--users 20000] [--items 1000]``
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,14 +58,25 @@ def main() -> None:
             t0 = time.perf_counter()
             snap = learner.snapshot()
             copy_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = learner.save(Path(tmp) / "learner.ckpt", snap)
+                file_bytes = path.stat().st_size
+            write_s = time.perf_counter() - t0
             del snap
             stats = learner.stats()
+            labels = stats["labels"]
+            held = labels["pending"] + labels["retained"]
             block = {
                 "events": done,
                 "events_per_s": round(in_block / learn_s),
                 "rss_bytes": rss_bytes(),
+                "rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "snapshot_seconds": round(copy_s, 3),
-                "impressions_held": stats["labels"]["pending"] + stats["labels"]["retained"],
+                "write_seconds": round(write_s, 3),
+                "checkpoint_bytes": file_bytes,
+                "impressions_held": held,
+                "bytes_per_held_impression": round((labels["snapshot_bytes"] + labels["index_bytes"]) / max(held, 1)),
                 "user_items": stats.get("user_items"),
             }
             blocks.append(block)
@@ -76,6 +91,8 @@ def main() -> None:
                 "steady_events_per_s": round(float(np.median([b["events_per_s"] for b in steady]))),
                 "snapshot_seconds_max": max(b["snapshot_seconds"] for b in blocks),
                 "rss_bytes_peak": max(b["rss_bytes"] for b in blocks),
+                "rss_peak_bytes": blocks[-1]["rss_peak_bytes"],
+                "write_seconds_max": max(b["write_seconds"] for b in blocks),
             }
         )
     )

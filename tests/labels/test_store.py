@@ -80,3 +80,42 @@ def test_compacting_a_raw_copy_lets_go_of_each_array_and_keeps_every_row() -> No
     live = np.array([0, 2, 3], np.int64)
     assert rows(SnapshotStore.from_state(compacted), live) == rows(store, live)
     assert rows(SnapshotStore.from_state(store.state_dict()), live) == rows(store, live)
+
+
+def test_a_checkpoint_copy_shares_the_rows_and_later_changes_do_not_reach_it() -> None:
+    """``raw(copy=True)`` copies only the state and key-chain columns. While it lives, no slot it
+    holds is handed out again and the arena and ``start`` are replaced, not rewritten, so that
+    freeing, refilling and compacting after the copy leave what it shares as it was."""
+    rng = np.random.default_rng(1)
+    store = SnapshotStore(dense_dim=2, n_preds=1)
+    store.release(store.alloc(5000))  # room enough that no column grows (a grown column is a new array)
+    slots = store.alloc(300)
+    data = [(rng.integers(0, 2**32, 20).tolist(), rng.integers(0, 2**24, 3).tolist()) for _ in slots]
+    put(store, slots, data)
+    store.put(slots, dense=rng.random((300, 2), dtype=np.float32))
+    store.release(slots[:50])
+    truth = rows(store, slots[50:])
+    dense = store.dense[slots[50:]].copy()
+    raw = store.raw(copy=True)
+    assert np.shares_memory(raw["dense"], store.dense) and np.shares_memory(raw["arena"], store.arena)
+    assert not np.shares_memory(raw["state"], store.state)
+    arena = store.arena
+
+    gone = slots[50:200]
+    store.release(gone)
+    for _ in range(40):  # refill and free again until the arena is compacted at least once
+        new = store.alloc(100)
+        assert not set(new.tolist()) & set(gone.tolist())  # held by the copy: not handed out
+        put(store, new, [(rng.integers(0, 2**32, 30).tolist(), [7]) for _ in new])
+        store.put(new, dense=np.full((100, 2), -1.0, np.float32))
+        store.release(new)
+    assert store.arena is not arena  # compacted into a new arena
+    assert store.high == 5000  # no column grew: the copy shares the very arrays learning wrote to
+
+    restored = SnapshotStore.from_state(SnapshotStore.compact(dict(raw)))
+    assert restored.live == 250
+    assert rows(restored, slots[50:]) == truth
+    np.testing.assert_array_equal(restored.dense[slots[50:]], dense)
+    del raw
+    again = store.alloc(store.high)  # every free slot, the held ones included once the copy is gone
+    assert set(gone.tolist()) <= set(again.tolist())

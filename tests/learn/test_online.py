@@ -157,6 +157,29 @@ def test_resume_equals_uninterrupted(cfg: Config, stream: Any, tmp_path: Path, k
     assert_same_learner(a, resumed)
 
 
+def test_a_snapshot_written_after_more_learning_holds_the_state_it_was_taken_at(
+    cfg: Config, stream: Any, tmp_path: Path
+) -> None:
+    """A checkpoint copies only what learning changes in place and shares the held impressions:
+    learning on between the copy and the write (impressions labelled, slots freed and refilled,
+    the arena compacted) must not reach what is written."""
+    _, batches, items = stream
+    k = 3
+    a, b_ = make_learner(cfg, items), make_learner(cfg, items)
+    for b in batches[:k]:
+        a.learn(b)
+        b_.learn(b)
+    snap = a.snapshot()
+    held = a.labeler.pending + a.labeler.retained
+    for b in batches[k:]:
+        a.learn(b)
+    assert held > 0 and a.labeler.store.high > 0
+    loaded = OnlineLearner.load(a.save(tmp_path / "snap.ckpt", snap), cfg)
+    assert_same_learner(b_, loaded)
+    del snap
+    assert_same_learner(a, OnlineLearner.load(a.save(tmp_path / "now.ckpt"), cfg))
+
+
 def test_relearning_the_stream_after_load_learns_nothing_twice(cfg: Config, stream: Any, tmp_path: Path) -> None:
     _, batches, items = stream
     k = 4

@@ -264,18 +264,22 @@ class Labeler:
         if not len(mine):
             return 0
         st.release(mine)
-        self.load_state_dict(self.finish(self.snapshot(copy=False)))  # rebuilds the indexes and queues
+        self.load_state_dict(self.state_dict())  # rebuilds the indexes and queues
         return len(mine)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Picklable state for checkpoints: numpy arrays and plain numbers only. The key indexes
-        and deadline queues are rebuilt from the store's slots on load."""
-        return self.finish(self.snapshot(copy=False))
+        """Picklable state for checkpoints: numpy arrays and plain numbers only, the store
+        compacted (live slots only, no garbage). The key indexes and deadline queues are
+        rebuilt from the store's slots on load."""
+        out = self.snapshot(copy=False)
+        out["store"] = SnapshotStore.compact(out.pop("store_raw"))
+        return out
 
     def snapshot(self, *, copy: bool = True) -> dict[str, Any]:
-        """The state as raw array copies (fast: taken under the learner's lock); :meth:`finish`
-        compacts it into :meth:`state_dict`'s form, outside the lock."""
+        """The state with the store's arrays as they are (:meth:`SnapshotStore.raw`). With
+        ``copy``, taken under the learner's lock, later learning cannot change it (and while it
+        lives the store hands out no slot it holds); :meth:`finish` makes it writable."""
         return {
             "version": _STATE_VERSION,
             "window_us": self._window,
@@ -287,21 +291,22 @@ class Labeler:
 
     @staticmethod
     def finish(snapshot: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`state_dict`'s form of a :meth:`snapshot`. It takes the raw copies out of
-        ``snapshot``, so that they are freed once compacted rather than kept while the
-        checkpoint is written."""
+        """:meth:`state_dict`'s form of a :meth:`snapshot`: the store's arrays as they are (a
+        checkpoint writes them without a copy; they are compacted when read). The snapshot
+        itself keeps its hold: drop it once written."""
         if "store_raw" not in snapshot:
             return snapshot
-        out = {k: v for k, v in snapshot.items() if k != "store_raw"}
-        out["store"] = SnapshotStore.compact(snapshot.pop("store_raw"))
-        return out
+        raw = {k: v for k, v in snapshot["store_raw"].items() if k != "hold"}
+        return {**{k: v for k, v in snapshot.items() if k != "store_raw"}, "store_raw": raw}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
             if state.get("version") != _STATE_VERSION:
                 raise CorruptDataError(f"labeler state has version {state.get('version')!r}, expected {_STATE_VERSION}")
             self._reset()
-            self.store = SnapshotStore.from_state(state["store"])
+            # "store": compacted (state_dict); "store_raw": as a snapshot shared it (finish).
+            stored = state["store"] if "store" in state else SnapshotStore.compact(dict(state["store_raw"]))
+            self.store = SnapshotStore.from_state(stored)
             self._watermark = None if state["watermark"] is None else int(state["watermark"])
             self._waiting.expired_early = int(state["expired_early"])
             self._waiting.dropped = int(state["dropped"])

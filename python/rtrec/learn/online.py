@@ -445,11 +445,11 @@ class OnlineLearner:
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the whole state that later learning cannot change: write it with :meth:`save`
-        while learning goes on (only the copy holds the lock; tens of milliseconds where writing
-        a large model takes seconds)."""
+        while learning goes on (only the copy holds the lock). The held impressions are shared,
+        not copied, and kept from reuse until it is dropped (:meth:`SnapshotStore.raw`)."""
         with self._lock:
             state = copy_state(self.state_dict(labeler=False))
-            state["labeler"] = self.labeler.snapshot()  # raw copies: compacted when written
+            state["labeler"] = self.labeler.snapshot()
             return state
 
     def save(self, path: str | Path, state: dict[str, Any] | None = None) -> Path:
