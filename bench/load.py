@@ -18,7 +18,8 @@ the impressions held with their features at most and their bytes,
 checkpoint seconds (lock held and in all) and bytes per learned event, SIGTERM seconds,
 and whether the restart learned the backlog exactly once.
 
-Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]``
+Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
+[--samples FILE]`` (``--samples``: every sample as a JSON line, to see what a lag spike lines up with)
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def start_with_catalog(home: Path, items: int) -> DaemonProcess:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--samples", type=Path, default=None, help="also write every 0.25 s sample here (JSON lines)")
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--items", type=int, default=1000)
@@ -179,6 +181,7 @@ def main() -> None:
                         "pending": s["model"]["labels"]["pending"] + s["model"]["labels"]["retained"],
                         "label_bytes": s["model"]["labels"]["snapshot_bytes"] + s["model"]["labels"]["index_bytes"],
                         "checkpoint": s.get("checkpoint"),
+                        "gc2": s["gc"]["pauses"]["gen2"]["count"],
                     }
                 )
         stop.set()
@@ -204,6 +207,8 @@ def main() -> None:
             time.sleep(0.5)
         resumed = d.get("/v1/stats")
         d.terminate()
+    if args.samples is not None:
+        args.samples.write_text("".join(json.dumps(x) + "\n" for x in samples))
     half = len(samples) // 2
     rss = [s["rss"] for s in samples]
     learned = [s["learned"] for s in samples]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import torch
 
 from rtrec.errors import CorruptDataError
 
-__all__ = ["MAGIC", "VERSION", "ArrayRecord", "copy_state", "read_checkpoint", "write_checkpoint"]
+__all__ = ["MAGIC", "VERSION", "ArrayRecord", "Shadows", "copy_state", "read_checkpoint", "write_checkpoint"]
 
 MAGIC = "rtrec-checkpoint"
 VERSION = 3  # 3: large arrays as ArrayRecord
@@ -104,12 +106,62 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def copy_state(x: Any) -> Any:
-    """A copy of a state tree that later learning cannot change: arrays and tensors copied,
-    containers rebuilt, everything else (strings, numbers, bytes, frozen configs) shared.
-    Several times faster than ``copy.deepcopy``, which visits every string of the id maps."""
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()
+
+
+def copy_state(x: Any, tensor: Callable[[torch.Tensor], torch.Tensor] = _clone) -> Any:
+    """A copy of a state tree that later learning cannot change: arrays and tensors copied
+    (tensors with ``tensor``), containers rebuilt, everything else (strings, numbers, bytes,
+    frozen configs) shared. Several times faster than ``copy.deepcopy``, which visits every
+    string of the id maps."""
     if isinstance(x, np.ndarray):
         return x.copy()
     if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    return _rebuild(x, copy_state)
+        return tensor(x)
+    return _rebuild(x, lambda v: copy_state(v, tensor))
+
+
+class ShadowHold:
+    """Part of a snapshot that :class:`Shadows` copied into its buffers: while it lives, the next
+    snapshot clones afresh rather than overwrite what this one may still be writing."""
+
+    __slots__ = ("__weakref__",)
+
+
+class Shadows:
+    """Buffers that the large tensors of a snapshot are copied into, kept for the next one.
+
+    A fresh clone of the CTR model's hashed table and its Adagrad sums (2 x 71 MB by default)
+    spends most of its time faulting new pages in, under the learner's lock; a copy into the
+    buffers the last snapshot used does not. Costs one standing copy of those tensors."""
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._held: weakref.ref[ShadowHold] | None = None
+
+    def copy(self, state: Any) -> tuple[Any, ShadowHold | None]:
+        """:func:`copy_state` of ``state``, and the hold to keep with it (None: cloned afresh,
+        because the last snapshot is still alive)."""
+        if self._held is not None and self._held() is not None:
+            return copy_state(state), None
+        used: dict[tuple[Any, ...], torch.Tensor] = {}
+
+        def into(t: torch.Tensor) -> torch.Tensor:
+            if t.nbytes < self.MIN_BYTES:
+                return _clone(t)
+            key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            buf = used.get(key)
+            if buf is None:
+                buf = self._buffers.get(key)
+                buf = torch.empty_like(t) if buf is None else buf
+                used[key] = buf.copy_(t.detach())
+            return buf
+
+        out = copy_state(state, into)
+        self._buffers = used  # what this snapshot did not use is let go
+        hold = ShadowHold()
+        self._held = weakref.ref(hold)
+        return out, hold

@@ -29,9 +29,9 @@ from rtrec.config import Config
 from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
-from rtrec.labels import FOLLOWUP, LATE, Labeler, conform
+from rtrec.labels import FOLLOWUP, LATE, Labeler, conform, csr_gather
 from rtrec.learn import forget, intake, probation, stats, step
-from rtrec.learn.checkpoint import MAGIC, VERSION, copy_state, read_checkpoint, write_checkpoint
+from rtrec.learn.checkpoint import MAGIC, VERSION, Shadows, read_checkpoint, write_checkpoint
 from rtrec.learn.columns import LINEAR
 from rtrec.learn.featurize import Batch, Featurizer
 from rtrec.learn.metrics import logloss
@@ -125,6 +125,7 @@ class OnlineLearner:
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
         self._stats_at = 0.0
         self._lock = threading.RLock()
+        self._shadows = Shadows()  # what snapshots copy the model into
 
     # -- inputs ----------------------------------------------------------------------------------
     def set_catalog(self, items: pa.Table) -> None:
@@ -337,8 +338,6 @@ class OnlineLearner:
 
     def remember_served(self, request_id: str, batch: Batch, rows: Sequence[int], probs: Sequence[float]) -> None:
         """Keep the features of the served ``rows`` of ``batch`` until their impressions are logged."""
-        from rtrec.labels import csr_gather
-
         r = np.asarray(rows, np.int64)
         # An item scored on the scratch row (not in the catalog) is read again when its impression comes.
         r = r[batch.item_idx[r] < len(self.featurizer.items)]
@@ -446,16 +445,17 @@ class OnlineLearner:
     def snapshot(self) -> dict[str, Any]:
         """A copy of the whole state that later learning cannot change: write it with :meth:`save`
         while learning goes on (only the copy holds the lock). The held impressions are shared,
-        not copied, and kept from reuse until it is dropped (:meth:`SnapshotStore.raw`)."""
+        the model copied into standing buffers (:class:`Shadows`); both are kept from reuse,
+        under ``hold``, until it is dropped (:meth:`SnapshotStore.raw`)."""
         with self._lock:
-            state = copy_state(self.state_dict(labeler=False))
-            state["labeler"] = self.labeler.snapshot()
-            return state
+            state, hold = self._shadows.copy(self.state_dict(labeler=False))
+            return state | {"labeler": self.labeler.snapshot(), "hold": hold}
 
     def save(self, path: str | Path, state: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (of ``state`` from :meth:`snapshot`, or of now) atomically; return the path."""
-        state = self.state_dict() if state is None else {**state, "labeler": Labeler.finish(state["labeler"])}
-        return write_checkpoint(state, path)
+        if state is not None:  # the hold is not written
+            state = {k: v for k, v in state.items() if k != "hold"} | {"labeler": Labeler.finish(state["labeler"])}
+        return write_checkpoint(self.state_dict() if state is None else state, path)
 
     @classmethod
     def load(cls, path: str | Path, cfg: Config) -> OnlineLearner:
