@@ -19,7 +19,9 @@ checkpoint seconds (lock held and in all) and bytes per learned event, SIGTERM s
 and whether the restart learned the backlog exactly once.
 
 Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
-[--samples FILE]`` (``--samples``: every sample as a JSON line, to see what a lag spike lines up with)
+[--window S] [--samples FILE]`` (``--window``: a shorter impression window, so that impressions
+expire as negatives sooner; ``--samples``: every sample as a JSON line, to see what a lag
+spike lines up with)
 """
 
 from __future__ import annotations
@@ -108,9 +110,9 @@ def overload_rows(rng: np.random.Generator, prefix: str, n: int, users: int, ite
     ]
 
 
-def start_with_catalog(home: Path, items: int) -> DaemonProcess:
+def start_with_catalog(home: Path, items: int, config: str = CONFIG) -> DaemonProcess:
     """A daemon (text off) on ``home`` with a catalog of ``items`` items in 20 categories."""
-    d = DaemonProcess(home, config=CONFIG).start()
+    d = DaemonProcess(home, config=config).start()
     d.post("/v1/items", [{"item_id": f"i{k}", "category": f"c{k % 20}", "tags": [f"t{k % 50}"]} for k in range(items)])
     return d
 
@@ -118,6 +120,7 @@ def start_with_catalog(home: Path, items: int) -> DaemonProcess:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--window", type=float, default=None, help="labels.impression_window_s (default: the config's)")
     ap.add_argument("--samples", type=Path, default=None, help="also write every 0.25 s sample here (JSON lines)")
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1000)
@@ -126,7 +129,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        d = start_with_catalog(home, args.items)
+        config = CONFIG if args.window is None else CONFIG + f"\n[labels]\nimpression_window_s = {args.window}\n"
+        d = start_with_catalog(home, args.items, config)
         stop = threading.Event()
         counts = {"accepted": 0, "batches": 0, "throttled": 0}
         lock = threading.Lock()
@@ -182,6 +186,7 @@ def main() -> None:
                         "label_bytes": s["model"]["labels"]["snapshot_bytes"] + s["model"]["labels"]["index_bytes"],
                         "checkpoint": s.get("checkpoint"),
                         "gc2": s["gc"]["pauses"]["gen2"]["count"],
+                        "learn_batch_p99_s": s["learn"]["batch_latency"].get("p99"),
                     }
                 )
         stop.set()
