@@ -3,7 +3,8 @@
 Each impression keeps, in one slot, what the ranker could see when it was shown: its hashed
 feature indices (CSR, in a shared arena), its dense features, the predictions each model
 made then, and the cold-start counts used for evaluation. Slots are reused after release;
-the arena is compacted when it is full and a third of it is garbage. Everything is numpy:
+the arena is compacted when it is full, and grown by half when that frees less than a third
+of it. Everything is numpy:
 about 190 bytes per held impression at the overload mix's 13 hashed indices and 12 dense
 features, plus the arrays' spare capacity (``bench/steady.py`` prints the figure).
 
@@ -309,11 +310,12 @@ class SnapshotStore:
 
     @staticmethod
     def compact(raw: dict[str, Any]) -> dict[str, Any]:
-        """Live slots only, with the arena compacted: a checkpoint holds no garbage.
+        """Live slots only, with the arena compacted (:meth:`state_dict`, and a raw form read
+        back from a checkpoint).
 
-        Takes each array out of ``raw`` as it is compacted, so that a raw copy is freed array by
-        array (the raw copy is as large as the store: 560 MB with the 2,000,000 impressions that
-        ``bench/load.py`` holds at the cap)."""
+        Takes each array out of ``raw`` as it is compacted, so that a raw form read from a file
+        is freed array by array (it is as large as the store: about 400 MB with the 2,000,000
+        impressions that ``bench/load.py`` holds at the cap)."""
         live = np.flatnonzero(raw["state"] != _FREE)
         length = raw.pop("length")[live]
         values, offsets = csr_gather(raw.pop("arena"), raw.pop("start")[live], length + raw.pop("xlength")[live])
