@@ -75,3 +75,23 @@ def test_a_restart_keeps_pending_impressions_with_their_snapshots(tmp_path: Path
         assert stats["model"]["pending_impressions"] == 4 and stats["model"]["examples_seen"] == 1
     finally:
         d.kill()
+
+
+def test_stats_never_show_a_learned_seq_ahead_of_the_model_figures(tmp_path: Path) -> None:
+    # A learn step that ends between the two reads must not pair the new seq with the old
+    # model figures: a client waiting for its seq would read a model without its events.
+    from rtrec.serve.daemon import Daemon
+
+    daemon = Daemon(load_config(home=tmp_path / "home", overrides={"text": {"enabled": False}}))
+    model_stats = daemon.learner.stats
+
+    def step_ends_meanwhile(*args, **kwargs):
+        out = model_stats(*args, **kwargs)
+        daemon.learner.last_seq += 7  # the step's events land after the figures were read
+        return out
+
+    try:
+        daemon.learner.stats = step_ends_meanwhile  # type: ignore[method-assign]
+        assert daemon.stats()["learn"]["learned_seq"] == 0
+    finally:
+        daemon.log.close()

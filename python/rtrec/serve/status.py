@@ -33,6 +33,9 @@ def stats(d: Daemon) -> StatsResponse:
     """The ``/v1/stats`` response (JSON-safe)."""
     lag_events, lag_s = d.worker.lag()
     m, sc = d.meters, d.cfg.serve
+    # Read before the model's figures: they then reflect at least every event up to it (a
+    # client that waits for its seq and reads the model sees its own events learned).
+    learned_seq = int(d.learner.last_seq)
     model = d.learner.stats()
     out: StatsResponse = {
         "running": True,
@@ -55,7 +58,7 @@ def stats(d: Daemon) -> StatsResponse:
         "learn": {
             "rate": m.learn_rate.rate(),
             "learned_total": m.learned.value,
-            "learned_seq": int(d.learner.last_seq),
+            "learned_seq": learned_seq,
             "lag_events": lag_events,
             "lag_s": lag_s,
             "batch_latency": m.lat_learn_batch.percentiles(),
