@@ -154,7 +154,7 @@ class LiveRanking(TypedDict):
 
 
 class RetrievalStats(TypedDict):
-    """Candidate sources and the ranker (``OnlineLearner.retrieval_stats()``)."""
+    """Candidate sources and the ranker (``rtrec.learn.stats.retrieval``)."""
 
     covisit_items: int
     covisit_users: int

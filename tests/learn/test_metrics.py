@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtrec.learn.metrics import PageHinkley, auc, calibration, logloss, rank_metrics, summarise
+from rtrec.learn.metrics import (
+    PageHinkley,
+    ProgressiveMemo,
+    auc,
+    calibration,
+    logloss,
+    progressive,
+    rank_metrics,
+    summarise,
+)
 
 
 def brute_auc(y: list[int], s: list[float]) -> float:
@@ -159,3 +168,38 @@ def test_page_hinkley_state_round_trip() -> None:
     xs = np.r_[np.full(40, 0.5), np.full(40, 3.0)]
     assert a.update_many(xs) == b.update_many(xs)
     assert a.stat == b.stat
+
+
+def _history(n_batches: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n_batches):
+        p = rng.random(50).astype(np.float32)
+        out.append({"wall": 1_000_000.0 + 7.0 * b, "labels": (rng.random(50) < p).astype(np.float32), "probs": p})
+    return out
+
+
+def test_kept_minutes_give_the_same_figures_and_are_recomputed_when_their_batches_change() -> None:
+    history = _history(40)  # 280 s: five minutes
+    now = history[-1]["wall"]
+    minutes: dict = {}
+    first = progressive(history, now, 3600.0, minutes)
+    assert first == progressive(history, now, 3600.0)
+    closed = first["per_minute"][1]
+    again = progressive(history, now, 3600.0, minutes)
+    assert again["per_minute"][1] is closed  # kept, not recomputed
+    # The history drops its oldest batches (a bounded deque) and learns new ones.
+    moved = [*history[5:], *_history(46, seed=1)[40:]]
+    later = progressive(moved, moved[-1]["wall"], 3600.0, minutes)
+    assert later == progressive(moved, moved[-1]["wall"], 3600.0)
+    assert set(minutes) == {m["minute"] // 60 for m in later["per_minute"]}
+
+
+def test_the_memo_shares_one_answer_for_its_ttl_then_reads_the_history_again() -> None:
+    history = _history(10)
+    now = history[-1]["wall"]
+    memo = ProgressiveMemo(ttl_s=1.0)
+    a = memo(history, now, 3600.0)
+    assert memo([*history, *_history(11, seed=2)[10:]], now + 0.5, 3600.0) is a
+    b = memo([*history, *_history(11, seed=2)[10:]], now + 1.5, 3600.0)
+    assert b["n"] == a["n"] + 50

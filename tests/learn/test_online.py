@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -663,3 +664,26 @@ def test_a_showing_counts_once_in_live_metrics_and_its_followups_are_learned(cfg
     assert p[0] == p[1]  # ... and the prediction made when it was shown
     # ... but live metrics count the showing once.
     assert sum(len(h["labels"]) for h in learner.history) == 1
+
+
+def test_the_progressive_metrics_are_computed_with_the_learners_lock_free(cfg: Config) -> None:
+    # Over an hour of history they sort millions of predictions: the learner must not wait.
+    learner = OnlineLearner(cfg)
+    learner.learn(events([(60 * s, f"u{s % 3}", f"i{s % 5}", "click" if s % 2 else "dismiss") for s in range(40)]))
+    compute, free = learner.progress, []
+
+    def probe(*args: Any) -> Any:
+        def try_lock() -> None:
+            got = learner._lock.acquire(timeout=1.0)
+            free.append(got)
+            if got:
+                learner._lock.release()
+
+        t = threading.Thread(target=try_lock)
+        t.start()
+        t.join()
+        return compute(*args)
+
+    learner.progress = probe  # type: ignore[assignment]
+    assert learner.stats()["progressive"]["n"] > 0
+    assert free == [True]

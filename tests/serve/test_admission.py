@@ -12,7 +12,7 @@ import pytest
 from rtrec.config import load_config
 from rtrec.errors import Overloaded
 from rtrec.serve.metrics import Meters
-from rtrec.serve.worker import ADMIT_WAIT_S, InFlight, LearnerWorker
+from rtrec.serve.worker import ADMIT_WAIT_S, MAX_STEP_FACTOR, STEP_LAG_SHARE, InFlight, LearnerWorker
 
 
 class _Log:
@@ -108,3 +108,20 @@ def test_the_event_bound_counts_the_incoming_batch_unless_nothing_waits() -> Non
     assert w.behind(50)[0] is True
     learner.last_seq = 60
     assert w.behind(5_000)[0] is False
+
+
+def test_a_learn_step_is_bounded_by_time_at_the_measured_rate() -> None:
+    w, _ = _worker(max_lag_s=0.5)
+    base = w.cfg.learner.batch_size
+    w.committed(100_000, 100_000)  # a backlog: steps grow up to MAX_STEP_FACTOR batches
+    assert w.step_size() == base * MAX_STEP_FACTOR  # no rate measured yet
+    w._count_busy(80_000, 1.0)  # a fast learner: 8 batches take well under the bound
+    assert w.step_size() == base * MAX_STEP_FACTOR
+    for _ in range(200):
+        w._count_busy(4_000, 1.0)  # 4,000 events/s: a step may take 0.25 s, 1,000 events
+    assert w.step_size() == base  # never below one batch
+    for _ in range(200):
+        w._count_busy(12_000, 1.0)
+    size = w.step_size()
+    assert base < size < base * MAX_STEP_FACTOR
+    assert size / w.capacity() <= w.cfg.serve.max_lag_s * STEP_LAG_SHARE + 1e-9

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ import torch
 from rtrec import _native
 from rtrec.clean import Cleaner
 from rtrec.config import Config
-from rtrec.contracts import DriftAlarm, LearnerStats, RetrievalStats
+from rtrec.contracts import DriftAlarm, LearnerStats
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.events.validate import Validator
 from rtrec.labels import FOLLOWUP, LATE, Labeler, conform, csr_gather
@@ -34,7 +34,7 @@ from rtrec.learn import forget, intake, probation, stats, step
 from rtrec.learn.checkpoint import MAGIC, VERSION, Shadows, read_checkpoint, write_checkpoint
 from rtrec.learn.columns import LINEAR
 from rtrec.learn.featurize import Batch, Featurizer
-from rtrec.learn.metrics import logloss
+from rtrec.learn.metrics import ProgressiveMemo, logloss
 from rtrec.learn.served import ServedCache, ServedRow
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 from rtrec.rank import pipeline
@@ -123,6 +123,7 @@ class OnlineLearner:
         self.on_chunk: Callable[[Batch], None] | None = None
         self.before_chunk: Callable[[pa.Table], None] | None = None  # a step's events, before it learns any (OPE)
         self.history: deque[dict[str, Any]] = deque(maxlen=4096)
+        self.progress = ProgressiveMemo()  # the history's quality, shared by readers for a second
         self._stats_at = 0.0
         self._lock = threading.RLock()
         self._shadows = Shadows()  # what snapshots copy the model into
@@ -405,17 +406,16 @@ class OnlineLearner:
         skip = set(exclude)
         return [f.items.ids[i] for i in order.tolist() if f.items.ids[i] not in skip][:k]
 
-    def retrieval_stats(self) -> RetrievalStats:
-        return stats.retrieval(self)
-
     @property
     def drift_alarms(self) -> list[DriftAlarm]:
         return list(self.trainers[self.main].alarms)
 
     def stats(self, window_s: float = 3600.0) -> LearnerStats:
-        """Progressive metrics (overall and per minute over the last hour), replay and state sizes."""
+        """Replay and state sizes, read under the lock, and progressive metrics (overall and per
+        minute over ``window_s``), computed outside it from a copy of the history."""
         with self._lock:
-            return stats.learner(self, window_s)
+            state, history = stats.learner(self), list(self.history)
+        return cast(LearnerStats, {**state, "progressive": self.progress(history, time.time(), window_s)})
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, *, labeler: bool = True) -> dict[str, Any]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rtrec.contracts import LearnerStats, LiveRanking, RetrievalStats, UserItemStats
-from rtrec.learn.metrics import progressive, rank_metrics
+from rtrec.contracts import LiveRanking, RetrievalStats, UserItemStats
+from rtrec.learn.metrics import rank_metrics
 
 if TYPE_CHECKING:
     from rtrec.learn.online import OnlineLearner
@@ -28,9 +27,9 @@ def retrieval(self: OnlineLearner) -> RetrievalStats:
     }
 
 
-def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
-    """Progressive metrics (overall and per minute over the last hour), replay and state sizes.
-    The caller holds the learner's lock."""
+def learner(self: OnlineLearner) -> dict[str, Any]:
+    """Replay and state sizes: :data:`LearnerStats` but its progressive metrics, which the caller
+    computes outside the learner's lock (it holds the lock for this)."""
     tr = self.trainers[self.main]
     return {
         "model_version": self.model_version,
@@ -52,12 +51,11 @@ def learner(self: OnlineLearner, window_s: float) -> LearnerStats:
         "user_items": _user_items(self),
         "users": len(self.featurizer.users.index),
         "items": len(self.featurizer.items),
-        "progressive": progressive(list(self.history), time.time(), window_s),
         "replay": tr.replay_stats(),
         "drift": {"alarms": self.drift_alarms[-20:], "stat": tr.drift.stat, "boost_left": tr.boost_left},
         "hashing": {"bits": self.cfg.features.bits, "collision_rate": self.featurizer.collision_rate},
         "text": {"dim": self.text_dim, "items_with_text": int(self.featurizer.has_text.sum())},
-        "retrieval": self.retrieval_stats(),
+        "retrieval": retrieval(self),
         "cleaning": {**self.cleaner.counts(), "retracted_positives": self.recent_positives.retracted},
     }
 

@@ -23,6 +23,7 @@ from rtrec.errors import InvalidInputError
 from rtrec.jsonable import jsonable
 from rtrec.labels import EVENT, FOLLOWUP
 from rtrec.learn import OnlineLearner, Variant, default_variant
+from rtrec.learn import stats as learner_stats
 from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics, rank_of
 from rtrec.learn.step import Resolving
@@ -394,7 +395,7 @@ def _report(
         "duplicate_events": summary.duplicates,
         "models": models,
         "sources": {name: r.metrics(n_catalog) for name, r in col.sources.items()},
-        "retrieval": learner.retrieval_stats(),
+        "retrieval": learner_stats.retrieval(learner),
         "windows": windows,
         "drift_alarms": learner.drift_alarms,
         "text": text_info,

@@ -39,6 +39,10 @@ YIELD_TO_RECOMMEND_S = 0.005
 SHUTDOWN_LEARN_S = 3.0
 # While a backlog waits, a learn step takes up to this many times ``learner.batch_size`` events.
 MAX_STEP_FACTOR = 8
+# ...and at most this share of ``serve.max_lag_s`` at the rate the learner sustains: what arrives
+# during a step waits for all of it, so a step sized in events alone passes the lag bound when
+# each event costs more (once impressions expire, every event is learned about twice).
+STEP_LAG_SHARE = 0.5
 # Weight of the newest batch in the learner's busy-rate estimate (about the last ten batches).
 CAPACITY_WEIGHT = 0.1
 # How long a posted batch may wait, from its arrival, for the learner to make room before it is
@@ -303,13 +307,18 @@ class LearnerWorker:
 
     def step_size(self) -> int:
         """Events per learn step: ``learner.batch_size`` while the learner keeps up, up to
-        ``MAX_STEP_FACTOR`` times that while a backlog waits. A step has a fixed cost of tens of
-        milliseconds, so under load larger steps learn more per second (in one process on two
-        cores, 26,800 events/s in steps of 1,024 and 64,100 in steps of 8,192); they delay the
-        first events of a step by its length, which the admission bound already counts."""
+        ``MAX_STEP_FACTOR`` times that while a backlog waits, but no more than the learner
+        learns in ``STEP_LAG_SHARE`` of ``serve.max_lag_s`` at its measured rate (never under
+        ``learner.batch_size``). A step has a fixed cost of tens of milliseconds, so under load
+        larger steps learn more per second (in one process on two cores, 26,800 events/s in steps
+        of 1,024 and 64,100 in steps of 8,192); but the events that arrive during a step wait for
+        all of it, so its length is bounded by time, not by events alone."""
         base = max(TAIL_MIN, self.cfg.learner.batch_size)
-        waiting = self.lag()[0]
-        return int(min(max(base, waiting), base * MAX_STEP_FACTOR))
+        size = min(max(base, self.lag()[0]), base * MAX_STEP_FACTOR)
+        rate = self.capacity()
+        if rate is not None:
+            size = min(size, max(base, int(rate * self.cfg.serve.max_lag_s * STEP_LAG_SHARE)))
+        return int(size)
 
     def _learn_one(self, batch: Any, chunk: int | None = None) -> None:
         """Learn one tailed batch. A batch the learner fails on is quarantined (its events stay in
