@@ -1,22 +1,23 @@
 """Overload: busy producers and a recommend client against one daemon; freshness, latency and memory.
 
-``--producers`` threads post batches of ``--batch`` events (slates of 10 impressions with a
-request id, one click in ten) as fast as the daemon takes them, for ``--seconds``; a
-429 is honoured (its Retry-After) and the batch sent again. One client, in a process of its
-own (so that its timings do not wait for the producers' interpreter), calls
-``GET /v1/recommend`` in a loop. Every 0.25 s the daemon's ``/v1/stats`` and resident
-memory are sampled. At the end the daemon's garbage-collector pauses are read, and the
-daemon gets SIGTERM (timed) and is started again to check that it resumes the backlog
-exactly once.
+``--producers`` threads post batches of ``--batch`` events (slates of 9 impressions shown to
+one user with a request id, each followed by a click on one of its items) as fast as the
+daemon takes them, for ``--seconds``; a 429 is honoured (its Retry-After) and the batch sent
+again. One client, in a process of its own (so that its timings do not wait for the
+producers' interpreter), calls ``GET /v1/recommend`` in a loop. Every 0.25 s the daemon's
+``/v1/stats`` and resident memory are sampled. At the end the daemon's garbage-collector
+pauses are read, and the daemon gets SIGTERM (timed) and is started again to check that it
+resumes the backlog exactly once.
 
 Reports (one JSON object, last line): events accepted and learned per second, the share of
-batches refused with 429, learner lag (seconds behind the oldest acknowledged event, p50 /
-p99 / max over the samples), recommend latency seen by the client (p50 / p99 / max) and as
-the daemon measured it (``recommend_server_ms``: the whole run, warm-up included), RSS
-(start, peak, and the peaks of each half and each quarter: a plateau has the last ones close),
-the impressions held with their features at most and their bytes,
-checkpoint seconds (lock held and in all) and bytes per learned event, SIGTERM seconds,
-and whether the restart learned the backlog exactly once.
+batches refused with 429, the share of events set aside by feedback cleaning, learner lag
+(seconds behind the oldest acknowledged event, p50 / p99 / max over the samples), recommend
+latency seen by the client (p50 / p99 / max) and as the daemon measured it
+(``recommend_server_ms``: the whole run, warm-up included), RSS (start, peak, and the peaks
+of each half and each quarter: a plateau has the last ones close), the impressions held with
+their features at most and their bytes, checkpoint seconds (lock held and in all) and bytes
+per learned event, SIGTERM seconds, and whether the restart learned the backlog exactly
+once.
 
 Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
 [--window S] [--samples FILE]`` (``--window``: a shorter impression window, so that impressions
@@ -96,18 +97,19 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def overload_rows(rng: np.random.Generator, prefix: str, n: int, users: int, items: int, ts: float) -> list[dict]:
-    """``n`` events of the overload mix: slates of 10 impressions with a request id, one click in ten."""
-    return [
-        {
-            "event_id": f"{prefix}-{j}",
-            "ts": ts,
-            "user_id": f"u{int(rng.integers(users))}",
-            "item_id": f"i{int(rng.integers(items))}",
-            "event_type": "click" if j % 10 == 9 else "impression",
-            "request_id": f"{prefix}-{j // 10}",
-        }
-        for j in range(n)
-    ]
+    """``n`` events of the overload mix: slates shown to one user (9 impressions with a request id),
+    each followed by a click on one of its items (one event in ten), as a client logs them."""
+    rows: list[dict] = []
+    for s in range((n + 9) // 10):
+        user, request = f"u{int(rng.integers(users))}", f"{prefix}-{s}"
+        shown = [f"i{int(k)}" for k in rng.choice(items, size=9, replace=False)]
+        slate = [(item, "impression") for item in shown] + [(shown[int(rng.integers(9))], "click")]
+        rows += [
+            {"event_id": f"{request}-{j}", "ts": ts, "user_id": user, "item_id": item, "event_type": kind,
+             "request_id": request}
+            for j, (item, kind) in enumerate(slate)
+        ]  # fmt: skip
+    return rows[:n]
 
 
 def start_with_catalog(home: Path, items: int, config: str = CONFIG) -> DaemonProcess:
@@ -233,6 +235,8 @@ def main() -> None:
         if len(samples) > 1
         else None,
         "throttled_share": round(counts["throttled"] / max(counts["batches"], 1), 4),
+        # Set aside by feedback cleaning (not learned), of the events the learner went through.
+        "quarantined_share": round(last["learn"]["quarantined_total"] / max(last["learn"]["learned_total"], 1), 4),
         "lag_s": {k: pct([s["lag_s"] for s in samples], q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
         "lag_events_max": max((s["lag_events"] for s in samples), default=None),
         "recommend_ms": {k: pct(rec_ms, q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
