@@ -365,3 +365,30 @@ def test_text_similarity_is_a_cosine_on_centred_embeddings() -> None:
     assert sim[0] == pytest.approx(1.0, abs=1e-5)  # one click on i0: the interest vector is i0's direction
     assert sim[0] > sim[1] > 0.5 > 0.0 > sim[2] >= -1.0
     assert sim[3] == 0.0
+
+
+def test_new_users_and_items_are_registered_only_once_their_counters_have_rows() -> None:
+    # Recommend reads without the learner's lock: a user or item it finds known must have rows.
+    f = Featurizer(make_cfg())
+    seen: list[tuple[int, int]] = []
+
+    class Watch:
+        def __init__(self, registry: Any, rows: Any) -> None:
+            self.registry, self.rows = registry, rows
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.registry, name)
+
+        def __len__(self) -> int:
+            return len(self.registry)
+
+        def add_column(self, col: pa.Array) -> np.ndarray:
+            out = self.registry.add_column(col)
+            seen.append((int(out.max()), len(self.rows())))  # rows readers find at that moment
+            return out
+
+    f.users = Watch(f.users, lambda: f.user_counts.n)  # type: ignore[assignment]
+    f.items = Watch(f.items, lambda: f.item_counts.n)  # type: ignore[assignment]
+    f.ids(pa.array(["u1", "u2"]), pa.array(["i1", "i2"]))
+    f.ids(pa.array([f"u{k}" for k in range(3, 200)]), pa.array([f"i{k}" for k in range(3, 200)]))
+    assert len(seen) == 4 and all(top < rows for top, rows in seen)
