@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from rtrec.config import Config, load_config
 from rtrec.events import EXAMPLE_SCHEMA
 from rtrec.learn.columns import BASE_DENSE, TEXT_SIM, dense_names, epoch_seconds
+from rtrec.learn.counters import IdMap
 from rtrec.learn.featurize import Featurizer, resolved_before
 from rtrec.sets import as_dict
 
@@ -382,8 +383,8 @@ def test_new_users_and_items_are_registered_only_once_their_counters_have_rows()
         def __len__(self) -> int:
             return len(self.registry)
 
-        def add_column(self, col: pa.Array) -> np.ndarray:
-            out = self.registry.add_column(col)
+        def add_column(self, col: pa.Array, reserve: Any = None) -> np.ndarray:
+            out = self.registry.add_column(col, reserve)
             seen.append((int(out.max()), len(self.rows())))  # rows readers find at that moment
             return out
 
@@ -392,3 +393,17 @@ def test_new_users_and_items_are_registered_only_once_their_counters_have_rows()
     f.ids(pa.array(["u1", "u2"]), pa.array(["i1", "i2"]))
     f.ids(pa.array([f"u{k}" for k in range(3, 200)]), pa.array([f"i{k}" for k in range(3, 200)]))
     assert len(seen) == 4 and all(top < rows for top, rows in seen)
+
+
+def test_an_id_map_reserves_rows_for_new_ids_before_any_of_them_can_be_found() -> None:
+    ids = IdMap(["a", "b"])
+    calls: list[tuple[int, bool]] = []
+
+    def reserve(n: int) -> None:
+        calls.append((n, any(ids.get(k) is not None for k in ("c", "d"))))
+
+    out = ids.add_all(["b", "c", "c", "d", "a"], reserve)
+    assert out.tolist() == [1, 2, 2, 3, 0]
+    assert calls == [(4, False)]  # called once, with the count to hold, before c and d were findable
+    ids.add_all(["a", "d"], reserve)
+    assert len(calls) == 1  # nothing new: nothing to reserve

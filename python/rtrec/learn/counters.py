@@ -7,6 +7,7 @@ processing however the stream is chunked, and never depend on labels that resolv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,22 +41,23 @@ class IdMap:
     def get(self, key: str) -> int | None:
         return self.index.get(key)
 
-    def add_all(self, keys: list[str]) -> np.ndarray:
+    def add_all(self, keys: list[str], reserve: Callable[[int], None] | None = None) -> np.ndarray:
+        """Indices of ``keys``, new ones appended. ``reserve(n)`` is called with the count the
+        new ones bring before any of them can be found: readers that look ids up without the
+        learner's lock (recommend) then find rows for every id they see."""
         index = self.index
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            j = index.get(k)
-            if j is None:
-                j = len(self.ids)
-                index[k] = j
-                self.ids.append(k)
-            out[i] = j
-        return out
+        new = [k for k in dict.fromkeys(keys) if k not in index]
+        if new and reserve is not None:
+            reserve(len(self.ids) + len(new))
+        for k in new:
+            self.ids.append(k)
+            index[k] = len(self.ids) - 1
+        return np.fromiter((index[k] for k in keys), np.int64, len(keys))
 
-    def add_column(self, col: pa.Array) -> np.ndarray:
+    def add_column(self, col: pa.Array, reserve: Callable[[int], None] | None = None) -> np.ndarray:
         """:meth:`add_all` for an Arrow string column: Python touches each distinct id once."""
         uniq = pc.unique(col)
-        codes = self.add_all(uniq.to_pylist())
+        codes = self.add_all(uniq.to_pylist(), reserve)
         return codes[pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False)]
 
 

@@ -112,9 +112,7 @@ class Featurizer:
     def set_catalog(self, items: pa.Table) -> None:
         """Take category and tags of every catalog item (new items get an index)."""
         ids = [str(x) for x in items.column("item_id").to_pylist()]
-        self.item_counts.ensure(len(self.items) + len(ids))  # rows before ids, as in ids()
-        idx = self.items.add_all(ids)
-        self._ensure_items(len(self.items))
+        idx = self.items.add_all(ids, self._ensure_items)  # rows before ids, as in ids()
         cats = items.column("category").to_pylist() if "category" in items.column_names else [None] * len(ids)
         tags = items.column("tags").to_pylist() if "tags" in items.column_names else [None] * len(ids)
         for i, c, t in zip(idx.tolist(), cats, tags, strict=True):
@@ -215,11 +213,8 @@ class Featurizer:
         """Indices of the users and items of a chunk of events; new ones are registered once their
         counters have rows (recommend reads without the learner's lock: a user it finds known
         must have them)."""
-        self._ensure_users(len(self.users) + len(user_col))
-        self.item_counts.ensure(len(self.items) + len(item_col))
-        user_idx = self.users.add_column(user_col)
-        item_idx = self.items.add_column(item_col)
-        self._ensure_items(len(self.items))
+        user_idx = self.users.add_column(user_col, self._ensure_users)
+        item_idx = self.items.add_column(item_col, self._ensure_items)
         return user_idx, item_idx
 
     def hash(
