@@ -1,9 +1,10 @@
 """Catching up: how fast a restarted daemon learns a backlog that built up while it was down.
 
 The daemon starts once on an empty home (catalog of ``--items`` items) and stops; then
-``--events`` events of the overload mix (``load.overload_rows``: slates of 9 impressions shown
-to one user, each followed by a click on one of them) are written to its event log, as ``rtrec ingest`` or a producer writing during an
-outage would; the daemon starts again and ``/v1/stats`` is polled until it has learned them.
+``--events`` events of the overload mix (``load.overload_rows``: slates of 9 impressions
+shown to one user, each followed by a click on one of them) are written to its event log, as
+``rtrec ingest`` or a producer writing during an outage would; the daemon starts again and
+``/v1/stats`` is polled until it has learned them.
 
 Reports (one JSON object, last line): the backlog, the seconds from start to learned, events
 learned per second, and the learner's step size while catching up (``learn_batch`` latency).
