@@ -23,6 +23,7 @@ from rtrec import __version__
 from rtrec.contracts import Health, HealthStatus, StatsResponse
 from rtrec.errors import InvalidInputError, NotFoundError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
+from rtrec.serve.failures import report_unexpected
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -293,16 +294,16 @@ def parse_rows(body: bytes, content_type: str, what: str, max_batch: int) -> lis
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application serving ``service``."""
-    # One batch of events at a time: commits are serial anyway, and parallel decoding only took
-    # the interpreter from recommend requests and the learner. A batch waits for its turn here,
-    # without a worker thread: a batch waiting for the learner (up to a second) holds only one,
-    # so recommend requests always find threads free.
+    # One batch of events at a time: commits are serial, and parallel decoding only took the
+    # interpreter from recommend and the learner. A batch waits for its turn here, without a worker
+    # thread: one waiting for the learner (up to a second) holds only one, so recommend finds threads free.
     ingest_turn = asyncio.Lock()
     app = FastAPI(
         title="rtrec",
         version=__version__,
         description="A real-time recommender: post events and items, get recommendations with propensities.",
     )
+    report_unexpected(app)  # anything no handler below takes: a JSON 500, the traceback logged
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
