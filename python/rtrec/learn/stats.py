@@ -28,8 +28,8 @@ def retrieval(self: OnlineLearner) -> RetrievalStats:
 
 
 def learner(self: OnlineLearner) -> dict[str, Any]:
-    """Replay and state sizes: :data:`LearnerStats` but its progressive metrics, which the caller
-    computes outside the learner's lock (it holds the lock for this)."""
+    """Replay and state sizes: :class:`~rtrec.contracts.LearnerStats` but its progressive
+    metrics, which the caller computes outside the learner's lock (it holds the lock for this)."""
     tr = self.trainers[self.main]
     return {
         "model_version": self.model_version,

@@ -12,7 +12,7 @@ log = logging.getLogger("rtrec.serve")
 __all__ = ["report_unexpected"]
 
 
-def report_unexpected(app: FastAPI) -> FastAPI:
+def report_unexpected(app: FastAPI) -> None:
     """Answer an exception that no other handler takes with a JSON 500 that names its type, and
     log the request and the traceback: the daemon stays up, and its log says what failed."""
 
@@ -23,5 +23,3 @@ def report_unexpected(app: FastAPI) -> FastAPI:
             {"error": f"internal error: {type(exc).__name__}", "hint": "the daemon's log has the traceback"},
             status_code=500,
         )
-
-    return app
