@@ -200,8 +200,13 @@ def main() -> None:
         elapsed = time.monotonic() - t_start
         last = d.get("/v1/stats")
         server_ms = {k: v * 1000.0 for k, v in last["recommend"]["latency"].items() if k in ("p50", "p90", "p99")}
-        gc_pauses = {  # the daemon's garbage-collector pauses: how many, and the longest (ms)
-            gen: {"count": p["count"], "max_ms": round(last["gc"]["max_s"][gen] * 1000.0, 1)}
+        gc_pauses = {  # the daemon's garbage-collector pauses: how many, the median and the longest (ms;
+            # the longest full one is usually start-up's, before what it loaded is frozen)
+            gen: {
+                "count": p["count"],
+                "p50_ms": None if p["p50"] is None else round(p["p50"] * 1000.0, 1),
+                "max_ms": round(last["gc"]["max_s"][gen] * 1000.0, 1),
+            }
             for gen, p in last["gc"]["pauses"].items()
         }
         log_seq = last["ingest"]["log_seq"]

@@ -1,3 +1,5 @@
+import gc
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -88,3 +90,24 @@ def test_policy_terms_are_marginals_and_direct_terms():
     assert t["none"][0].tolist() == [1.0, 0.0] and t["none"][1] == pytest.approx(0.7)
     assert t["eps"][0].tolist() == pytest.approx([0.92, 0.22])
     assert t["eps"][1] == pytest.approx(0.92 * 0.4 + 0.64 * 0.3 + 0.22 * 0.2 + 0.22 * 0.1)
+
+
+def tracked_objects() -> int:
+    gc.collect()
+    gc.collect()  # a tuple of tuples is untracked once its inner tuples are
+    return len(gc.get_objects())
+
+
+def test_waiting_and_settled_lists_add_nothing_to_the_collectors_passes():
+    # A full collection stops every thread of the daemon and walks every tracked object: what
+    # waits here (tens of thousands of requests at a few hundred a second) must not be walked.
+    clock = Clock()
+    live = LiveEstimates((PolicySpec("none"),), ("click",), settle_s=10.0, clock=clock)
+    before = tracked_objects()
+    for r in range(2000):
+        served(live, f"r{r}", ["a", "b", "c"], [1.0, 0.5, 0.5], [1.0, 1.0, 0.0])
+    live.observe(events([(f"r{r}", "impression", "a", 1.0) for r in range(2000)]))
+    assert tracked_objects() - before < 100
+    clock.t = 11.0
+    assert live.report()["window_requests"] == 2000
+    assert tracked_objects() - before < 100

@@ -5,22 +5,23 @@ probability) are kept under ``(request id, item)``. When the client logs the imp
 with that ``request_id``, the learner takes this snapshot instead of featurizing the
 impression again, so the example learned for a clicked recommendation is exactly what the
 ranker saw. Bounded: the oldest entries go first. Not checkpointed: after a restart an
-impression of an earlier slate is featurized when it arrives.
+impression of an earlier slate is featurized when it arrives. Rows are kept as plain tuples:
+the garbage collector stops tracking a plain tuple of arrays and numbers, so a full cache adds
+nothing to its full passes, which stop every thread of the daemon.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["ServedCache", "ServedRow"]
 
 
-@dataclass(frozen=True)
-class ServedRow:
+class ServedRow(NamedTuple):
     indices: np.ndarray
     xindices: np.ndarray
     dense: np.ndarray
@@ -34,7 +35,9 @@ class ServedCache:
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._rows: OrderedDict[tuple[str, int], ServedRow] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
         self.used = 0  # impressions that took a served snapshot
 
@@ -45,7 +48,7 @@ class ServedCache:
         # Keyed by the id itself: hashing one id through the native hasher cost ~130 us a request.
         with self._lock:
             for i, row in zip(item_idx, rows, strict=True):
-                self._rows[(request_id, int(i))] = row
+                self._rows[(request_id, int(i))] = tuple(row)  # type: ignore[assignment]
             while len(self._rows) > self.capacity:
                 self._rows.popitem(last=False)
 
@@ -54,8 +57,9 @@ class ServedCache:
         if not self._rows:
             return [None] * len(request_ids)
         with self._lock:
-            out = [
+            packed = [
                 self._rows.pop((r, i), None) if r else None for r, i in zip(request_ids, item_idx.tolist(), strict=True)
             ]
+        out = [None if p is None else ServedRow._make(p) for p in packed]
         self.used += sum(r is not None for r in out)
         return out

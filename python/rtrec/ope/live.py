@@ -21,8 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -38,25 +37,37 @@ LIVE = "live"
 REFRESH_S = 2.0
 
 
-@dataclass
-class ServedList:
-    """One served request, waiting for its impressions and clicks."""
+class ServedList(NamedTuple):
+    """One served request, waiting for its impressions and clicks.
 
-    items: list[str]
+    Kept as a plain tuple (``tuple(row)``) while it waits: the garbage collector stops
+    tracking a plain tuple of arrays and strings, so tens of thousands of waiting requests add
+    nothing to its full passes, which stop every thread of the daemon."""
+
+    items: tuple[str, ...]
     propensity: np.ndarray  # the live policy's list propensity of each item
     model: np.ndarray  # the CTR model's click probability of each item
     # Per policy (``live`` included): its probability of showing each item, and its direct term.
-    targets: dict[str, tuple[np.ndarray, float]]
+    targets: tuple[tuple[str, np.ndarray, float], ...]
     at: float  # monotonic time served
-    shown: np.ndarray = field(init=False)
-    logged: np.ndarray = field(init=False)  # the propensity each impression carried (or the served one)
-    reward: np.ndarray = field(init=False)
+    shown: np.ndarray
+    logged: np.ndarray  # the propensity each impression carried (or the served one)
+    reward: np.ndarray
 
-    def __post_init__(self) -> None:
-        n = len(self.items)
-        self.shown = np.zeros(n, bool)
-        self.logged = self.propensity.copy()
-        self.reward = np.zeros(n)
+    @classmethod
+    def new(
+        cls,
+        items: list[str],
+        propensity: np.ndarray,
+        model: np.ndarray,
+        targets: dict[str, tuple[np.ndarray, float]],
+        at: float,
+    ) -> ServedList:
+        n, prop = len(items), np.asarray(propensity, np.float64)
+        terms = tuple((label, np.asarray(pi), float(dm)) for label, (pi, dm) in targets.items())
+        return cls(
+            tuple(items), prop, np.asarray(model, np.float64), terms, at, np.zeros(n, bool), prop.copy(), np.zeros(n)
+        )
 
 
 class LiveEstimates:
@@ -79,8 +90,8 @@ class LiveEstimates:
         self.clip = clip
         self._clock = clock
         self._capacity = capacity
-        self._pending: OrderedDict[str, ServedList] = OrderedDict()
-        self._window: deque[_Settled] = deque(maxlen=window_requests)
+        self._pending: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # ServedList as plain tuples
+        self._window: deque[tuple[Any, ...]] = deque(maxlen=window_requests)  # _Settled as plain tuples
         self._lock = threading.Lock()
         self.dropped = 0  # pending requests pushed out by capacity
         self._settled = 0  # lists settled so far (the window's version)
@@ -94,11 +105,9 @@ class LiveEstimates:
         model: np.ndarray,
         targets: dict[str, tuple[np.ndarray, float]],
     ) -> None:
-        row = ServedList(
-            list(items), np.asarray(propensity, np.float64), np.asarray(model, np.float64), targets, self._clock()
-        )
+        row = ServedList.new(items, propensity, model, targets, self._clock())
         with self._lock:
-            self._pending[request_id] = row
+            self._pending[request_id] = tuple(row)
             while len(self._pending) > self._capacity:
                 self._pending.popitem(last=False)
                 self.dropped += 1
@@ -118,9 +127,10 @@ class LiveEstimates:
         prop = events.column("propensity").to_pylist() if "propensity" in events.column_names else [None] * len(rid)
         with self._lock:
             for r, t, i, p in zip(rid, kind, item, prop, strict=True):
-                row = self._pending.get(r)
-                if row is None:
+                packed = self._pending.get(r)
+                if packed is None:
                     continue
+                row = ServedList._make(packed)
                 try:
                     j = row.items.index(str(i))
                 except ValueError:
@@ -137,19 +147,19 @@ class LiveEstimates:
         now = self._clock()
         with self._lock:
             while self._pending:
-                row = next(iter(self._pending.values()))
+                row = ServedList._make(next(iter(self._pending.values())))
                 if now - row.at < self.settle_s:
                     break
                 self._pending.popitem(last=False)
                 if row.shown.any():
-                    self._window.append(_Settled.of(row))
+                    self._window.append(tuple(_Settled.of(row)))
                     self._settled += 1
             pending = len(self._pending)
             cached, version = self._cached, self._settled
             # Estimating 5,000 lists takes tens of milliseconds: then at most once per REFRESH_S.
             if cached is not None and (cached[0] == version or (now - cached[1] < REFRESH_S and cached[2] > 0.01)):
                 return {**cached[3], "pending_requests": pending}
-            rows = list(self._window)
+            rows = [_Settled._make(r) for r in self._window]
         shown = sum(len(r.reward) for r in rows)
         clicks = sum(float(r.reward.sum()) for r in rows)
         out: LiveOpe = {
@@ -178,14 +188,13 @@ class LiveEstimates:
         return out
 
 
-@dataclass(frozen=True)
-class _Settled:
+class _Settled(NamedTuple):
     """A settled list, reduced to its shown items: what the estimators read of it."""
 
     reward: np.ndarray
     logged: np.ndarray
     model: np.ndarray
-    targets: dict[str, tuple[np.ndarray, float]]  # per policy: probability per shown item, direct term
+    targets: tuple[tuple[str, np.ndarray, float], ...]  # per policy: probability per shown item, direct term
 
     @classmethod
     def of(cls, row: ServedList) -> _Settled:
@@ -195,8 +204,11 @@ class _Settled:
             reward=row.reward[s],
             logged=row.logged[s],
             model=row.model[s],
-            targets={label: (pi[s], dm * share) for label, (pi, dm) in row.targets.items()},
+            targets=tuple((label, pi[s], float(dm * share)) for label, pi, dm in row.targets),
         )
+
+    def target(self, label: str) -> tuple[np.ndarray, float]:
+        return next((pi, dm) for name, pi, dm in self.targets if name == label)
 
 
 def _logged(rows: list[_Settled], label: str) -> Logged:
@@ -205,10 +217,10 @@ def _logged(rows: list[_Settled], label: str) -> Logged:
         request=np.repeat(np.arange(len(rows)), sizes),
         reward=np.concatenate([r.reward for r in rows]),
         logging=np.concatenate([r.logged for r in rows]),
-        target=np.concatenate([r.targets[label][0] for r in rows]),
+        target=np.concatenate([r.target(label)[0] for r in rows]),
         slots=sizes,
         model=np.concatenate([r.model for r in rows]),
-        direct=np.fromiter((r.targets[label][1] for r in rows), np.float64, len(rows)),
+        direct=np.fromiter((r.target(label)[1] for r in rows), np.float64, len(rows)),
     )
 
 
