@@ -35,7 +35,7 @@ from rtrec.learn.checkpoint import MAGIC, VERSION, Shadows, read_checkpoint, wri
 from rtrec.learn.columns import LINEAR
 from rtrec.learn.featurize import Batch, Featurizer
 from rtrec.learn.metrics import ProgressiveMemo, logloss
-from rtrec.learn.served import ServedCache, ServedRow
+from rtrec.learn.served import ServedBlock, ServedCache
 from rtrec.learn.trainer import Trainer, Variant, default_variant
 from rtrec.rank import pipeline
 from rtrec.rank.model import ListRanker
@@ -339,27 +339,19 @@ class OnlineLearner:
 
     def remember_served(self, request_id: str, batch: Batch, rows: Sequence[int], probs: Sequence[float]) -> None:
         """Keep the features of the served ``rows`` of ``batch`` until their impressions are logged."""
-        r = np.asarray(rows, np.int64)
+        r, p = np.asarray(rows, np.int64), np.asarray(probs, np.float64)
         # An item scored on the scratch row (not in the catalog) is read again when its impression comes.
-        r = r[batch.item_idx[r] < len(self.featurizer.items)]
-        probs = [p for p, keep in zip(probs, np.isin(rows, r), strict=True) if keep]
+        known = batch.item_idx[r] < len(self.featurizer.items)
+        r, p = r[known], p[known]
         if not len(r):
             return
-        ind, off = csr_gather(batch.indices, batch.offsets[r], np.diff(batch.offsets)[r])
         assert batch.xoffsets is not None
+        ind, off = csr_gather(batch.indices, batch.offsets[r], np.diff(batch.offsets)[r])
         xind, xoff = csr_gather(batch.xindices, batch.xoffsets[r], np.diff(batch.xoffsets)[r])
-        snaps = [
-            ServedRow(
-                indices=ind[off[k] : off[k + 1]].copy(),
-                xindices=xind[xoff[k] : xoff[k + 1]].copy(),
-                dense=batch.dense[row].copy(),
-                prob=float(p),
-                item_n=float(batch.item_n[row]),
-                user_n=float(batch.user_n[row]),
-            )
-            for k, (row, p) in enumerate(zip(r.tolist(), probs, strict=True))
-        ]
-        self.served.put(request_id, batch.item_idx[r].tolist(), snaps)
+        served = ServedBlock(
+            batch.item_idx[r], ind, off, xind, xoff, batch.dense[r], p, batch.item_n[r], batch.user_n[r]
+        )
+        self.served.put(request_id, served)
 
     def clock(self) -> float:
         """Now, for scoring: the wall clock, or the newest learned event time when that is later."""
