@@ -159,7 +159,8 @@ class LiveEstimates:
             # Estimating 5,000 lists takes tens of milliseconds: then at most once per REFRESH_S.
             if cached is not None and (cached[0] == version or (now - cached[1] < REFRESH_S and cached[2] > 0.01)):
                 return {**cached[3], "pending_requests": pending}
-            rows = [_Settled._make(r) for r in self._window]
+            packed = list(self._window)
+        rows = [_Settled._make(r) for r in packed]
         shown = sum(len(r.reward) for r in rows)
         clicks = sum(float(r.reward.sum()) for r in rows)
         out: LiveOpe = {
