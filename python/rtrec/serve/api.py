@@ -23,7 +23,7 @@ from rtrec import __version__
 from rtrec.contracts import Health, HealthStatus, StatsResponse
 from rtrec.errors import InvalidInputError, NotFoundError, Overloaded, RtrecError, StorageError
 from rtrec.events.validate import Unparsed, split_json_array
-from rtrec.serve.failures import report_unexpected
+from rtrec.serve.failures import error_response, report_unexpected
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -99,14 +99,6 @@ def _array_body(description: str, example: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _error(status: int, message: str, hint: str | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if hint:
-        body["hint"] = hint
-    body.update(extra)
-    return JSONResponse(body, status_code=status)
-
-
 # Methods the read-only token may use: no route behind them changes state.
 READ_METHODS = frozenset({"GET", "HEAD"})
 # The ASGI scope key where BearerAuth leaves the caller's token scope ("write", "read" or None).
@@ -153,14 +145,14 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         if granted == "read":
-            resp = _error(
+            resp = error_response(
                 403,
                 f"forbidden: this token may only read (GET and HEAD), not {method}",
                 "send the full token (serve.token, RTREC_TOKEN) to write",
             )
         else:
             reason = "missing bearer token" if not got else "wrong bearer token"
-            resp = _error(401, f"unauthorized: {reason}", self.hint)
+            resp = error_response(401, f"unauthorized: {reason}", self.hint)
             resp.headers["WWW-Authenticate"] = "Bearer"
         await resp(scope, receive, send)
 
@@ -307,29 +299,29 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return _error(413, str(exc), exc.hint)
+        return error_response(413, str(exc), exc.hint)
 
     @app.exception_handler(BadBody)
     async def _bad_body(request: Request, exc: BadBody) -> JSONResponse:
-        return _error(400, str(exc), exc.hint)
+        return error_response(400, str(exc), exc.hint)
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        out = _error(429, str(exc), exc.hint, retry_after_s=exc.retry_after_s)
+        out = error_response(429, str(exc), exc.hint, retry_after_s=exc.retry_after_s)
         out.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
         return out
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
-        return _error(503, str(exc), exc.hint)
+        return error_response(503, str(exc), exc.hint)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return _error(404, str(exc), exc.hint)
+        return error_response(404, str(exc), exc.hint)
 
     @app.exception_handler(RtrecError)
     async def _rtrec(request: Request, exc: RtrecError) -> JSONResponse:
-        return _error(422, str(exc), exc.hint)
+        return error_response(422, str(exc), exc.hint)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -337,7 +329,7 @@ def create_app(service: Service) -> FastAPI:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body"))
             parts.append(f"{loc}: {err.get('msg')}")
-        return _error(422, "invalid request: " + "; ".join(parts))
+        return error_response(422, "invalid request: " + "; ".join(parts))
 
     @app.get("/healthz", tags=["ops"], response_model=Health | HealthStatus)
     async def healthz(request: Request) -> Response:
