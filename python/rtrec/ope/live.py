@@ -214,14 +214,15 @@ class _Settled(NamedTuple):
 
 def _logged(rows: list[_Settled], label: str) -> Logged:
     sizes = np.fromiter((len(r.reward) for r in rows), np.int64, len(rows))
+    targets = [r.target(label) for r in rows]
     return Logged(
         request=np.repeat(np.arange(len(rows)), sizes),
         reward=np.concatenate([r.reward for r in rows]),
         logging=np.concatenate([r.logged for r in rows]),
-        target=np.concatenate([r.target(label)[0] for r in rows]),
+        target=np.concatenate([pi for pi, _ in targets]),
         slots=sizes,
         model=np.concatenate([r.model for r in rows]),
-        direct=np.fromiter((r.target(label)[1] for r in rows), np.float64, len(rows)),
+        direct=np.fromiter((dm for _, dm in targets), np.float64, len(rows)),
     )
 
 
