@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import CONFIG, overload_rows, start_with_catalog
+from load import overload_rows, start_with_catalog, with_window
 from rtrec.config import load_config
 from rtrec.events import EventLog
 
@@ -46,10 +46,9 @@ def main() -> None:
     ap.add_argument("--span", type=float, default=0.0, help="seconds of event time the backlog covers")
     ap.add_argument("--window", type=float, default=None, help="labels.impression_window_s")
     args = ap.parse_args()
-    config = CONFIG if args.window is None else CONFIG + f"\n[labels]\nimpression_window_s = {args.window}\n"
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        d = start_with_catalog(home, args.items, config)
+        d = start_with_catalog(home, args.items, with_window(args.window))
         d.terminate()
         cfg = load_config(home=home, overrides={"text": {"enabled": False}})
         rng = np.random.default_rng(0)

@@ -112,6 +112,11 @@ def overload_rows(rng: np.random.Generator, prefix: str, n: int, users: int, ite
     return rows[:n]
 
 
+def with_window(window: float | None) -> str:
+    """The bench's config, with ``labels.impression_window_s`` set when ``window`` is given."""
+    return CONFIG if window is None else CONFIG + f"\n[labels]\nimpression_window_s = {window}\n"
+
+
 def start_with_catalog(home: Path, items: int, config: str = CONFIG) -> DaemonProcess:
     """A daemon (text off) on ``home`` with a catalog of ``items`` items in 20 categories."""
     d = DaemonProcess(home, config=config).start()
@@ -131,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        config = CONFIG if args.window is None else CONFIG + f"\n[labels]\nimpression_window_s = {args.window}\n"
+        config = with_window(args.window)
         d = start_with_catalog(home, args.items, config)
         stop = threading.Event()
         counts = {"accepted": 0, "batches": 0, "throttled": 0}
