@@ -75,6 +75,7 @@ def replay(
     hits: list[float] = []
     gains: list[float] = []
     pushed: list[float] = []  # share of each top-10 that is promoted items
+    pushed_by: dict[str, int] = {}  # which candidate sources proposed the promoted items in top-10s
     labels: list[np.ndarray] = []
     preds: list[np.ndarray] = []
     real_rows: list[np.ndarray] = []
@@ -97,9 +98,14 @@ def replay(
             f = learner.featurizer
             user, item = f.users.ids[r.user_idx[row]], int(r.item_idx[row])
             ranked = rank_variants(learner, user, float(r.ts[row]), [MAIN], point_in_time=True).get(MAIN)
-            top = ranked.cands.items[ranked.order()[:10]] if ranked is not None else np.zeros(0, np.int64)
+            rows = ranked.order()[:10] if ranked is not None else np.zeros(0, np.int64)
+            top = ranked.cands.items[rows] if ranked is not None else np.zeros(0, np.int64)
             pos = np.flatnonzero(top == item)
             pushed.append(sum(f.items.ids[i] in promoted for i in top.tolist()) / 10.0)
+            for r, i in zip(rows.tolist(), top.tolist(), strict=True):
+                if ranked is not None and f.items.ids[i] in promoted:
+                    for source in ranked.cands.sources_of(r):
+                        pushed_by[source] = pushed_by.get(source, 0) + 1
             hits.append(float(len(pos) > 0))
             gains.append(1.0 / np.log2(pos[0] + 2.0) if len(pos) else 0.0)
 
@@ -135,6 +141,7 @@ def replay(
         "hr_at_10": float(np.mean(hits)) if hits else None,
         "ndcg_at_10": float(np.mean(gains)) if gains else None,
         "promoted_in_top10": float(np.mean(pushed)) if pushed else None,
+        "promoted_slots_by_source": pushed_by,
         "auc": auc(y[real], p[real]),
         "logloss": logloss(y[real], p[real]),
         "quarantined": len(cleaned),

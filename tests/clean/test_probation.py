@@ -47,3 +47,14 @@ def test_without_cleaning_nothing_is_taken_back() -> None:
     x = np.array([f.items.get(f"x{k}") for k in range(3)])
     assert learner.recent_positives.retracted == 0
     assert learner.retrieval.count[x].tolist() == [11.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize("clean", [{}, {"enabled": False}])
+def test_a_bots_examples_leave_the_replay_buffers_at_its_verdict(clean: dict) -> None:
+    learner = learn([slice(0, 32)], clean)
+    bot = learner.featurizer.user_features("bot")
+    trainer = learner.trainers[learner.main]
+    assert bot and trainer.replay is not None and len(trainer.replay) > 0
+    # forget_feature counts (and removes) the rows still holding the bot's id feature.
+    held = sum(trainer.replay.forget_feature(x) for x in bot)
+    assert held == (0 if not clean else 30)

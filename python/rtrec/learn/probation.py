@@ -5,8 +5,9 @@ on; what the bot did before was learned. The learner keeps the positives it lear
 recently (user, item, time) in a ring; when the cleaner flags a user, that user's positives
 still in the ring are subtracted from the item counters (the ``item_pop`` and ``item_ctr``
 features) and from the trending and all-time popularity of the candidate sources, so that
-the items a bot pushed lose the rank its earlier clicks bought them. Shared weights (the CTR
-model, the ranker) and co-visitation pairs are not unlearned.
+the items a bot pushed lose the rank its earlier clicks bought them; and the bot's examples
+leave the models' replay buffers, so that no later replay teaches them again. Shared weights
+(the CTR model, the linear model, the ranker) and co-visitation pairs are not unlearned.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
     users = np.array([u for u in (f.users.get(x) for x in user_ids) if u is not None], np.int64)
     if not len(users):
         return 0
+    # A replay buffer would teach the models the bots' examples again (after a drift alarm): they go.
+    for user_id in user_ids:
+        for x in f.user_features(user_id):
+            for t in learner.trainers.values():
+                if t.replay is not None:
+                    t.replay.forget_feature(x)
     items, ts = learner.recent_positives.take(users)
     if len(items):
         f.item_counts.retract(items, ts, np.ones(len(items)))
