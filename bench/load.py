@@ -4,7 +4,9 @@
 one user with a request id, each followed by a click on one of its items) as fast as the
 daemon takes them, for ``--seconds``; a 429 is honoured (its Retry-After) and the batch sent
 again. One client, in a process of its own (so that its timings do not wait for the
-producers' interpreter), calls ``GET /v1/recommend`` in a loop. Every 0.25 s the daemon's
+producers' interpreter), calls ``GET /v1/recommend`` in a loop (with ``--log-shown`` it also
+logs each list it gets, as impressions with the list's request id and a click on one of
+them, so that the daemon learns them from the features it served). Every 0.25 s the daemon's
 ``/v1/stats`` and resident memory are sampled. At the end the daemon's garbage-collector
 pauses are read, and the daemon gets SIGTERM (timed) and is started again to check that it
 resumes the backlog exactly once.
@@ -15,12 +17,12 @@ batches refused with 429, the share of events set aside by feedback cleaning, le
 latency seen by the client (p50 / p99 / max) and as the daemon measured it
 (``recommend_server_ms``: the whole run, warm-up included), RSS (start, peak, and the peaks
 of each half and each quarter: a plateau has the last ones close), the impressions held with
-their features at most and their bytes, checkpoint seconds (lock held and in all) and bytes
-per learned event, SIGTERM seconds, and whether the restart learned the backlog exactly
-once.
+their features at most and their bytes, the served snapshots held and used, checkpoint
+seconds (lock held and in all) and bytes per learned event, SIGTERM seconds, and whether the
+restart learned the backlog exactly once.
 
 Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
-[--window S] [--samples FILE]`` (``--window``: a shorter impression window, so that impressions
+[--window S] [--samples FILE] [--log-shown]`` (``--window``: a shorter impression window, so that impressions
 expire as negatives sooner; ``--samples``: every sample as a JSON line, to see what a lag
 spike lines up with)
 """
@@ -79,16 +81,33 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def recommend_loop(url: str, users: int, stop: Any, out: Any) -> None:
-    """Call ``GET /v1/recommend`` for random users until ``stop`` is set; send the latencies (ms) to ``out``."""
+def recommend_loop(url: str, users: int, stop: Any, out: Any, log_shown: bool = False) -> None:
+    """Call ``GET /v1/recommend`` for random users until ``stop`` is set; send the latencies (ms) to ``out``.
+
+    With ``log_shown`` each list is then logged as a client that shows it would: an impression
+    per item with the list's ``request_id``, and a click on one of them, so that the daemon
+    learns them from the features it served (only the GET is timed)."""
     c = Client(url)
     rng = np.random.default_rng(99)
     rec_ms: list[float] = []
     while not stop.is_set():
+        user = f"u{int(rng.integers(users))}"
         t0 = time.perf_counter()
-        status, _, _ = c.call("GET", f"/v1/recommend?user_id=u{int(rng.integers(users))}&k=10")
-        if status == 200:
-            rec_ms.append((time.perf_counter() - t0) * 1000.0)
+        status, _, body = c.call("GET", f"/v1/recommend?user_id={user}&k=10")
+        if status != 200:
+            continue
+        rec_ms.append((time.perf_counter() - t0) * 1000.0)
+        if log_shown:
+            got = json.loads(body)
+            shown = [it["item_id"] for it in got["items"]]
+            if shown:
+                ts, rid = time.time(), got["request_id"]
+                rows = [{"event_id": f"{rid}-{j}", "ts": ts, "user_id": user, "item_id": item,
+                         "event_type": "impression", "request_id": rid} for j, item in enumerate(shown)]  # fmt: skip
+                click = shown[int(rng.integers(len(shown)))]
+                rows.append({"event_id": f"{rid}-c", "ts": ts, "user_id": user, "item_id": click,
+                             "event_type": "click", "request_id": rid})  # fmt: skip
+                c.call("POST", "/v1/events", json.dumps(rows).encode())
     out.send(rec_ms)
 
 
@@ -132,6 +151,9 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument(
+        "--log-shown", action="store_true", help="the recommend client logs each list it gets (impressions, a click)"
+    )
     ap.add_argument("--users", type=int, default=20_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +193,7 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         rec_stop = ctx.Event()
         rec_out, rec_in = ctx.Pipe(duplex=False)
-        recommender = ctx.Process(target=recommend_loop, args=(d.url, args.users, rec_stop, rec_in))
+        recommender = ctx.Process(target=recommend_loop, args=(d.url, args.users, rec_stop, rec_in, args.log_shown))
         recommender.start()
         t_start = time.monotonic()
         for t in threads:
@@ -267,6 +289,8 @@ def main() -> None:
         "impressions_held_bytes_max": max((s["label_bytes"] for s in samples), default=None),
         # The items remembered per user at the end (pairs, bytes): bounded by learner.items_per_user.
         "user_items": last["model"]["user_items"],
+        # Served features kept until the list's impressions come (used: learned from them).
+        "served_snapshots": last["model"]["served_snapshots"],
         "checkpoints": len(ck),
         "checkpoint_seconds_max": max((c["seconds"] for c in ck), default=None),
         "checkpoint_lock_seconds_max": max((c["lock_seconds"] for c in ck), default=None),
