@@ -22,9 +22,9 @@ seconds (lock held and in all) and bytes per learned event, SIGTERM seconds, and
 restart learned the backlog exactly once.
 
 Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
-[--window S] [--samples FILE] [--log-shown]`` (``--window``: a shorter impression window, so that impressions
-expire as negatives sooner; ``--samples``: every sample as a JSON line, to see what a lag
-spike lines up with)
+[--window S] [--samples FILE] [--log-shown] [--recommend-rate R]`` (``--window``: a shorter
+impression window, so that impressions expire as negatives sooner; ``--samples``: every sample
+as a JSON line, to see what a lag spike lines up with)
 """
 
 from __future__ import annotations
@@ -81,16 +81,21 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def recommend_loop(url: str, users: int, stop: Any, out: Any, log_shown: bool = False) -> None:
+def recommend_loop(url: str, users: int, stop: Any, out: Any, log_shown: bool = False, rate: float = 0.0) -> None:
     """Call ``GET /v1/recommend`` for random users until ``stop`` is set; send the latencies (ms) to ``out``.
 
     With ``log_shown`` each list is then logged as a client that shows it would: an impression
     per item with the list's ``request_id``, and a click on one of them, so that the daemon
-    learns them from the features it served (only the GET is timed)."""
+    learns them from the features it served (only the GET is timed). ``rate`` > 0 paces the
+    calls to that many a second (0: one after another, as fast as the daemon answers)."""
     c = Client(url)
     rng = np.random.default_rng(99)
     rec_ms: list[float] = []
+    due = time.perf_counter()
     while not stop.is_set():
+        if rate > 0:
+            due += 1.0 / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
         user = f"u{int(rng.integers(users))}"
         t0 = time.perf_counter()
         status, _, body = c.call("GET", f"/v1/recommend?user_id={user}&k=10")
@@ -154,6 +159,7 @@ def main() -> None:
     ap.add_argument(
         "--log-shown", action="store_true", help="the recommend client logs each list it gets (impressions, a click)"
     )
+    ap.add_argument("--recommend-rate", type=float, default=0.0, help="recommend calls per second (0: back to back)")
     ap.add_argument("--users", type=int, default=20_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +199,9 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         rec_stop = ctx.Event()
         rec_out, rec_in = ctx.Pipe(duplex=False)
-        recommender = ctx.Process(target=recommend_loop, args=(d.url, args.users, rec_stop, rec_in, args.log_shown))
+        recommender = ctx.Process(
+            target=recommend_loop, args=(d.url, args.users, rec_stop, rec_in, args.log_shown, args.recommend_rate)
+        )
         recommender.start()
         t_start = time.monotonic()
         for t in threads:
