@@ -19,6 +19,7 @@ __all__ = [
     "OnlineLinear",
     "PendingImpressions",
     "ReplayBuffer",
+    "ctr_logits",
     "murmur3_32",
     "parse_simple_events",
 ]
@@ -300,3 +301,20 @@ class PendingImpressions:
     def dropped(self) -> int: ...
     @dropped.setter
     def dropped(self, value: int) -> None: ...
+
+def ctr_logits(
+    table: npt.NDArray[np.float32],
+    norm2: npt.NDArray[np.float32],
+    indices: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    dense: npt.NDArray[np.float32],
+    layers: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]],
+    bias: float,
+    dense_lin: npt.NDArray[np.float32] | None = None,
+    text: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None,
+    item_text: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """The CTR model's logits for CSR rows (``rtrec.models.CTRModel.forward`` without gradients),
+    computed holding the GIL: ``table`` (rows x (1 + dim): first-order weight, factor), ``norm2``
+    (each row's squared factor norm), ``layers`` (the MLP's linear layers as (weight, bias), a
+    ReLU between them), ``text`` (the item-text projection, with ``item_text`` one row per CSR row)."""

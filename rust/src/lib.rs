@@ -1,5 +1,6 @@
 //! rtrec's native core: feature hashing, the replay ring buffer, co-visitation, pending
-//! impressions, per-user item sets, and the parsing of posted event batches.
+//! impressions, per-user item sets, the parsing of posted event batches, and the CTR model's
+//! scoring pass.
 //!
 //! The modules other than `python` are plain Rust with no Python dependency and are
 //! tested with `cargo test`. `python` (behind the `python` feature, which maturin turns on)
@@ -14,6 +15,7 @@ pub mod linear;
 pub mod pending;
 pub mod ring;
 pub mod rng;
+pub mod score;
 
 #[cfg(feature = "python")]
 mod python;

@@ -1,11 +1,13 @@
 //! PyO3 bindings: every `#[pyclass]`, conversion and error mapping lives here.
 //!
 //! Inputs are borrowed as numpy views (Arrow buffers arrive without a copy) and the work
-//! runs with the GIL released. Errors become `rtrec.errors` exceptions.
+//! runs with the GIL released, except `ctr_logits`: scoring a request's rows takes tens of
+//! microseconds, less than handing the GIL to another thread and waiting for it back.
+//! Errors become `rtrec.errors` exceptions.
 
 use std::sync::Mutex;
 
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -18,6 +20,7 @@ use crate::itemsets::ItemSets as CoreItemSets;
 use crate::linear::OnlineLinear as CoreLinear;
 use crate::pending::{Resolved, Rows as PlanRows, Slots, Waiting};
 use crate::ring::{PushBatch, Ring, Rows, Strategy};
+use crate::score::{ctr_logits as score_rows, CtrParams, Linear, Matrix};
 
 fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
     let (class, msg) = match &err {
@@ -309,6 +312,56 @@ fn murmur3_32(data: &Bound<'_, PyAny>, seed: u32) -> PyResult<u32> {
         .cast::<PyBytes>()
         .map_err(|_| invalid(data.py(), "data", "must be str or bytes"))?;
     Ok(murmur(b.as_bytes(), seed))
+}
+
+fn matrix<'a>(a: &'a PyReadonlyArray2<'_, f32>, name: &str) -> PyResult<Matrix<'a>> {
+    let (rows, cols) = a.as_array().dim();
+    Ok(Matrix::new(a.as_slice()?, rows, cols, name)?)
+}
+
+type LayerArrays<'py> = (PyReadonlyArray2<'py, f32>, PyReadonlyArray1<'py, f32>);
+
+fn linear<'a>(l: &'a LayerArrays<'_>, name: &str) -> PyResult<Linear<'a>> {
+    Ok(Linear {
+        weight: matrix(&l.0, name)?,
+        bias: l.1.as_slice()?,
+    })
+}
+
+/// The CTR model's logits for CSR rows, computed holding the GIL. See `rtrec._native.pyi`.
+#[pyfunction]
+#[pyo3(signature = (table, norm2, indices, offsets, dense, layers, bias, dense_lin = None, text = None, item_text = None))]
+#[allow(clippy::too_many_arguments)]
+fn ctr_logits<'py>(
+    py: Python<'py>,
+    table: PyReadonlyArray2<'py, f32>,
+    norm2: PyReadonlyArray1<'py, f32>,
+    indices: PyReadonlyArray1<'py, i64>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    dense: PyReadonlyArray2<'py, f32>,
+    layers: Vec<LayerArrays<'py>>,
+    bias: f32,
+    dense_lin: Option<PyReadonlyArray1<'py, f32>>,
+    text: Option<LayerArrays<'py>>,
+    item_text: Option<PyReadonlyArray2<'py, f32>>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let params = CtrParams {
+        table: matrix(&table, "table")?,
+        norm2: norm2.as_slice()?,
+        text: text.as_ref().map(|t| linear(t, "text")).transpose()?,
+        layers: layers.iter().map(|l| linear(l, "layers")).collect::<PyResult<_>>()?,
+        dense_lin: dense_lin.as_ref().map(|u| u.as_slice()).transpose()?,
+        bias,
+    };
+    let item_text = item_text.as_ref().map(|t| matrix(t, "item_text")).transpose()?;
+    let out = score_rows(
+        &params,
+        indices.as_slice()?,
+        offsets.as_slice()?,
+        matrix(&dense, "dense")?,
+        item_text,
+    )?;
+    Ok(out.into_pyarray(py))
 }
 
 /// Thread-safe replay ring buffer. See `rtrec._native.pyi`.
@@ -1103,6 +1156,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PendingImpressions>()?;
     m.add_class::<ItemSets>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
+    m.add_function(wrap_pyfunction!(ctr_logits, m)?)?;
     m.add_function(wrap_pyfunction!(parse_simple_events, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())

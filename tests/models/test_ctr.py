@@ -120,3 +120,35 @@ def test_text_scorer_shape() -> None:
     item, user = torch.randn(4, 6), torch.zeros(4, 6)
     out = s(item, user)
     assert out.shape == (4,) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kw", [{}, {"text_dim": 6, "text_proj": 4}])
+@pytest.mark.parametrize("hidden", [(16,), (16, 8), ()])
+def test_native_score_equals_the_forward_pass(kw: dict, hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(3)
+    m = CTRModel(BUCKETS, dim=8, hidden=hidden, dense_dim=3, **kw)
+    with torch.no_grad():  # trained-looking weights: every part contributes
+        m.table.weight.normal_(0.0, 0.5)
+        m.table.norm2.copy_((m.table.weight[:, 1:] ** 2).sum(dim=1, keepdim=True))
+        m.bias.fill_(0.3)
+    x = make_input(ROWS, text_dim=kw.get("text_dim", 0), seed=1)
+    with torch.no_grad():
+        want = m(x).numpy()
+    text = x.item_text.numpy() if x.item_text is not None else None
+    got = m.score(x.indices.numpy(), x.offsets.numpy(), x.dense.numpy(), text)
+    assert got.shape == (len(ROWS),)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # An update in place is seen by the next call (the views share the parameters' memory).
+    with torch.no_grad():
+        m.bias.add_(1.0)
+    again = m.score(x.indices.numpy(), x.offsets.numpy(), x.dense.numpy(), text)
+    np.testing.assert_allclose(again, want + 1.0, rtol=1e-5)
+
+
+def test_native_score_rejects_an_index_outside_the_table() -> None:
+    from rtrec.errors import InvalidInputError
+
+    m = model()
+    x = make_input([[BUCKETS]])
+    with pytest.raises(InvalidInputError, match="indices"):
+        m.score(x.indices.numpy(), x.offsets.numpy(), x.dense.numpy())

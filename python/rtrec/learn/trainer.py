@@ -154,7 +154,6 @@ class Trainer:
         return np.where(has_text, k / (k + b.item_n), 0.0)
 
     # -- predict / learn ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, b: Batch, feat: Featurizer) -> np.ndarray:
         """Click probabilities (for ``popularity``: a score that is not a probability)."""
         if self.variant.kind == "popularity":
@@ -162,7 +161,17 @@ class Trainer:
         if self.variant.kind == "linear":
             return 1.0 / (1.0 + np.exp(-b.dense[:, LINEAR].astype(np.float64)))
         assert self.model is not None
-        return self._served(b, self.model(self._input(b, feat)))
+        if isinstance(self.model, CTRModel):  # the serving path: one native call, no torch
+            text = None
+            if self.variant.item_text and feat.text_dim and self.text_dim:
+                text = feat.item_text[b.item_idx]
+            logits = self.model.score(b.indices, b.offsets, self._mask_dense(b.dense), text)
+            a = self.cfg.learner.linear_blend if self.variant.linear_blend is None else self.variant.linear_blend
+            if a:
+                logits = (1.0 - a) * logits + a * b.dense[:, LINEAR]
+            return (0.5 + 0.5 * np.tanh(0.5 * logits.astype(np.float32))).astype(np.float64)  # the sigmoid
+        with torch.inference_mode():
+            return self._served(b, self.model(self._input(b, feat)))
 
     def predict_learn(
         self, b: Batch, feat: Featurizer, now: float | None = None, *, recorded: np.ndarray | None = None

@@ -11,10 +11,14 @@ touches, and Adagrad updates only those rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rtrec import _native
 
 
 @dataclass
@@ -133,6 +137,50 @@ class CTRModel(nn.Module):
         self.mlp = nn.Sequential(*layers)
         # Dense features (counters in logit space) also enter linearly.
         self.dense_lin = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
+
+    def score(
+        self, indices: np.ndarray, offsets: np.ndarray, dense: np.ndarray, item_text: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`forward`'s logits without gradients (the same to float rounding), in one native
+        call that keeps the interpreter: a torch pass over a request's few hundred rows hands the
+        interpreter to another thread, and waits for it back, at each of its twenty-odd operations."""
+        v = self._views()
+        text = v["text"]
+        if text is not None and item_text is None:
+            item_text = np.zeros((len(offsets) - 1, text[0].shape[1]), np.float32)
+        out: np.ndarray = _native.ctr_logits(
+            v["table"],
+            v["norm2"],
+            np.ascontiguousarray(indices, np.int64),
+            np.ascontiguousarray(offsets, np.int64),
+            np.ascontiguousarray(dense, np.float32),
+            v["layers"],
+            float(v["bias"][0]),
+            dense_lin=v["dense_lin"],
+            text=text,
+            item_text=np.ascontiguousarray(item_text, np.float32) if text is not None else None,
+        )
+        return out
+
+    def _views(self) -> dict[str, Any]:
+        """NumPy views of the parameters (built once: every update writes them in place)."""
+        v: dict[str, Any] | None = self.__dict__.get("_np_views")
+        if v is None:
+            with torch.no_grad():
+
+                def lin(m: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+                    return m.weight.detach().numpy(), m.bias.detach().numpy()
+
+                v = {
+                    "table": self.table.weight.numpy(),
+                    "norm2": self.table.norm2.numpy().reshape(-1),
+                    "layers": [lin(m) for m in self.mlp if isinstance(m, nn.Linear)],
+                    "bias": self.bias.detach().numpy(),
+                    "dense_lin": None if self.dense_lin is None else self.dense_lin.weight.detach().numpy().reshape(-1),
+                    "text": lin(self.text_proj) if self.text_proj is not None else None,
+                }
+            self.__dict__["_np_views"] = v
+        return v
 
     def forward(self, x: ModelInput) -> torch.Tensor:
         rows = x.rows
