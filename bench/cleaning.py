@@ -98,14 +98,16 @@ def replay(
             f = learner.featurizer
             user, item = f.users.ids[r.user_idx[row]], int(r.item_idx[row])
             ranked = rank_variants(learner, user, float(r.ts[row]), [MAIN], point_in_time=True).get(MAIN)
-            rows = ranked.order()[:10] if ranked is not None else np.zeros(0, np.int64)
-            top = ranked.cands.items[rows] if ranked is not None else np.zeros(0, np.int64)
+            top = np.zeros(0, np.int64)
+            if ranked is not None:
+                rows = ranked.order()[:10]
+                top = ranked.cands.items[rows]
+                for r, i in zip(rows.tolist(), top.tolist(), strict=True):
+                    if f.items.ids[i] in promoted:
+                        for source in ranked.cands.sources_of(r):
+                            pushed_by[source] = pushed_by.get(source, 0) + 1
             pos = np.flatnonzero(top == item)
             pushed.append(sum(f.items.ids[i] in promoted for i in top.tolist()) / 10.0)
-            for r, i in zip(rows.tolist(), top.tolist(), strict=True):
-                if ranked is not None and f.items.ids[i] in promoted:
-                    for source in ranked.cands.sources_of(r):
-                        pushed_by[source] = pushed_by.get(source, 0) + 1
             hits.append(float(len(pos) > 0))
             gains.append(1.0 / np.log2(pos[0] + 2.0) if len(pos) else 0.0)
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import overload_rows
 from rtrec.config import load_config
+from rtrec.events.rows import events_table
 from rtrec.learn import OnlineLearner
 from rtrec.rank import pipeline
 
@@ -64,22 +65,11 @@ def build(items: int, users: int, events: int) -> OnlineLearner:
         rows = overload_rows(rng, f"p{chunk}", min(step, events - seq), users, items, 0.0)
         n = len(rows)
         ts = t0 + chunk * 10.0 + np.arange(n) * 1e-3
-        learner.learn(
-            pa.table(
-                {
-                    "seq": pa.array(np.arange(seq + 1, seq + n + 1), pa.int64()),
-                    "event_id": [r["event_id"] for r in rows],
-                    "ts": pa.array((ts * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
-                    "user_id": [r["user_id"] for r in rows],
-                    "item_id": [r["item_id"] for r in rows],
-                    "event_type": [r["event_type"] for r in rows],
-                    "value": pa.nulls(n, pa.float64()),
-                    "request_id": [r["request_id"] for r in rows],
-                    "propensity": pa.nulls(n, pa.float64()),
-                    "context": pa.nulls(n, pa.string()),
-                }
-            )
-        )
+        full = [
+            {**r, "ts": int(t * 1e6), "value": None, "propensity": None, "context": None}
+            for r, t in zip(rows, ts, strict=True)
+        ]
+        learner.learn(events_table(full).append_column("seq", pa.array(np.arange(seq + 1, seq + n + 1), pa.int64())))
         seq += n
     return learner
 

@@ -128,7 +128,6 @@ pub fn ctr_logits(
         return Err(Error::invalid("dense", "needs one row per CSR row"));
     }
     p.check(dense.cols, item_text.map(|t| t.cols))?;
-    let dim = p.table.cols - 1;
     let mut sums = vec![0f32; p.table.cols];
     let (mut h, mut next) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(rows);
@@ -150,7 +149,6 @@ pub fn ctr_logits(
             proj.apply(t.row(r), &mut next);
             h.extend_from_slice(&next);
         }
-        debug_assert_eq!(h.len(), p.layers.first().map_or(dim + d.len(), |l| l.weight.cols));
         let last = p.layers.len().saturating_sub(1);
         for (k, l) in p.layers.iter().enumerate() {
             l.apply(&h, &mut next);

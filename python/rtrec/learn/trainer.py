@@ -131,12 +131,25 @@ class Trainer:
             dense[:, TEXT_NBR] = 0.0
         return dense
 
+    def _item_text(self, b: Batch, feat: Featurizer) -> np.ndarray | None:
+        """The rows' item text embeddings, where this variant reads item text."""
+        return feat.item_text[b.item_idx] if self.variant.item_text and feat.text_dim and self.text_dim else None
+
     def _input(self, b: Batch, feat: Featurizer) -> ModelInput:
         dense = self._mask_dense(b.dense)
-        text = None
-        if self.variant.item_text and feat.text_dim and self.text_dim:
-            text = torch.from_numpy(feat.item_text[b.item_idx])
-        return ModelInput(torch.from_numpy(b.indices), torch.from_numpy(b.offsets), torch.from_numpy(dense), text)
+        text = self._item_text(b, feat)
+        return ModelInput(
+            torch.from_numpy(b.indices),
+            torch.from_numpy(b.offsets),
+            torch.from_numpy(dense),
+            torch.from_numpy(text) if text is not None else None,
+        )
+
+    @property
+    def _blend(self) -> float:
+        """Weight of the linear model's logit in the served logit."""
+        a = self.variant.linear_blend
+        return self.cfg.learner.linear_blend if a is None else a
 
     def _text_logits(self, b: Batch, feat: Featurizer) -> tuple[torch.Tensor, np.ndarray] | None:
         if self.scorer is None or not feat.text_dim:
@@ -162,11 +175,8 @@ class Trainer:
             return 1.0 / (1.0 + np.exp(-b.dense[:, LINEAR].astype(np.float64)))
         assert self.model is not None
         if isinstance(self.model, CTRModel):  # the serving path: one native call, no torch
-            text = None
-            if self.variant.item_text and feat.text_dim and self.text_dim:
-                text = feat.item_text[b.item_idx]
-            logits = self.model.score(b.indices, b.offsets, self._mask_dense(b.dense), text)
-            a = self.cfg.learner.linear_blend if self.variant.linear_blend is None else self.variant.linear_blend
+            logits = self.model.score(b.indices, b.offsets, self._mask_dense(b.dense), self._item_text(b, feat))
+            a = self._blend
             if a:
                 logits = (1.0 - a) * logits + a * b.dense[:, LINEAR]
             return (0.5 + 0.5 * np.tanh(0.5 * logits.astype(np.float32))).astype(np.float64)  # the sigmoid
@@ -197,7 +207,7 @@ class Trainer:
         if self.variant.kind == "ctr":
             # Serve an ensemble: the CTR model's logit averaged with the linear model's
             # (each learns on its own; the blend beat both alone on every stream we replayed).
-            a = self.cfg.learner.linear_blend if self.variant.linear_blend is None else self.variant.linear_blend
+            a = self._blend
             if a:
                 logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, LINEAR])
         return torch.sigmoid(logits).numpy().astype(np.float64)

@@ -166,19 +166,18 @@ class CTRModel(nn.Module):
         """NumPy views of the parameters (built once: every update writes them in place)."""
         v: dict[str, Any] | None = self.__dict__.get("_np_views")
         if v is None:
-            with torch.no_grad():
 
-                def lin(m: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-                    return m.weight.detach().numpy(), m.bias.detach().numpy()
+            def lin(m: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+                return m.weight.detach().numpy(), m.bias.detach().numpy()
 
-                v = {
-                    "table": self.table.weight.numpy(),
-                    "norm2": self.table.norm2.numpy().reshape(-1),
-                    "layers": [lin(m) for m in self.mlp if isinstance(m, nn.Linear)],
-                    "bias": self.bias.detach().numpy(),
-                    "dense_lin": None if self.dense_lin is None else self.dense_lin.weight.detach().numpy().reshape(-1),
-                    "text": lin(self.text_proj) if self.text_proj is not None else None,
-                }
+            v = {
+                "table": self.table.weight.numpy(),
+                "norm2": self.table.norm2.numpy().reshape(-1),
+                "layers": [lin(m) for m in self.mlp if isinstance(m, nn.Linear)],
+                "bias": self.bias.detach().numpy(),
+                "dense_lin": None if self.dense_lin is None else self.dense_lin.weight.detach().numpy().reshape(-1),
+                "text": lin(self.text_proj) if self.text_proj is not None else None,
+            }
             self.__dict__["_np_views"] = v
         return v
 
