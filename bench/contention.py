@@ -92,7 +92,7 @@ def timed_stages(learner: OnlineLearner) -> dict[str, float]:
 
     wrap(learner.retrieval, "retrieve", "retrieval")
     wrap(learner.retrieval, "features", "ranking_features")
-    wrap(learner.featurizer, "hash", "hashing")
+    wrap(learner.featurizer, "hash_request", "hashing")
     wrap(learner.featurizer, "dense", "dense_features")
     wrap(learner.trainers[learner.main], "predict", "ctr_forward")
     wrap(learner, "remember_served", "remember_served")

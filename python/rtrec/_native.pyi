@@ -1,7 +1,9 @@
 """Type stubs for the compiled core, ``rtrec._native`` (Rust, PyO3).
 
 Prefer the Python wrappers: :class:`rtrec.features.Hasher` builds the buffer tuples that
-``FeatureHasher.hash_buffers`` takes. Every method that does real work releases the GIL.
+``FeatureHasher.hash_buffers`` takes. Every method that does real work releases the GIL,
+except serving's per-request calls (``ctr_logits``, ``FeatureHasher.hash_raw``,
+``merge_rows``), which take microseconds.
 Errors are :class:`rtrec.errors.InvalidInputError` (bad arguments or buffers, the message
 names the field) and :class:`rtrec.errors.CorruptDataError` (a damaged or foreign blob).
 """
@@ -20,6 +22,7 @@ __all__ = [
     "PendingImpressions",
     "ReplayBuffer",
     "ctr_logits",
+    "merge_rows",
     "murmur3_32",
     "parse_simple_events",
 ]
@@ -85,6 +88,26 @@ class FeatureHasher:
         a list-of-strings column is ``("list", validity | None, list_offsets, offset, length, <child str buffers>)``.
         Returns ``(indices, offsets, signs, stats)``: CSR rows (``offsets`` has rows + 1 entries),
         ±1 signs when signed, and ``{"features", "distinct_inputs", "distinct_buckets"}`` when ``stats``.
+        """
+
+    def raw_hashes(self, name: str, column: tuple[Any, ...]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """Raw 32-bit hashes (before masking) of namespace ``name``'s column (a buffer tuple as
+        ``hash_buffers`` takes), per row: ``(values, offsets)``, CSR with rows + 1 offsets."""
+
+    def hash_raw(
+        self,
+        parts: list[str | tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]] | None],
+        idx: npt.NDArray[np.int64],
+        distinct: bool = False,
+        tag: int = 0,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32] | None]:
+        """Hash ``len(idx)`` rows from raw hashes, keeping the GIL; one part per namespace, in order.
+
+        A part is ``None`` (no value in any row), a ``str`` (this value in every row), or a
+        ``(values, offsets)`` table from :meth:`raw_hashes`, whose row ``idx[r]`` row ``r``
+        takes. Gives ``hash_buffers``'s ``(indices, offsets, signs)`` for the same values.
+        ``distinct`` keeps a bucket once per row (its first place); ``tag`` (0..255, with at
+        most 24 bits) is OR-ed into bits 24 and up of every index.
         """
 
 _Strategy = Literal["uniform", "recency", "recency_events", "recency_seconds", "balanced"]
@@ -301,6 +324,12 @@ class PendingImpressions:
     def dropped(self) -> int: ...
     @dropped.setter
     def dropped(self, value: int) -> None: ...
+
+def merge_rows(
+    blocks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Concatenate CSR ``(indices, offsets)`` blocks with the same rows, row by row in block
+    order, keeping the GIL."""
 
 def ctr_logits(
     table: npt.NDArray[np.float32],

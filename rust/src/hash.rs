@@ -240,6 +240,79 @@ pub struct Hashed {
     pub signs: Option<Vec<f32>>,
 }
 
+/// One namespace's raw hashes (before masking) for [`FeatureHasher::hash_raw`].
+#[derive(Debug, Clone, Copy)]
+pub enum RawPart<'a> {
+    /// Every row has these values (a request's user, hour, context value).
+    Same(&'a [u32]),
+    /// Row `r` has `values[offsets[idx[r]]..offsets[idx[r] + 1]]`: values kept per item by
+    /// the caller, gathered by the rows' item indices.
+    Table { values: &'a [u32], offsets: &'a [i64] },
+}
+
+impl RawPart<'_> {
+    fn validate(&self, field: &str, idx: &[i64]) -> Result<()> {
+        let RawPart::Table { values, offsets } = self else {
+            return Ok(());
+        };
+        let Some((&first, _)) = offsets.split_first() else {
+            return Err(Error::invalid(field, "offsets must have at least one entry"));
+        };
+        if first < 0 || offsets.windows(2).any(|w| w[1] < w[0]) || offsets[offsets.len() - 1] > values.len() as i64 {
+            return Err(Error::invalid(
+                field,
+                "offsets must be non-decreasing, from 0 up to the number of values",
+            ));
+        }
+        let rows = (offsets.len() - 1) as i64;
+        if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i >= rows) {
+            return Err(Error::invalid(field, format!("row index {bad} is outside 0..{rows}")));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn row(&self, i: i64) -> &[u32] {
+        match *self {
+            RawPart::Same(v) => v,
+            RawPart::Table { values, offsets } => {
+                let i = i as usize;
+                &values[offsets[i] as usize..offsets[i + 1] as usize]
+            }
+        }
+    }
+}
+
+/// Concatenate, row by row, CSR blocks with the same number of rows (block order within a row).
+pub fn merge_rows(blocks: &[(&[i64], &[i64])]) -> Result<(Vec<i64>, Vec<i64>)> {
+    let rows = blocks.first().map_or(0, |b| b.1.len().saturating_sub(1));
+    for (k, (ind, off)) in blocks.iter().enumerate() {
+        if off.len() != rows + 1 {
+            return Err(Error::invalid(
+                "offsets",
+                format!("block {k} has {} rows, block 0 has {rows}", off.len().saturating_sub(1)),
+            ));
+        }
+        if off[0] < 0 || off.windows(2).any(|w| w[1] < w[0]) || off[rows] > ind.len() as i64 {
+            return Err(Error::invalid(
+                "offsets",
+                format!("block {k}: offsets must be non-decreasing, from 0 up to the number of indices"),
+            ));
+        }
+    }
+    let total: usize = blocks.iter().map(|(_, off)| (off[rows] - off[0]) as usize).sum();
+    let mut indices = Vec::with_capacity(total);
+    let mut offsets = Vec::with_capacity(rows + 1);
+    offsets.push(0);
+    for r in 0..rows {
+        for (ind, off) in blocks {
+            indices.extend_from_slice(&ind[off[r] as usize..off[r + 1] as usize]);
+        }
+        offsets.push(indices.len() as i64);
+    }
+    Ok((indices, offsets))
+}
+
 /// Distinct inputs against distinct buckets in one batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CollisionStats {
@@ -436,6 +509,97 @@ impl FeatureHasher {
     }
 }
 
+impl FeatureHasher {
+    /// The raw 32-bit hashes of one namespace's column, per row, as CSR `(values, offsets)`:
+    /// what [`FeatureHasher::hash_raw`] takes in a [`RawPart::Table`].
+    pub fn raw_hashes(&self, ns: &str, col: &Column<'_>) -> Result<(Vec<u32>, Vec<i64>)> {
+        let i = self
+            .namespaces
+            .iter()
+            .position(|n| n == ns)
+            .ok_or_else(|| Error::invalid("namespace", format!("{ns:?} is not one of the namespaces")))?;
+        col.validate(ns)?;
+        let seed = self.seeds[i];
+        let mut values = Vec::with_capacity(col.len());
+        let mut offsets = Vec::with_capacity(col.len() + 1);
+        offsets.push(0);
+        for r in 0..col.len() {
+            match col {
+                Column::Single(a) => values.extend(a.get(r).map(|v| murmur3_32(v, seed))),
+                Column::Multi(l) => {
+                    if let Some(range) = l.range(r) {
+                        values.extend(range.filter_map(|k| l.values.get(k)).map(|v| murmur3_32(v, seed)));
+                    }
+                }
+            }
+            offsets.push(values.len() as i64);
+        }
+        Ok((values, offsets))
+    }
+
+    /// Hash rows given as raw hashes per namespace (`parts[i]` for namespace `i`): the same
+    /// features, in the same order, as [`FeatureHasher::hash`] of the values they came from.
+    /// With `distinct`, a bucket repeated within a row is kept once (its first place); `tag`
+    /// (0..=255, only with at most 24 bits) is OR-ed into bits 24.. of every index.
+    pub fn hash_raw(&self, parts: &[RawPart<'_>], idx: &[i64], distinct: bool, tag: u32) -> Result<Hashed> {
+        if parts.len() != self.namespaces.len() {
+            return Err(Error::invalid(
+                "parts",
+                format!(
+                    "expected {} parts (one per namespace), got {}",
+                    self.namespaces.len(),
+                    parts.len()
+                ),
+            ));
+        }
+        if tag > 255 || (tag != 0 && self.bits > 24) {
+            return Err(Error::invalid("tag", "must be 0..=255, and 0 with more than 24 bits"));
+        }
+        for (p, ns) in parts.iter().zip(&self.namespaces) {
+            p.validate(ns, idx)?;
+        }
+        let tag_bits = (tag as i64) << 24;
+        let mut out = Hashed {
+            indices: Vec::with_capacity(idx.len() * (parts.len() + self.crosses.len())),
+            offsets: Vec::with_capacity(idx.len() + 1),
+            signs: if self.signed { Some(Vec::new()) } else { None },
+        };
+        out.offsets.push(0);
+        let mut row: Vec<&[u32]> = Vec::with_capacity(parts.len());
+        for &i in idx {
+            row.clear();
+            row.extend(parts.iter().map(|p| p.row(i)));
+            let start = out.indices.len();
+            let push = |h: u32, out: &mut Hashed| {
+                let ix = (h & self.mask) as i64 | tag_bits;
+                if distinct && out.indices[start..].contains(&ix) {
+                    return;
+                }
+                out.indices.push(ix);
+                if let Some(signs) = out.signs.as_mut() {
+                    signs.push(sign_of(h));
+                }
+            };
+            for (k, values) in row.iter().enumerate() {
+                if self.emit[k] {
+                    for &h in *values {
+                        push(h, &mut out);
+                    }
+                }
+            }
+            for &(a, b, seed) in &self.crosses {
+                for &ha in row[a] {
+                    for &hb in row[b] {
+                        push(murmur3_pair(ha, hb, seed), &mut out);
+                    }
+                }
+            }
+            out.offsets.push(out.indices.len() as i64);
+        }
+        Ok(out)
+    }
+}
+
 /// A 64-bit identity of (namespace, value) for collision counting: two 32-bit murmur hashes
 /// with unrelated seeds.
 #[inline]
@@ -498,6 +662,114 @@ mod tests {
             offset: 0,
             len: offsets.len() - 1,
         }
+    }
+
+    #[test]
+    fn hash_raw_equals_hash_of_the_gathered_rows() {
+        let h = FeatureHasher::new(
+            vec!["user".into(), "item".into(), "tags".into(), "hour".into()],
+            &[("user".into(), "tags".into()), ("item".into(), "tags".into())],
+            6, // few buckets, so that rows repeat a bucket
+            3,
+            true,
+        )
+        .unwrap();
+        // A catalog of three items: tags [a, b, a], none, [c].
+        let (id_d, id_o, _) = strs(&[Some("i0"), Some("i1"), Some("i2")]);
+        let (tv_d, tv_o, _) = strs(&[Some("a"), Some("b"), Some("a"), Some("c")]);
+        let lo = [0i64, 3, 3, 4];
+        let tag_validity = [0b101u8];
+        let tags = Column::Multi(ListArray {
+            validity: Some(&tag_validity),
+            offsets: Offsets::I64(&lo),
+            offset: 0,
+            len: 3,
+            values: arr(None, &tv_o, &tv_d),
+        });
+        let items = Column::Single(arr(None, &id_o, &id_d));
+        let (item_v, item_o) = h.raw_hashes("item", &items).unwrap();
+        let (tag_v, tag_o) = h.raw_hashes("tags", &tags).unwrap();
+        assert_eq!(tag_o, vec![0, 3, 3, 4]);
+        let user = [murmur3_32(b"u7", h.seed_of(0))];
+        let idx = [2i64, 0, 1, 0];
+        let parts = [
+            RawPart::Same(&user),
+            RawPart::Table {
+                values: &item_v,
+                offsets: &item_o,
+            },
+            RawPart::Table {
+                values: &tag_v,
+                offsets: &tag_o,
+            },
+            RawPart::Same(&[]),
+        ];
+        let got = h.hash_raw(&parts, &idx, false, 0).unwrap();
+        // The same rows through `hash`: user u7, items i2 i0 i1 i0, their tags, no hour.
+        let (u_d, u_o, _) = strs(&[Some("u7"); 4]);
+        let (r_d, r_o, _) = strs(&[Some("i2"), Some("i0"), Some("i1"), Some("i0")]);
+        let (rt_d, rt_o, _) = strs(&[
+            Some("c"),
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("a"),
+        ]);
+        let rlo = [0i64, 1, 4, 4, 7];
+        let r_validity = [0b1011u8];
+        let (hr_d, hr_o, hr_v) = strs(&[None; 4]);
+        let want = h
+            .hash(
+                &[
+                    Column::Single(arr(None, &u_o, &u_d)),
+                    Column::Single(arr(None, &r_o, &r_d)),
+                    Column::Multi(ListArray {
+                        validity: Some(&r_validity),
+                        offsets: Offsets::I64(&rlo),
+                        offset: 0,
+                        len: 4,
+                        values: arr(None, &rt_o, &rt_d),
+                    }),
+                    Column::Single(arr(Some(&hr_v), &hr_o, &hr_d)),
+                ],
+                false,
+            )
+            .unwrap()
+            .0;
+        assert_eq!(got, want);
+        // distinct keeps each bucket of a row once, in its first place; tag goes above bit 24.
+        let d = h.hash_raw(&parts, &idx, true, 5).unwrap();
+        for r in 0..idx.len() {
+            let (a, b) = (want.offsets[r] as usize, want.offsets[r + 1] as usize);
+            let mut first = Vec::new();
+            for &ix in &want.indices[a..b] {
+                if !first.contains(&(ix | 5 << 24)) {
+                    first.push(ix | 5 << 24);
+                }
+            }
+            assert_eq!(&d.indices[d.offsets[r] as usize..d.offsets[r + 1] as usize], &first[..]);
+        }
+        assert!(
+            d.indices.len() < want.indices.len(),
+            "the rows repeat buckets at 6 bits"
+        );
+        // A row index past the table, or a tag with too many bits, is an error.
+        assert!(h.hash_raw(&parts, &[3], false, 0).is_err());
+        assert!(h.hash_raw(&parts[..3], &idx, false, 0).is_err());
+        assert!(h.hash_raw(&parts, &idx, false, 256).is_err());
+    }
+
+    #[test]
+    fn merge_rows_concatenates_each_row_in_block_order() {
+        let (i1, o1) = (vec![1i64, 2, 3], vec![0i64, 2, 2, 3]);
+        let (i2, o2) = (vec![7i64, 8], vec![0i64, 0, 1, 2]);
+        let (ind, off) = merge_rows(&[(&i1, &o1), (&i2, &o2)]).unwrap();
+        assert_eq!(ind, vec![1, 2, 7, 3, 8]);
+        assert_eq!(off, vec![0, 2, 3, 5]);
+        assert!(merge_rows(&[(&i1, &o1), (&i2, &o2[..3])]).is_err());
+        assert_eq!(merge_rows(&[]).unwrap(), (vec![], vec![0]));
     }
 
     #[test]

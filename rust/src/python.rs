@@ -1,8 +1,9 @@
 //! PyO3 bindings: every `#[pyclass]`, conversion and error mapping lives here.
 //!
 //! Inputs are borrowed as numpy views (Arrow buffers arrive without a copy) and the work
-//! runs with the GIL released, except `ctr_logits`: scoring a request's rows takes tens of
-//! microseconds, less than handing the GIL to another thread and waiting for it back.
+//! runs with the GIL released, except serving's per-request calls (`ctr_logits`,
+//! `FeatureHasher.hash_raw`, `merge_rows`): a request's rows take tens of microseconds,
+//! less than handing the GIL to another thread and waiting for it back.
 //! Errors become `rtrec.errors` exceptions.
 
 use std::sync::Mutex;
@@ -15,7 +16,10 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use crate::covisit::CoVisitation as CoreCoVisitation;
 use crate::error::Error;
 use crate::events::{parse_simple, Limits as EventLimits, NumColumn, StrColumn};
-use crate::hash::{murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, StrArray};
+use crate::hash::{
+    merge_rows as merge_csr, murmur3_32 as murmur, Column, FeatureHasher as CoreHasher, ListArray, Offsets, RawPart,
+    StrArray,
+};
 use crate::itemsets::ItemSets as CoreItemSets;
 use crate::linear::OnlineLinear as CoreLinear;
 use crate::pending::{Resolved, Rows as PlanRows, Slots, Waiting};
@@ -184,6 +188,9 @@ fn parse_column<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<ColBufs<'
     }
 }
 
+/// CSR rows as numpy arrays: (values, offsets).
+type Csr<'py, T> = (Bound<'py, PyArray1<T>>, Bound<'py, PyArray1<i64>>);
+
 /// Hashes named string columns into feature indices. See `rtrec._native.pyi`.
 #[pyclass(module = "rtrec._native", frozen)]
 struct FeatureHasher {
@@ -289,6 +296,86 @@ impl FeatureHasher {
         PyTuple::new(py, [indices.into_any(), offsets.into_any(), signs, stats_obj])
     }
 
+    /// Raw 32-bit hashes of one namespace's column, per row: `(values, offsets)`.
+    fn raw_hashes<'py>(&self, py: Python<'py>, name: &str, column: Bound<'py, PyAny>) -> PyResult<Csr<'py, u32>> {
+        let bufs = parse_column(&column, name)?;
+        let col = bufs.view()?;
+        let (values, offsets) = py.detach(|| self.inner.raw_hashes(name, &col))?;
+        Ok((values.into_pyarray(py), offsets.into_pyarray(py)))
+    }
+
+    /// Hash rows from raw hashes, one part per namespace; keeps the GIL (a request's few
+    /// hundred rows take microseconds). See `rtrec._native.pyi`.
+    #[pyo3(signature = (parts, idx, distinct = false, tag = 0))]
+    fn hash_raw<'py>(
+        &self,
+        py: Python<'py>,
+        parts: Vec<Bound<'py, PyAny>>,
+        idx: PyReadonlyArray1<'py, i64>,
+        distinct: bool,
+        tag: u32,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let names = self.inner.namespaces();
+        if parts.len() != names.len() {
+            return Err(invalid(
+                py,
+                "parts",
+                format!(
+                    "expected {} parts (one per namespace), got {}",
+                    names.len(),
+                    parts.len()
+                ),
+            ));
+        }
+        enum Held<'py> {
+            Same(Vec<u32>),
+            Table(PyReadonlyArray1<'py, u32>, PyReadonlyArray1<'py, i64>),
+        }
+        let mut held = Vec::with_capacity(parts.len());
+        for (i, (p, ns)) in parts.iter().zip(names).enumerate() {
+            held.push(if p.is_none() {
+                Held::Same(Vec::new())
+            } else if let Ok(v) = p.extract::<String>() {
+                Held::Same(vec![murmur(v.as_bytes(), self.inner.seed_of(i))])
+            } else if let Ok((values, offsets)) =
+                p.extract::<(PyReadonlyArray1<'py, u32>, PyReadonlyArray1<'py, i64>)>()
+            {
+                Held::Table(values, offsets)
+            } else {
+                return Err(invalid(
+                    py,
+                    ns,
+                    "part must be None, a str, or (uint32 values, int64 offsets) numpy arrays",
+                ));
+            });
+        }
+        let raw: Vec<RawPart<'_>> = held
+            .iter()
+            .map(|h| {
+                Ok(match h {
+                    Held::Same(v) => RawPart::Same(v),
+                    Held::Table(values, offsets) => RawPart::Table {
+                        values: values.as_slice()?,
+                        offsets: offsets.as_slice()?,
+                    },
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        let hashed = self.inner.hash_raw(&raw, idx.as_slice()?, distinct, tag)?;
+        let signs: Bound<'py, PyAny> = match hashed.signs {
+            Some(s) => s.into_pyarray(py).into_any(),
+            None => py.None().into_bound(py),
+        };
+        PyTuple::new(
+            py,
+            [
+                hashed.indices.into_pyarray(py).into_any(),
+                hashed.offsets.into_pyarray(py).into_any(),
+                signs,
+            ],
+        )
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "FeatureHasher(namespaces={:?}, bits={}, seed={}, crosses={:?}, signed={})",
@@ -329,6 +416,20 @@ fn linear<'a>(l: &'a LayerArrays<'_>, name: &str) -> PyResult<Linear<'a>> {
 }
 
 /// The CTR model's logits for CSR rows, computed holding the GIL. See `rtrec._native.pyi`.
+/// Concatenate CSR blocks row by row (keeps the GIL: a request's rows). See `rtrec._native.pyi`.
+#[pyfunction]
+fn merge_rows<'py>(
+    py: Python<'py>,
+    blocks: Vec<(PyReadonlyArray1<'py, i64>, PyReadonlyArray1<'py, i64>)>,
+) -> PyResult<Csr<'py, i64>> {
+    let views: Vec<(&[i64], &[i64])> = blocks
+        .iter()
+        .map(|(i, o)| Ok((i.as_slice()?, o.as_slice()?)))
+        .collect::<PyResult<_>>()?;
+    let (indices, offsets) = merge_csr(&views)?;
+    Ok((indices.into_pyarray(py), offsets.into_pyarray(py)))
+}
+
 #[pyfunction]
 #[pyo3(signature = (table, norm2, indices, offsets, dense, layers, bias, dense_lin = None, text = None, item_text = None))]
 #[allow(clippy::too_many_arguments)]
@@ -1157,6 +1258,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ItemSets>()?;
     m.add_function(wrap_pyfunction!(murmur3_32, m)?)?;
     m.add_function(wrap_pyfunction!(ctr_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_rows, m)?)?;
     m.add_function(wrap_pyfunction!(parse_simple_events, m)?)?;
     m.add("FORMAT_VERSION", 1)?;
     Ok(())

@@ -173,5 +173,27 @@ class Hasher:
         indices, offsets, signs, st = self._native.hash_buffers(bufs, stats)
         return Hashed(indices=indices, offsets=offsets, signs=signs, stats=st)
 
+    def raw_hashes(self, name: str, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Raw 32-bit hashes of namespace ``name``'s values, per row (CSR ``(values, offsets)``):
+        kept per item, they let :meth:`hash_raw` hash a request's rows without Arrow."""
+        return self._native.raw_hashes(name, column_buffers(values, name))
+
+    def hash_raw(self, parts: Mapping[str, Any], idx: np.ndarray, *, distinct: bool = False, tag: int = 0) -> Hashed:
+        """Hash ``len(idx)`` rows from raw hashes, holding the interpreter (a request's rows).
+
+        ``parts`` maps every namespace to ``None`` (no value), a ``str`` (the value of every
+        row) or a table from :meth:`raw_hashes` (row ``r`` takes its row ``idx[r]``). The same
+        features as :meth:`hash` of the values. ``distinct`` keeps a bucket once per row;
+        ``tag`` is OR-ed into bits 24 and up of each index.
+        """
+        missing = [n for n in self.namespaces if n not in parts]
+        if missing:
+            names = ", ".join(self.namespaces)
+            raise InvalidInputError(f"feature part {missing[0]!r} is missing (namespaces: {names})")
+        indices, offsets, signs = self._native.hash_raw(
+            [parts[n] for n in self.namespaces], np.ascontiguousarray(idx, np.int64), distinct, tag
+        )
+        return Hashed(indices=indices, offsets=offsets, signs=signs, stats=None)
+
     def __repr__(self) -> str:
         return repr(self._native)

@@ -48,6 +48,7 @@ from rtrec.learn.counters import (
     logit,
     resolved_before,
 )
+from rtrec.learn.request import RequestHasher
 from rtrec.sets import add_pairs, load_item_sets
 from rtrec.text import centre
 
@@ -88,6 +89,7 @@ class Featurizer:
             CrossEncoder(a, b, min(cfg.features.bits, 20), cfg.features.seed, tag)
             for tag, (a, b) in enumerate(cfg.features.crosses)
         ]
+        self.request = RequestHasher(self.hasher, self.crosses, self._context_ns)
 
     # -- catalog and text -------------------------------------------------------------
     def _ensure_items(self, n: int) -> None:
@@ -183,18 +185,21 @@ class Featurizer:
         pos = (self.item_counts.npos[nbr] * w).sum(axis=1)
         return logit((pos + PRIOR_COUNT * self.prior) / (n + PRIOR_COUNT))
 
-    def _catalog_arrays(self) -> tuple[pa.Array, pa.Array]:
+    def _catalog_arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """(item ids, categories, tags) by item index, as Arrow arrays replaced when they change."""
+        if len(self._item_arr) != len(self.items):  # ids only grow
+            self._item_arr = pa.array(self.items.ids, pa.string())
         if getattr(self, "_catalog_dirty", True) or len(self._cat_arr) < len(self.items):
             self._cat_arr = pa.array(self.category, pa.string())
             self._tags_arr = pa.array(self.tags, pa.list_(pa.string()))
             self._catalog_dirty = False
-        return self._cat_arr, self._tags_arr
+        return self._item_arr, self._cat_arr, self._tags_arr
 
     # -- transformation -----------------------------------------------------------------
     def _columns(
         self, user_ids: pa.Array, item_ids: pa.Array, item_idx: np.ndarray, ts: np.ndarray, context: Any
     ) -> dict[str, Any]:
-        cat, tags = self._catalog_arrays()
+        _, cat, tags = self._catalog_arrays()
         take = pa.array(item_idx)
         secs = ts.astype(np.int64)
         cols: dict[str, Any] = {
@@ -347,18 +352,15 @@ class Featurizer:
         """
         n = len(item_idx)
         u = self.users.get(user_id)
-        item_col = pa.array(item_ids, pa.string()) if item_ids is not None else None
-        ctx = pa.array([json.dumps(context)] * n) if context else None
         if u is None and len(self.users) == 0:
             self._ensure_users(1)  # row 0 exists to be read (and overwritten below)
-        b = self.pairs(
-            np.full(n, u if u is not None else 0, np.int64),
-            item_idx,
-            np.full(n, ts, np.float64),
-            ctx,
-            item_col,
-            user_col=pa.repeat(pa.scalar(user_id, pa.string()), n),
-        )
+        user_idx, tss = np.full(n, u if u is not None else 0, np.int64), np.full(n, ts, np.float64)
+        if item_ids is None:  # known items: hashed from their kept raw hashes, without Arrow
+            b = self._rows(user_idx, item_idx, tss, *self.hash_request(user_id, item_idx, ts, context))
+        else:
+            ctx = pa.array([json.dumps(context)] * n) if context else None
+            user_col = pa.repeat(pa.scalar(user_id, pa.string()), n)
+            b = self.pairs(user_idx, item_idx, tss, ctx, pa.array(item_ids, pa.string()), user_col=user_col)
         if u is None:
             b.dense[:, 2] = 0.0
             b.dense[:, 3] = b.dense[:, 5] = b.dense[:, 6] = logit(np.array(self.prior))
@@ -377,14 +379,20 @@ class Featurizer:
         user_col: pa.Array | None = None,
     ) -> Batch:
         """Rows of known users and items at times ``ts`` (any mix, reads only; ``linear_logit`` left 0)."""
-        n = len(item_idx)
         if item_col is None:
-            if len(self._item_arr) != len(self.items):
-                self._item_arr = pa.array(self.items.ids, pa.string())
-            item_col = self._item_arr.take(pa.array(item_idx))
+            item_col = self._catalog_arrays()[0].take(pa.array(item_idx))
         if user_col is None:
             user_col = pa.array(self.users.ids, pa.string()).take(pa.array(user_idx))
-        hashed, xind, xoff = self.hash(user_col, item_col, item_idx, ts, ctx)
+        return self._rows(user_idx, item_idx, ts, *self.hash(user_col, item_col, item_idx, ts, ctx))
+
+    def hash_request(
+        self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None
+    ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """:meth:`hash` of one user's rows with known items at ``ts``, from raw hashes kept per item."""
+        return self.request.hash(user_id, item_idx, ts, context, self._catalog_arrays())
+
+    def _rows(self, user_idx: Any, item_idx: Any, ts: Any, hashed: Any, xind: Any, xoff: Any) -> Batch:
+        n = len(item_idx)
         dense = self.dense(user_idx, item_idx, ts, xind, xoff)
         return Batch(
             indices=hashed.indices,
