@@ -2,11 +2,12 @@
 //!
 //! Inputs are borrowed as numpy views (Arrow buffers arrive without a copy) and the work
 //! runs with the GIL released, except serving's per-request calls (`ctr_logits`,
-//! `FeatureHasher.hash_raw`, `merge_rows`): a request's rows take tens of microseconds,
-//! less than handing the GIL to another thread and waiting for it back.
+//! `FeatureHasher.hash_raw`, `merge_rows`, the co-visitation reads, a request's linear-model
+//! scores): a request's rows take tens of microseconds, less than handing the GIL to another
+//! thread and waiting for it back.
 //! Errors become `rtrec.errors` exceptions.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1};
 use pyo3::exceptions::PyRuntimeError;
@@ -187,6 +188,21 @@ fn parse_column<'py>(obj: &Bound<'py, PyAny>, field: &str) -> PyResult<ColBufs<'
         )),
     }
 }
+
+/// Run `f` under `m` holding the GIL when the lock is free: for a request's small reads, which
+/// take microseconds, less than handing the GIL to another thread and waiting for it back. When
+/// another thread holds the lock (the learner writing), wait for it with the GIL released.
+/// `None` when the lock is poisoned.
+fn quick<M: Send, T: Send>(py: Python<'_>, m: &Mutex<M>, f: impl FnOnce(&mut M) -> T + Send) -> Option<T> {
+    match m.try_lock() {
+        Ok(mut g) => Some(f(&mut g)),
+        Err(TryLockError::WouldBlock) => py.detach(|| m.lock().ok().map(|mut g| f(&mut g))),
+        Err(TryLockError::Poisoned(_)) => None,
+    }
+}
+
+/// Rows a linear-model read scores holding the GIL (a request's candidates); more, it lets go.
+const QUICK_INDICES: usize = 1 << 16;
 
 /// CSR rows as numpy arrays: (values, offsets).
 type Csr<'py, T> = (Bound<'py, PyArray1<T>>, Bound<'py, PyArray1<i64>>);
@@ -643,7 +659,11 @@ fn with_linear<T: Send>(
     f: impl FnOnce(&mut CoreLinear) -> T + Send,
 ) -> PyResult<T> {
     py.detach(|| m.lock().ok().map(|mut r| f(&mut r)))
-        .ok_or_else(|| PyRuntimeError::new_err("linear model lock poisoned by an earlier panic"))
+        .ok_or_else(linear_poisoned)
+}
+
+fn linear_poisoned() -> PyErr {
+    PyRuntimeError::new_err("linear model lock poisoned by an earlier panic")
 }
 
 #[pymethods]
@@ -663,7 +683,11 @@ impl OnlineLinear {
         offsets: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let (i, o) = (indices.as_slice()?, offsets.as_slice()?);
-        let out = with_linear(py, &self.inner, |m| m.predict(i, o))??;
+        let out = if i.len() <= QUICK_INDICES {
+            quick(py, &self.inner, |m| m.predict(i, o)).ok_or_else(linear_poisoned)?
+        } else {
+            with_linear(py, &self.inner, |m| m.predict(i, o))?
+        }?;
         Ok(out.into_pyarray(py))
     }
 
@@ -741,7 +765,20 @@ fn with_covisit<T: Send>(
     f: impl FnOnce(&mut CoreCoVisitation) -> T + Send,
 ) -> PyResult<T> {
     py.detach(|| m.lock().ok().map(|mut r| f(&mut r)))
-        .ok_or_else(|| PyRuntimeError::new_err("co-visitation lock poisoned by an earlier panic"))
+        .ok_or_else(covisit_poisoned)
+}
+
+/// A request's read of the co-visitation lists: [`quick`].
+fn covisit_read<T: Send>(
+    py: Python<'_>,
+    m: &Mutex<CoreCoVisitation>,
+    f: impl FnOnce(&mut CoreCoVisitation) -> T + Send,
+) -> PyResult<T> {
+    quick(py, m, f).ok_or_else(covisit_poisoned)
+}
+
+fn covisit_poisoned() -> PyErr {
+    PyRuntimeError::new_err("co-visitation lock poisoned by an earlier panic")
 }
 
 type Scored<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
@@ -780,12 +817,12 @@ impl CoVisitation {
     }
 
     fn history<'py>(&self, py: Python<'py>, user: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let h = with_covisit(py, &self.inner, |c| c.history(user))?;
+        let h = covisit_read(py, &self.inner, |c| c.history(user))?;
         Ok(h.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))
     }
 
     fn neighbours<'py>(&self, py: Python<'py>, item: i64, k: usize) -> PyResult<Scored<'py>> {
-        let v = with_covisit(py, &self.inner, |c| c.neighbours(item, k))?;
+        let v = covisit_read(py, &self.inner, |c| c.neighbours(item, k))?;
         Ok(scored(py, v))
     }
 
@@ -801,7 +838,7 @@ impl CoVisitation {
             Some(a) => a.as_slice()?,
             None => &[],
         };
-        let v = with_covisit(py, &self.inner, |c| c.recommend(user, k, ex))?;
+        let v = covisit_read(py, &self.inner, |c| c.recommend(user, k, ex))?;
         Ok(scored(py, v))
     }
 
@@ -812,7 +849,7 @@ impl CoVisitation {
         items: PyReadonlyArray1<'py, i64>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let i = items.as_slice()?;
-        Ok(with_covisit(py, &self.inner, |c| c.score(user, i))?.into_pyarray(py))
+        Ok(covisit_read(py, &self.inner, |c| c.score(user, i))?.into_pyarray(py))
     }
 
     fn forget_user(&self, py: Python<'_>, user: i64) -> PyResult<bool> {
