@@ -11,7 +11,7 @@ from rtrec.config import load_config
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.learn import OnlineLearner
 from rtrec.rank import ListRanker, pipeline
-from rtrec.retrieve import FEATURES
+from rtrec.retrieve import FEATURES, sources
 from rtrec.retrieve.ann import IVFIndex
 from tests.learn.streams import T0, events
 
@@ -81,6 +81,28 @@ def test_each_source_proposes_what_it_stands_for(learner: OnlineLearner) -> None
     assert len(set(c.items.tolist())) == len(c.items)
     row = c.items.tolist().index(f.items.get("horror-new"))
     assert {"content", "fresh"} <= set(c.sources_of(row))
+
+
+@pytest.mark.parametrize("category", [None, "horror"])
+def test_a_requests_merge_in_python_equals_the_numpy_one(
+    learner: OnlineLearner, monkeypatch: pytest.MonkeyPatch, category: str | None
+) -> None:
+    learner.learn(events([(500 + k, "fan", f"horror-{k}", "click") for k in range(4)], start_seq=10_000))
+    fan = learner.featurizer.users.get("fan")
+    r = learner.retrieval
+
+    def retrieve(small: int) -> sources.Candidates:
+        monkeypatch.setattr(sources, "SMALL", small)
+        r._rng = np.random.default_rng(7)  # the same fresh draw both times
+        return r.retrieve(fan, float(T0 + 600), pipeline.exclusions(learner, fan), category=category)
+
+    python_path, numpy_path = retrieve(sources.SMALL), retrieve(0)
+    np.testing.assert_array_equal(python_path.items, numpy_path.items)
+    np.testing.assert_array_equal(python_path.mask, numpy_path.mask)
+    assert python_path.lists.keys() == numpy_path.lists.keys()
+    for name, items in python_path.lists.items():
+        np.testing.assert_array_equal(items, numpy_path.lists[name], err_msg=name)
+    assert len(python_path.lists["fresh"]) and python_path.mask.all()
 
 
 def test_the_served_ranking_puts_the_users_category_first(learner: OnlineLearner) -> None:

@@ -324,10 +324,16 @@ class Retrieval:
             rest = rest[np.argsort(-count, kind="stable")][: at_least - len(items)]
             items = np.concatenate([items, rest.astype(np.int64)])
         mask = np.zeros(len(items), np.uint8)
-        by_id = np.argsort(items, kind="stable")
-        for s in order:
-            at = by_id[np.searchsorted(items[by_id], lists[s])]
-            mask[at] |= np.uint8(1 << SOURCES.index(s))
+        if len(items) <= SMALL:
+            place = {item: k for k, item in enumerate(items.tolist())}
+            for s in order:
+                bit = np.uint8(1 << SOURCES.index(s))
+                mask[[place[i] for i in lists[s].tolist()]] |= bit
+        else:
+            by_id = np.argsort(items, kind="stable")
+            for s in order:
+                at = by_id[np.searchsorted(items[by_id], lists[s])]
+                mask[at] |= np.uint8(1 << SOURCES.index(s))
         return Candidates(items=items, mask=mask, lists=lists, view=view)
 
     def _nearest(self, unit: np.ndarray, q: np.ndarray, k: int, skip: np.ndarray, n_items: int) -> np.ndarray:
@@ -374,7 +380,8 @@ class Retrieval:
         newest = recent[~skip[recent]][:half]
         want = self.cfg.fresh - len(newest)
         draw = _unique(pool[self._rng.integers(len(pool), size=4 * want)])
-        draw = draw[~skip[draw] & ~np.isin(draw, newest)][:want]
+        taken = set(newest.tolist())
+        draw = draw[~skip[draw] & np.array([d not in taken for d in draw.tolist()], bool)][:want]
         return np.concatenate([newest, draw]).astype(np.int64)
 
     def features(self, cands: Candidates, now: float) -> np.ndarray:
@@ -477,8 +484,14 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
 
 
+SMALL = 4096  # below this many items a request's set operations run in Python: numpy's sorts
+# let the interpreter go, and each handoff costs a request a switch interval under load
+
+
 def _unique(a: np.ndarray) -> np.ndarray:
     """``a`` without repeats, in first-seen order."""
+    if len(a) <= SMALL:
+        return np.fromiter(dict.fromkeys(a.tolist()), a.dtype, count=-1)
     _, first = np.unique(a, return_index=True)
     return a[np.sort(first)]
 
