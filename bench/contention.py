@@ -3,7 +3,7 @@
 In the daemon the learner, ingest and recommend share one interpreter. Every time a stage
 lets the interpreter go (a torch op, a numpy or pyarrow call that releases it, a native call
 that detaches), a thread running Python code takes it, and the request waits until that
-thread's switch interval (1 ms in the daemon) is over. So a stage costs, under load, about one
+thread's switch interval (0.2 ms in the daemon; ``--switch-ms``) is over. So a stage costs, under load, about one
 switch interval per release, whatever its own CPU time.
 
 This bench measures that in one process: a learner with ``--items`` items learns ``--events``
@@ -17,7 +17,7 @@ keeping the served rows.
 Reports (one JSON object, last line): per stage and in all, milliseconds per call alone and
 beside the busy thread.
 
-Usage: ``python bench/contention.py [--items 1000] [--events 200000] [--calls 300]``
+Usage: ``python bench/contention.py [--items 1000] [--events 200000] [--calls 300] [--switch-ms 0.2]``
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ from rtrec.config import load_config
 from rtrec.events.rows import events_table
 from rtrec.learn import OnlineLearner
 from rtrec.rank import pipeline
-
-SWITCH_INTERVAL_S = 0.001  # the daemon's (rtrec.serve.start)
+from rtrec.serve.start import SWITCH_INTERVAL_S
 
 
 def build(items: int, users: int, events: int) -> OnlineLearner:
@@ -119,11 +118,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--switch-ms", type=float, default=SWITCH_INTERVAL_S * 1000.0, help="switch interval")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)  # as the daemon on two cores
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    sys.setswitchinterval(args.switch_ms / 1000.0)
     learner = build(args.items, args.users, args.events)
     known = [f"u{u}" for u in range(args.users) if learner.featurizer.users.get(f"u{u}") is not None]
     users = [known[k] for k in np.random.default_rng(1).choice(len(known), size=args.calls).tolist()]
@@ -149,7 +149,7 @@ def main() -> None:
                 "items": args.items,
                 "events": args.events,
                 "calls": len(users),
-                "switch_interval_ms": SWITCH_INTERVAL_S * 1000.0,
+                "switch_interval_ms": args.switch_ms,
                 "ms_per_call_alone": alone,
                 "ms_per_call_beside_busy_thread": beside,
             }

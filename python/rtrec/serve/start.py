@@ -14,7 +14,9 @@ from rtrec.serve.gcwatch import freeze_startup
 
 log = logging.getLogger("rtrec.serve")
 
-__all__ = ["bind", "check_exposure", "serve"]
+SWITCH_INTERVAL_S = 0.0002  # the interpreter's switch interval in the daemon (see serve())
+
+__all__ = ["SWITCH_INTERVAL_S", "bind", "check_exposure", "serve"]
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
@@ -42,9 +44,11 @@ def serve(
 ) -> int:
     """Run the daemon in this process (the body of ``rtrec serve``)."""
     check_exposure(host or cfg.serve.host, cfg.serve.token, insecure)
-    # The learner holds the GIL in short Python stretches; a shorter switch interval keeps
-    # recommend latency from queueing behind them (the default 5 ms would be a p99 floor).
-    sys.setswitchinterval(0.001)
+    # The learner and a request take turns with the GIL. A request keeps it through its native
+    # calls, so the learner gets it back mostly when the holder is asked to let go: after the
+    # switch interval. 0.2 ms (the default is 5 ms) bounds each wait on either side
+    # (bench/RESULTS.md: 1 ms cost the learner a fifth of its rate under overload).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         import torch
 
