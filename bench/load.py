@@ -14,15 +14,16 @@ resumes the backlog exactly once.
 Reports (one JSON object, last line): events accepted and learned per second, the share of
 batches refused with 429, the share of events set aside by feedback cleaning, learner lag
 (seconds behind the oldest acknowledged event, p50 / p99 / max over the samples), recommend
-latency seen by the client (p50 / p99 / max) and as the daemon measured it
-(``recommend_server_ms``: the whole run, warm-up included), RSS (start, peak, and the peaks
+latency seen by the client (p50 / p99 / max: over the whole run, over the calls after the first
+``--warmup`` seconds, and the p99 of each 30 s) and as the daemon measured it
+(``recommend_server_ms``: its last 4,096 calls, those before the end), RSS (start, peak, and the peaks
 of each half and each quarter: a plateau has the last ones close), the impressions held with
 their features at most and their bytes, the served snapshots held and used, checkpoint
 seconds (lock held and in all) and bytes per learned event, SIGTERM seconds, and whether the
 restart learned the backlog exactly once.
 
 Usage: ``python bench/load.py [--seconds 180] [--producers 4] [--batch 1000] [--items 1000]
-[--window S] [--samples FILE] [--log-shown] [--recommend-rate R]`` (``--window``: a shorter
+[--window S] [--samples FILE] [--log-shown] [--recommend-rate R] [--warmup 60]`` (``--window``: a shorter
 impression window, so that impressions expire as negatives sooner; ``--samples``: every sample
 as a JSON line, to see what a lag spike lines up with)
 """
@@ -90,7 +91,7 @@ def recommend_loop(url: str, users: int, stop: Any, out: Any, log_shown: bool = 
     calls to that many a second (0: one after another, as fast as the daemon answers)."""
     c = Client(url)
     rng = np.random.default_rng(99)
-    rec_ms: list[float] = []
+    rec_ms: list[tuple[float, float]] = []  # (when it was answered, monotonic; milliseconds)
     due = time.perf_counter()
     while not stop.is_set():
         if rate > 0:
@@ -101,7 +102,7 @@ def recommend_loop(url: str, users: int, stop: Any, out: Any, log_shown: bool = 
         status, _, body = c.call("GET", f"/v1/recommend?user_id={user}&k=10")
         if status != 200:
             continue
-        rec_ms.append((time.perf_counter() - t0) * 1000.0)
+        rec_ms.append((time.monotonic(), (time.perf_counter() - t0) * 1000.0))
         if log_shown:
             got = json.loads(body)
             shown = [it["item_id"] for it in got["items"]]
@@ -161,6 +162,7 @@ def main() -> None:
     )
     ap.add_argument("--recommend-rate", type=float, default=0.0, help="recommend calls per second (0: back to back)")
     ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds left out of recommend_ms_after_warmup")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -230,7 +232,7 @@ def main() -> None:
         rec_stop.set()
         for t in threads:
             t.join()
-        rec_ms: list[float] = rec_out.recv()
+        rec_at_ms: list[tuple[float, float]] = rec_out.recv()
         recommender.join()
         elapsed = time.monotonic() - t_start
         last = d.get("/v1/stats")
@@ -265,6 +267,12 @@ def main() -> None:
         if s["checkpoint"] and "lock_seconds" in s["checkpoint"]
     }
     ck = list(ckpts.values())
+    rec_ms = [ms for _, ms in rec_at_ms]
+    rec_warm = [ms for at, ms in rec_at_ms if at - t_start >= args.warmup]
+    rec_by_30s = [
+        pct([ms for at, ms in rec_at_ms if k * 30 <= at - t_start < (k + 1) * 30], 99)
+        for k in range(int(np.ceil(elapsed / 30)))
+    ]
     out = {
         "bench": "load",
         "seconds": round(elapsed, 1),
@@ -280,6 +288,8 @@ def main() -> None:
         "lag_s": {k: pct([s["lag_s"] for s in samples], q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
         "lag_events_max": max((s["lag_events"] for s in samples), default=None),
         "recommend_ms": {k: pct(rec_ms, q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
+        "recommend_ms_after_warmup": {k: pct(rec_warm, q) for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
+        "recommend_p99_ms_by_30s": [None if p is None else round(p, 1) for p in rec_by_30s],
         "recommend_calls": len(rec_ms),
         "recommend_server_ms": server_ms,
         "gc_pauses": gc_pauses,
