@@ -20,7 +20,7 @@ class _BrokenService:
     def recommend(self, user_id: str, k: int, **kw: Any) -> dict[str, Any]:
         raise IndexError("index 0 is out of bounds for axis 0 with size 0")
 
-    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
+    def serves_inline(self, user_id: str, candidates: list[str] | None, **request: Any) -> bool:
         return True
 
     def __getattr__(self, name: str) -> Any:

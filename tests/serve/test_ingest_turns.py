@@ -46,7 +46,7 @@ class _WaitingService:
     def recommend(self, user_id: str, k: int, **kw: Any) -> dict[str, Any]:
         return {"user_id": user_id, "items": []}
 
-    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
+    def serves_inline(self, user_id: str, candidates: list[str] | None, **request: Any) -> bool:
         return False  # through the thread pool, beside the waiting batches
 
     def __getattr__(self, name: str) -> Any:
@@ -87,7 +87,7 @@ class _ThreadService(_WaitingService):
         self.threads[user_id] = threading.current_thread().name
         return {"user_id": user_id, "items": []}
 
-    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
+    def serves_inline(self, user_id: str, candidates: list[str] | None, **request: Any) -> bool:
         return user_id == "known" and candidates is None
 
 

@@ -54,7 +54,9 @@ class Service(Protocol):
         category: str | None = None,
         exclude: list[str] | None = None,
     ) -> dict[str, Any]: ...
-    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool: ...
+    def serves_inline(
+        self, user_id: str, candidates: list[str] | None, *, context: dict[str, Any] | None, category: str | None
+    ) -> bool: ...
     def similar(self, item_id: str, k: int) -> dict[str, Any]: ...
     def forget(self, user_id: str) -> dict[str, Any]: ...
     def stats(self) -> StatsResponse: ...
@@ -444,9 +446,11 @@ def create_app(service: Service) -> FastAPI:
                 exclude=skip,
             )
 
-        # A known user's list (a few ms) is served on the event loop: two thread hand-offs cost more
-        # than it does. Anything else (a stranger's text, a catalog scan) must not hold up other requests.
-        return JSONResponse(call() if service.serves_inline(user_id, cands) else await run_in_threadpool(call))
+        # A known user's list, or a stranger's on a small catalog (a few ms), is served on the event
+        # loop: two thread hand-offs cost more than it does. Anything else (a stranger's text, a
+        # large catalog's scan) must not hold up other requests.
+        inline = service.serves_inline(user_id, cands, context=ctx, category=category)
+        return JSONResponse(call() if inline else await run_in_threadpool(call))
 
     @app.get("/v1/similar", tags=["serve"])
     async def similar(

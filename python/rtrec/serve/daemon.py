@@ -230,9 +230,9 @@ class Daemon:
         with self.recommending:
             return self.ranker.recommend(self.privacy.stored_id(user_id), k, **request)
 
-    def serves_inline(self, user_id: str, candidates: list[str] | None) -> bool:
-        """Whether a recommend is cheap enough to answer on the event loop (:meth:`Ranker.quick`)."""
-        return self.ranker.quick(self.privacy.stored_id(user_id), candidates)
+    def serves_inline(self, user_id: str, candidates: list[str] | None, **request: Any) -> bool:
+        """Whether a recommend is cheap enough to answer on the event loop (:meth:`Ranker.inline`)."""
+        return self.ranker.inline(self.privacy.stored_id(user_id), candidates, **request)
 
     def forget(self, user_id: str) -> dict[str, Any]:
         """Erase ``user_id`` everywhere (``DELETE /v1/users/{user_id}``; see :mod:`rtrec.serve.privacy`)."""
