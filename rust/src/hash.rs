@@ -403,19 +403,23 @@ impl FeatureHasher {
         self.seeds[ns]
     }
 
+    fn one_per_namespace(&self, field: &str, got: usize) -> Result<()> {
+        if got == self.namespaces.len() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            field,
+            format!(
+                "expected {} {field} (one per namespace), got {got}",
+                self.namespaces.len()
+            ),
+        ))
+    }
+
     /// Hash a batch. `columns[i]` belongs to namespace `i`; all columns have the same length.
     /// With `stats`, also count distinct inputs and buckets (a second, 64-bit hash per feature).
     pub fn hash(&self, columns: &[Column<'_>], stats: bool) -> Result<(Hashed, Option<CollisionStats>)> {
-        if columns.len() != self.namespaces.len() {
-            return Err(Error::invalid(
-                "columns",
-                format!(
-                    "expected {} columns (one per namespace), got {}",
-                    self.namespaces.len(),
-                    columns.len()
-                ),
-            ));
-        }
+        self.one_per_namespace("columns", columns.len())?;
         let n_rows = columns[0].len();
         for (col, ns) in columns.iter().zip(&self.namespaces) {
             if col.len() != n_rows {
@@ -542,16 +546,7 @@ impl FeatureHasher {
     /// With `distinct`, a bucket repeated within a row is kept once (its first place); `tag`
     /// (0..=255, only with at most 24 bits) is OR-ed into bits 24.. of every index.
     pub fn hash_raw(&self, parts: &[RawPart<'_>], idx: &[i64], distinct: bool, tag: u32) -> Result<Hashed> {
-        if parts.len() != self.namespaces.len() {
-            return Err(Error::invalid(
-                "parts",
-                format!(
-                    "expected {} parts (one per namespace), got {}",
-                    self.namespaces.len(),
-                    parts.len()
-                ),
-            ));
-        }
+        self.one_per_namespace("parts", parts.len())?;
         if tag > 255 || (tag != 0 && self.bits > 24) {
             return Err(Error::invalid("tag", "must be 0..=255, and 0 with more than 24 bits"));
         }

@@ -327,8 +327,7 @@ class Retrieval:
         if len(items) <= SMALL:
             place = {item: k for k, item in enumerate(items.tolist())}
             for s in order:
-                bit = np.uint8(1 << SOURCES.index(s))
-                mask[[place[i] for i in lists[s].tolist()]] |= bit
+                mask[[place[i] for i in lists[s].tolist()]] |= np.uint8(1 << SOURCES.index(s))
         else:
             by_id = np.argsort(items, kind="stable")
             for s in order:
@@ -484,8 +483,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
 
 
-SMALL = 4096  # below this many items a request's set operations run in Python: numpy's sorts
-# let the interpreter go, and each handoff costs a request a switch interval under load
+SMALL = 4096  # below this many items, set operations run in Python: numpy's sorts let the interpreter go
 
 
 def _unique(a: np.ndarray) -> np.ndarray:
