@@ -289,7 +289,14 @@ def test_kill_9_mid_ingest_loses_nothing_and_learns_once(daemon_factory, tmp_pat
 
     t = threading.Thread(target=produce)
     t.start()
-    time.sleep(3.0)
+    # Mid-ingest, once a checkpoint has been written (the restart must resume from one): on a busy
+    # machine the first one can take longer than a fixed pause.
+    started, deadline = time.monotonic(), time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ckpt = d.get("/v1/stats")["checkpoint"]
+        if ckpt is not None and ckpt["seq"] > 0 and time.monotonic() - started >= 3.0:
+            break
+        time.sleep(0.2)
     d.kill()  # SIGKILL, mid-ingest
     stop.set()
     t.join(timeout=30)
