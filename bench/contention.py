@@ -3,7 +3,7 @@
 In the daemon the learner, ingest and recommend share one interpreter. Every time a stage
 lets the interpreter go (a torch op, a numpy or pyarrow call that releases it, a native call
 that detaches), a thread running Python code takes it, and the request waits until that
-thread's switch interval (0.2 ms in the daemon; ``--switch-ms``) is over. So a stage costs, under load, about one
+thread's switch interval (1 ms in the daemon; ``--switch-ms``) is over. So a stage costs, under load, about one
 switch interval per release, whatever its own CPU time.
 
 This bench measures that in one process: a learner with ``--items`` items learns ``--events``
@@ -17,7 +17,7 @@ keeping the served rows.
 Reports (one JSON object, last line): per stage and in all, milliseconds per call alone and
 beside the busy thread.
 
-Usage: ``python bench/contention.py [--items 1000] [--events 200000] [--calls 300] [--switch-ms 0.2]``
+Usage: ``python bench/contention.py [--items 1000] [--events 200000] [--calls 300] [--switch-ms 1]``
 """
 
 from __future__ import annotations

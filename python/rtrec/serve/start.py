@@ -14,7 +14,7 @@ from rtrec.serve.gcwatch import freeze_startup
 
 log = logging.getLogger("rtrec.serve")
 
-SWITCH_INTERVAL_S = 0.0002  # the interpreter's switch interval in the daemon (see serve())
+SWITCH_INTERVAL_S = 0.001  # the interpreter's switch interval in the daemon (see serve())
 
 __all__ = ["SWITCH_INTERVAL_S", "bind", "check_exposure", "serve"]
 
@@ -44,10 +44,9 @@ def serve(
 ) -> int:
     """Run the daemon in this process (the body of ``rtrec serve``)."""
     check_exposure(host or cfg.serve.host, cfg.serve.token, insecure)
-    # The learner and a request take turns with the GIL. A request keeps it through its native
-    # calls, so the learner gets it back mostly when the holder is asked to let go: after the
-    # switch interval. 0.2 ms (the default is 5 ms) bounds each wait on either side
-    # (bench/RESULTS.md: 1 ms cost the learner a fifth of its rate under overload).
+    # The learner and a request take turns with the GIL, handing it over at most every switch
+    # interval (the default 5 ms would be a p99 floor). Shorter intervals gave the learner more
+    # under overload but cost recommend p99 at 1,000 events/s (bench/RESULTS.md).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         import torch
