@@ -12,7 +12,7 @@ in ``rust/src/hash.rs`` and in :class:`Hasher`; checkpoints depend on them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,12 +166,17 @@ class Hasher:
         """
         names = self.namespaces
         present = set(columns.schema.names) if isinstance(columns, pa.Table | pa.RecordBatch) else set(columns)
-        missing = [n for n in names if n not in present]
-        if missing:
-            raise InvalidInputError(f"feature column {missing[0]!r} is missing (namespaces: {', '.join(names)})")
+        self._require("column", present)
         bufs = [column_buffers(columns[n], n) for n in names]
         indices, offsets, signs, st = self._native.hash_buffers(bufs, stats)
         return Hashed(indices=indices, offsets=offsets, signs=signs, stats=st)
+
+    def _require(self, what: str, present: Collection[str]) -> None:
+        """An error naming the first namespace missing from ``present``."""
+        missing = [n for n in self.namespaces if n not in present]
+        if missing:
+            names = ", ".join(self.namespaces)
+            raise InvalidInputError(f"feature {what} {missing[0]!r} is missing (namespaces: {names})")
 
     def raw_hashes(self, name: str, values: Any) -> tuple[np.ndarray, np.ndarray]:
         """Raw 32-bit hashes of namespace ``name``'s values, per row (CSR ``(values, offsets)``):
@@ -186,10 +191,7 @@ class Hasher:
         features as :meth:`hash` of the values. ``distinct`` keeps a bucket once per row;
         ``tag`` is OR-ed into bits 24 and up of each index.
         """
-        missing = [n for n in self.namespaces if n not in parts]
-        if missing:
-            names = ", ".join(self.namespaces)
-            raise InvalidInputError(f"feature part {missing[0]!r} is missing (namespaces: {names})")
+        self._require("part", parts)
         indices, offsets, signs = self._native.hash_raw(
             [parts[n] for n in self.namespaces], np.ascontiguousarray(idx, np.int64), distinct, tag
         )

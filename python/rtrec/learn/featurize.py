@@ -185,21 +185,19 @@ class Featurizer:
         pos = (self.item_counts.npos[nbr] * w).sum(axis=1)
         return logit((pos + PRIOR_COUNT * self.prior) / (n + PRIOR_COUNT))
 
-    def _catalog_arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
-        """(item ids, categories, tags) by item index, as Arrow arrays replaced when they change."""
-        if len(self._item_arr) != len(self.items):  # ids only grow
-            self._item_arr = pa.array(self.items.ids, pa.string())
+    def _catalog_arrays(self) -> tuple[pa.Array, pa.Array]:
+        """(categories, tags) by item index, as Arrow arrays replaced when they change."""
         if getattr(self, "_catalog_dirty", True) or len(self._cat_arr) < len(self.items):
             self._cat_arr = pa.array(self.category, pa.string())
             self._tags_arr = pa.array(self.tags, pa.list_(pa.string()))
             self._catalog_dirty = False
-        return self._item_arr, self._cat_arr, self._tags_arr
+        return self._cat_arr, self._tags_arr
 
     # -- transformation -----------------------------------------------------------------
     def _columns(
         self, user_ids: pa.Array, item_ids: pa.Array, item_idx: np.ndarray, ts: np.ndarray, context: Any
     ) -> dict[str, Any]:
-        _, cat, tags = self._catalog_arrays()
+        cat, tags = self._catalog_arrays()
         take = pa.array(item_idx)
         secs = ts.astype(np.int64)
         cols: dict[str, Any] = {
@@ -380,7 +378,9 @@ class Featurizer:
     ) -> Batch:
         """Rows of known users and items at times ``ts`` (any mix, reads only; ``linear_logit`` left 0)."""
         if item_col is None:
-            item_col = self._catalog_arrays()[0].take(pa.array(item_idx))
+            if len(self._item_arr) != len(self.items):
+                self._item_arr = pa.array(self.items.ids, pa.string())
+            item_col = self._item_arr.take(pa.array(item_idx))
         if user_col is None:
             user_col = pa.array(self.users.ids, pa.string()).take(pa.array(user_idx))
         return self._rows(user_idx, item_idx, ts, *self.hash(user_col, item_col, item_idx, ts, ctx))
@@ -389,7 +389,7 @@ class Featurizer:
         self, user_id: str, item_idx: np.ndarray, ts: float, context: dict[str, Any] | None = None
     ) -> tuple[Any, np.ndarray, np.ndarray]:
         """:meth:`hash` of one user's rows with known items at ``ts``, from raw hashes kept per item."""
-        return self.request.hash(user_id, item_idx, ts, context, self._catalog_arrays())
+        return self.request.hash(user_id, item_idx, ts, context, (self.items.ids, *self._catalog_arrays()))
 
     def _rows(self, user_idx: Any, item_idx: Any, ts: Any, hashed: Any, xind: Any, xoff: Any) -> Batch:
         n = len(item_idx)

@@ -3,7 +3,7 @@
 A recommend request pairs one user, at one moment, in one context, with a few hundred known
 items. Everything but the item is the same in every row, and what belongs to the item (its
 id, category and tags) changes only with the catalog. So the raw hashes of each item's own
-values are kept by item index, hashed again only when the catalog arrays change, and a
+values are kept by item index, hashed again only when items are added or the catalog changes, and a
 request's rows are hashed in one native call per hasher that keeps the interpreter: no Arrow
 array is built and no pyarrow kernel hands the interpreter to another thread mid-request.
 The features equal those of :meth:`rtrec.learn.featurize.Featurizer.hash` for the same rows.
@@ -36,14 +36,16 @@ class RequestHasher:
         self.hasher = hasher
         self.crosses = list(crosses)
         self.context_ns = list(context_ns)
-        self._key: tuple[pa.Array, ...] = ()
+        self._key: tuple[int, pa.Array | None, pa.Array | None] = (-1, None, None)
         self._tables: list[Tables] = []  # per hasher (the model's, then each cross encoder's)
 
-    def _refresh(self, ids: pa.Array, category: pa.Array, tags: pa.Array) -> list[Tables]:
-        """The raw hashes of every item's own values, per hasher; rebuilt when an array is replaced."""
-        key = (ids, category, tags)
-        if len(self._key) == 3 and all(a is b for a, b in zip(self._key, key, strict=True)):
+    def _refresh(self, ids: Sequence[str], category: pa.Array, tags: pa.Array) -> list[Tables]:
+        """The raw hashes of every item's own values, per hasher; rebuilt when ids are added (they
+        only grow) or the catalog's arrays are replaced."""
+        n, cat, tg = self._key
+        if n == len(ids) and cat is category and tg is tags:
             return self._tables
+        key = (len(ids), category, tags)
         columns = {"item": ids, "category": category, "tags": tags}
         tables = [
             {ns: h.raw_hashes(ns, columns[ns]) for ns in h.namespaces if ns in columns}
@@ -73,7 +75,7 @@ class RequestHasher:
         item_idx: np.ndarray,
         ts: float,
         context: dict[str, Any] | None,
-        catalog: tuple[pa.Array, pa.Array, pa.Array],
+        catalog: tuple[Sequence[str], pa.Array, pa.Array],
     ) -> tuple[Hashed, np.ndarray, np.ndarray]:
         """Hashed features and tagged cross-encoder buckets of ``user_id`` with each item of
         ``item_idx`` at ``ts``; ``catalog`` is (item ids, categories, tags) by item index."""

@@ -145,11 +145,15 @@ class Trainer:
             torch.from_numpy(text) if text is not None else None,
         )
 
-    @property
-    def _blend(self) -> float:
-        """Weight of the linear model's logit in the served logit."""
+    def _blended(self, b: Batch, logits: Any) -> Any:
+        """The CTR model's logits (numpy or torch) averaged with the linear model's, by the
+        variant's weight (each learns on its own; the blend beat both alone on every stream we replayed)."""
         a = self.variant.linear_blend
-        return self.cfg.learner.linear_blend if a is None else a
+        a = self.cfg.learner.linear_blend if a is None else a
+        if not a:
+            return logits
+        linear = b.dense[:, LINEAR]
+        return (1.0 - a) * logits + a * (torch.from_numpy(linear) if isinstance(logits, torch.Tensor) else linear)
 
     def _text_logits(self, b: Batch, feat: Featurizer) -> tuple[torch.Tensor, np.ndarray] | None:
         if self.scorer is None or not feat.text_dim:
@@ -176,9 +180,7 @@ class Trainer:
         assert self.model is not None
         if isinstance(self.model, CTRModel):  # the serving path: one native call, no torch
             logits = self.model.score(b.indices, b.offsets, self._mask_dense(b.dense), self._item_text(b, feat))
-            a = self._blend
-            if a:
-                logits = (1.0 - a) * logits + a * b.dense[:, LINEAR]
+            logits = self._blended(b, logits)
             return (0.5 + 0.5 * np.tanh(0.5 * logits.astype(np.float32))).astype(np.float64)  # the sigmoid
         with torch.inference_mode():
             return self._served(b, self.model(self._input(b, feat)))
@@ -204,12 +206,8 @@ class Trainer:
         return self.learn(b, feat, recorded, now, served=True)
 
     def _served(self, b: Batch, logits: torch.Tensor) -> np.ndarray:
-        if self.variant.kind == "ctr":
-            # Serve an ensemble: the CTR model's logit averaged with the linear model's
-            # (each learns on its own; the blend beat both alone on every stream we replayed).
-            a = self._blend
-            if a:
-                logits = (1.0 - a) * logits + a * torch.from_numpy(b.dense[:, LINEAR])
+        if self.variant.kind == "ctr":  # serve an ensemble
+            logits = self._blended(b, logits)
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def learn(
