@@ -1,7 +1,8 @@
 """Feedback cleaning against simulated bots and noise: what it catches, and the top-K it wins back.
 
 For each seed the simulator makes one world with bots (``--bots``, a share of all events:
-promoters pushing a few weak items, click-spammers) and noise (``--noise``: accidental
+promoters pushing a few weak items, click-spammers, and with ``--crawlers`` that share of
+the bots' events from crawlers walking the catalog page by page) and noise (``--noise``: accidental
 repeats and absurd purchase values), the truth recorded in each injected event's context.
 Dropping those events gives the same stream without bots. Four replays, each through the
 learner the daemon runs (point in time, progressive):
@@ -18,7 +19,7 @@ over the seeds' means. Quarantine precision and recall are against the simulator
 counting only cleaning decisions (not rows set aside as unlearnable). The last line printed
 is one JSON object.
 
-Usage: ``python bench/cleaning.py [--seeds 0,1,2] [--events 60000] [--bots 0.1] [--noise 0.02]``
+Usage: ``python bench/cleaning.py [--seeds 0,1,2] [--events 60000] [--bots 0.1] [--noise 0.02] [--crawlers 0]``
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ def main() -> None:
     ap.add_argument(
         "--bandwagon", type=float, default=0.5, help="share of a promoter's clicks on popular items (0: a pure push)"
     )
+    ap.add_argument(
+        "--crawlers", type=float, default=0.0, help="share of the bot events from crawlers walking the catalog in order"
+    )
     ap.add_argument("--ranking-sample", type=float, default=0.5)
     ap.add_argument(
         "--clean",
@@ -186,6 +190,7 @@ def main() -> None:
             noise_share=args.noise,
             events_per_bot=args.events_per_bot,
             bot_bandwagon=args.bandwagon,
+            bot_crawlers=args.crawlers,
         )
         sim = Simulator(sim_cfg)
         dirty, items = sim.generate(), sim.catalog()
@@ -235,6 +240,7 @@ def main() -> None:
         "noise_share": args.noise,
         "events_per_bot": args.events_per_bot,
         "bandwagon": args.bandwagon,
+        "crawlers": args.crawlers,
         "hr_at_10": hr,
         "ndcg_at_10": {run: mean(run, "ndcg_at_10") for run, _, _ in RUNS},
         "auc": {run: mean(run, "auc") for run, _, _ in RUNS},

@@ -189,7 +189,8 @@ class CoVisitation:
 
     Each positive event pairs its item with the user's last ``history`` engaged items, both
     ways, with a weight that halves every ``half_life_s`` seconds of event time and shrinks
-    with the distance in the history. Each item keeps at most ``max_neighbours`` neighbours.
+    with the distance in the history. Each item serves its ``max_neighbours`` heaviest pairs and
+    keeps as many more in reserve, which :meth:`retract` hands the served places back to.
     Scores are cosine-like: ``C(a, b) / sqrt(n_a * n_b)``. Items and users are integer indices.
     """
 
@@ -202,6 +203,8 @@ class CoVisitation:
         weights: npt.NDArray[np.float32],
     ) -> None:
         """Fold in positive events in stream order (``ts``: epoch seconds; ``weights`` > 0)."""
+    def retract(self, user: int, items: npt.NDArray[np.int64], ts: npt.NDArray[np.float64]) -> int:
+        """Take back one user's positives (oldest first, weight 1): counts and pairs; pairs taken back."""
     def history(self, user: int) -> npt.NDArray[np.int64]:
         """The user's recent engaged items, oldest first."""
     def neighbours(self, item: int, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:

@@ -3,8 +3,10 @@
 //! Each positive event `(user, item, ts)` pairs the item with the user's last
 //! `history` engaged items: both directions gain a weight that halves every
 //! `half_life_s` seconds of event time and shrinks with the distance in the user's
-//! history. Every item keeps at most `max_neighbours` neighbours; a new pair takes the
-//! place of the weakest one when it weighs more. Decay uses one reference time for all
+//! history. Every item serves its `max_neighbours` heaviest pairs and keeps as many again
+//! in reserve, heaviest first; a new pair takes the place of the weakest one when it weighs
+//! more. The reserve is what a retraction (a bot's pairs taken back) hands the list back to:
+//! without it, the pairs a crawler pushed out of a full list would be lost for good. Decay uses one reference time for all
 //! weights (an increment at time `t` is `2^((t - t_ref) / half_life)`), so nothing is
 //! touched per event except the pairs it adds; all weights are rescaled together when the
 //! increments grow large.
@@ -122,23 +124,38 @@ impl CoVisitation {
     }
 
     fn add(&mut self, a: u32, b: u32, w: f32) {
-        let cap = self.max_neighbours;
+        let cap = 2 * self.max_neighbours; // served, then the reserve
         let list = &mut self.neighbours[a as usize];
-        if let Some(e) = list.iter_mut().find(|e| e.0 == b) {
-            e.1 += w;
-            return;
+        let k = match list.iter().position(|e| e.0 == b) {
+            Some(k) => {
+                list[k].1 += w;
+                k
+            }
+            None if list.len() < cap => {
+                list.push((b, w));
+                list.len() - 1
+            }
+            None => {
+                let last = list.len() - 1;
+                if w < list[last].1 {
+                    return;
+                }
+                list[last] = (b, w);
+                last
+            }
+        };
+        // Weights only grew: move the entry up to keep the list heaviest first.
+        let mut k = k;
+        while k > 0 && list[k - 1].1 < list[k].1 {
+            list.swap(k - 1, k);
+            k -= 1;
         }
-        if list.len() < cap {
-            list.push((b, w));
-            return;
-        }
-        let (k, min) = list.iter().enumerate().fold(
-            (0, f32::INFINITY),
-            |acc, (k, e)| if e.1 < acc.1 { (k, e.1) } else { acc },
-        );
-        if w >= min {
-            list[k] = (b, w);
-        }
+    }
+
+    /// The pairs an item serves: the heaviest `max_neighbours` of its list.
+    fn served(&self, a: usize) -> &[(u32, f32)] {
+        let list = &self.neighbours[a];
+        &list[..list.len().min(self.max_neighbours)]
     }
 
     /// Fold in positive events, in stream order. `weights` scale each event (1 for a click).
@@ -190,6 +207,80 @@ impl CoVisitation {
         Ok(())
     }
 
+    /// Take back what `observe` learned from one user's positives (`items` at `ts`, oldest
+    /// first, from the user's first positive on, each observed with weight 1): their counts and the pairs they made, as
+    /// `observe` made them, replayed from an empty history. A pair no longer held (it lost its
+    /// place to a heavier one) is skipped, and a pair the user's pushed out of a full list is not
+    /// restored; one left with only rounding error is dropped. The
+    /// user's history goes too. Returns the pair increments taken back.
+    pub fn retract(&mut self, user: i64, items: &[i64], ts: &[f64]) -> Result<u64> {
+        if items.len() != ts.len() {
+            return Err(Error::invalid("ts", "items and ts must have one entry per event"));
+        }
+        if items.iter().any(|&i| !(0..=u32::MAX as i64).contains(&i)) {
+            return Err(Error::invalid("items", "item indices must be in 0..2^32"));
+        }
+        if ts.iter().any(|t| !t.is_finite()) {
+            return Err(Error::invalid("ts", "times must be finite"));
+        }
+        self.forget_user(user);
+        if !self.started {
+            return Ok(0);
+        }
+        let mut hist: VecDeque<u32> = VecDeque::new();
+        let mut taken = 0u64;
+        for (&item, &t) in items.iter().zip(ts) {
+            let item = item as u32;
+            if item as usize >= self.counts.len() {
+                continue;
+            }
+            // The increment observe added at `t` (the same reference time, since rescaling
+            // moves the reference and every stored weight together).
+            let f = if self.half_life_s.is_finite() {
+                ((t - self.t_ref) / self.half_life_s).exp2() as f32
+            } else {
+                1.0
+            };
+            let c = &mut self.counts[item as usize];
+            *c = (*c - f).max(0.0);
+            if let Some(at) = hist.iter().position(|&i| i == item) {
+                hist.remove(at);
+                hist.push_back(item);
+                continue;
+            }
+            let others: Vec<u32> = hist.iter().rev().copied().collect();
+            hist.push_back(item);
+            if hist.len() > self.history {
+                hist.pop_front();
+            }
+            for (d, other) in others.into_iter().enumerate() {
+                let wd = f / (1.0 + d as f32 / 4.0);
+                taken += u64::from(self.subtract(other, item, wd)) + u64::from(self.subtract(item, other, wd));
+            }
+        }
+        self.pairs = self.pairs.saturating_sub(taken / 2);
+        Ok(taken / 2)
+    }
+
+    /// Subtract `w` from the pair `a -> b` if held; whether it was.
+    fn subtract(&mut self, a: u32, b: u32, w: f32) -> bool {
+        let list = &mut self.neighbours[a as usize];
+        let Some(mut k) = list.iter().position(|e| e.0 == b) else {
+            return false;
+        };
+        let left = list[k].1 - w;
+        if left <= w * 1e-4 {
+            list.remove(k);
+            return true;
+        }
+        list[k].1 = left;
+        while k + 1 < list.len() && list[k + 1].1 > list[k].1 {
+            list.swap(k, k + 1);
+            k += 1;
+        }
+        true
+    }
+
     /// The user's recent engaged items, oldest first.
     pub fn history(&self, user: i64) -> Vec<u32> {
         self.histories
@@ -213,10 +304,14 @@ impl CoVisitation {
 
     /// The item's neighbours, best first, at most `k`.
     pub fn neighbours(&self, item: i64, k: usize) -> Vec<(u32, f32)> {
-        let Some(list) = usize::try_from(item).ok().and_then(|i| self.neighbours.get(i)) else {
+        let Some(i) = usize::try_from(item).ok().filter(|&i| i < self.neighbours.len()) else {
             return Vec::new();
         };
-        let mut out: Vec<(u32, f32)> = list.iter().map(|&(b, c)| (b, self.sim(item as u32, b, c))).collect();
+        let mut out: Vec<(u32, f32)> = self
+            .served(i)
+            .iter()
+            .map(|&(b, c)| (b, self.sim(item as u32, b, c)))
+            .collect();
         top(&mut out, k);
         out
     }
@@ -230,7 +325,7 @@ impl CoVisitation {
         };
         let mut r = 1.0f32;
         for &a in hist.iter().rev() {
-            for &(b, c) in &self.neighbours[a as usize] {
+            for &(b, c) in self.served(a as usize) {
                 *acc.entry(b).or_insert(0.0) += r * self.sim(a, b, c);
             }
             r *= 0.9;
@@ -317,6 +412,7 @@ impl CoVisitation {
             for _ in 0..len {
                 list.push((r.u32()?, r.f32()?));
             }
+            list.sort_by(|x, y| y.1.total_cmp(&x.1)); // heaviest first (a state may predate the order)
             cv.neighbours.push(list);
         }
         let users = r.u64()? as usize;
@@ -398,6 +494,59 @@ mod tests {
         assert_eq!(c.history(1), vec![10, 11]);
     }
 
+    /// Neighbour lists (sorted) and counts, for comparing two states.
+    fn snapshot(c: &CoVisitation) -> (Vec<Vec<(u32, f32)>>, Vec<f32>) {
+        let lists = (0..c.items() as i64)
+            .map(|i| {
+                let mut l = c.neighbours[i as usize].clone();
+                l.sort_by_key(|e| e.0);
+                l
+            })
+            .collect();
+        (lists, c.counts.clone())
+    }
+
+    fn close(a: &(Vec<Vec<(u32, f32)>>, Vec<f32>), b: &(Vec<Vec<(u32, f32)>>, Vec<f32>)) -> bool {
+        let near = |x: f32, y: f32| (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
+        a.1.len() == b.1.len()
+            && a.1.iter().zip(&b.1).all(|(&x, &y)| near(x, y))
+            && a.0
+                .iter()
+                .zip(&b.0)
+                .all(|(l, m)| l.len() == m.len() && l.iter().zip(m).all(|(e, f)| e.0 == f.0 && near(e.1, f.1)))
+    }
+
+    #[test]
+    fn retract_leaves_what_the_other_users_made() {
+        // A real user (1) and a crawler (2) walking items in order, interleaved, with decay on.
+        let real = (vec![3i64, 5, 3, 7, 1], vec![0.0, 10.0, 20.0, 30.0, 31.0]);
+        let bot: (Vec<i64>, Vec<f64>) = ((0..8).collect(), (0..8).map(|k| 15.0 + k as f64).collect());
+        let mut events: Vec<(i64, i64, f64)> = real.0.iter().zip(&real.1).map(|(&i, &t)| (1, i, t)).collect();
+        events.extend(bot.0.iter().zip(&bot.1).map(|(&i, &t)| (2, i, t)));
+        events.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let mut both = CoVisitation::new(16, 3, 20.0).unwrap();
+        let mut alone = CoVisitation::new(16, 3, 20.0).unwrap();
+        for &(u, i, t) in &events {
+            both.observe(&[u], &[i], &[t], &[1.0]).unwrap();
+            if u == 1 {
+                alone.observe(&[u], &[i], &[t], &[1.0]).unwrap();
+            }
+        }
+        alone.grow(both.items() - 1);
+        assert!(
+            !close(&snapshot(&both), &snapshot(&alone)),
+            "the crawler's pairs are there"
+        );
+        let taken = both.retract(2, &bot.0, &bot.1).unwrap();
+        assert!(taken > 0);
+        assert!(
+            close(&snapshot(&both), &snapshot(&alone)),
+            "only the real user's pairs and counts stay"
+        );
+        assert!(both.history(2).is_empty() && both.history(1) == alone.history(1));
+        assert!(both.retract(2, &[0], &[f64::NAN]).is_err());
+    }
+
     #[test]
     fn recommend_skips_history_and_exclusions() {
         let mut c = CoVisitation::new(10, 10, f64::INFINITY).unwrap();
@@ -427,6 +576,38 @@ mod tests {
         let n = c.neighbours(0, 10);
         assert_eq!(n.len(), 3);
         assert_eq!(n[0].0, 1, "the strongest neighbour stays");
+    }
+
+    #[test]
+    fn the_reserve_hands_back_what_a_retracted_user_pushed_out() {
+        let mut c = cv(); // serves 3 neighbours, keeps 3 more in reserve
+                          // Real users pair item 0 with 1, 2 and 3; later a crawler pairs it with 10, 11 and 12,
+                          // heavier (decay), pushing all three real pairs out of the served part into the reserve.
+        let mut c_decay = CoVisitation::new(3, 5, 100.0).unwrap();
+        for (u, other) in [(1i64, 1i64), (2, 2), (3, 3)] {
+            c_decay.observe(&[u, u], &[0, other], &[0.0, 0.0], &[1.0, 1.0]).unwrap();
+        }
+        let real: Vec<u32> = c_decay.neighbours(0, 10).iter().map(|e| e.0).collect();
+        let crawl: Vec<i64> = vec![0, 10, 11, 12];
+        let times: Vec<f64> = (0..crawl.len()).map(|k| 500.0 + k as f64).collect();
+        for (&i, &t) in crawl.iter().zip(&times) {
+            c_decay.observe(&[9], &[i], &[t], &[1.0]).unwrap();
+        }
+        let served: Vec<u32> = c_decay.neighbours(0, 10).iter().map(|e| e.0).collect();
+        assert!(
+            served.iter().all(|i| *i >= 10),
+            "the crawler's pairs took the served places: {served:?}"
+        );
+        c_decay.retract(9, &crawl, &times).unwrap();
+        let mut back: Vec<u32> = c_decay.neighbours(0, 10).iter().map(|e| e.0).collect();
+        back.sort();
+        assert_eq!(back, real);
+        // A list never holds more than twice what it serves.
+        for u in 0..20 {
+            c.observe(&[u, u], &[0, 100 + u], &[0.0, 0.0], &[1.0, 1.0]).unwrap();
+        }
+        assert_eq!(c.neighbours[0].len(), 6);
+        assert_eq!(c.neighbours(0, 10).len(), 3);
     }
 
     #[test]

@@ -816,6 +816,17 @@ impl CoVisitation {
         Ok(with_covisit(py, &self.inner, |c| c.observe(u, i, t, w))??)
     }
 
+    fn retract(
+        &self,
+        py: Python<'_>,
+        user: i64,
+        items: PyReadonlyArray1<'_, i64>,
+        ts: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<u64> {
+        let (i, t) = (items.as_slice()?, ts.as_slice()?);
+        Ok(with_covisit(py, &self.inner, |c| c.retract(user, i, t))??)
+    }
+
     fn history<'py>(&self, py: Python<'py>, user: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let h = covisit_read(py, &self.inner, |c| c.history(user))?;
         Ok(h.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))

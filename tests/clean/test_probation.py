@@ -1,4 +1,4 @@
-"""A bot's positives learned before its verdict are taken back from the popularity counts."""
+"""A bot's positives learned before its verdict are taken back from the popularity counts and co-visitation."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def test_what_a_bot_did_before_its_verdict_is_taken_back(chunks: list[slice]) ->
     now = float(learner.labeler.watermark or 0.0)
     trending = learner.retrieval.trending_now(x, now)
     assert trending[0] == pytest.approx(1.0) and trending[1:] == pytest.approx([0.0, 0.0], abs=1e-9)
+    # The pairs its clicks made leave co-visitation: x0, x1 and x2 are no longer neighbours.
+    covisit = learner.retrieval.covisit
+    assert [len(covisit.neighbours(int(i), 10)[0]) for i in x] == [0, 0, 0]
+    assert len(covisit.history(f.users.get("bot"))) == 0
 
 
 def test_without_cleaning_nothing_is_taken_back() -> None:
@@ -47,6 +51,8 @@ def test_without_cleaning_nothing_is_taken_back() -> None:
     x = np.array([f.items.get(f"x{k}") for k in range(3)])
     assert learner.recent_positives.retracted == 0
     assert learner.retrieval.count[x].tolist() == [11.0, 10.0, 10.0]
+    ids, _ = learner.retrieval.covisit.neighbours(int(x[0]), 10)
+    assert sorted(ids.tolist()) == sorted(x[1:].tolist())
 
 
 @pytest.mark.parametrize("clean", [{}, {"enabled": False}])

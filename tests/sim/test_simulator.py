@@ -246,6 +246,38 @@ def test_click_spammers_click_nearly_everything_they_are_shown(dirty: Any) -> No
     assert min(delays) > 0 and np.median(delays) < 5.0
 
 
+def test_crawlers_walk_the_catalog_in_order_clicking_what_they_were_never_shown() -> None:
+    cfg = dataclasses.replace(DIRTY, bot_crawlers=0.5)
+    sim = Simulator(cfg)
+    events = sim.generate()
+    ctx = _contexts(events)
+    rows = events.to_pylist()
+    counts = sim.event_counts()
+    kinds = Counter(c.get("bot_kind") for c in ctx if c.get("truth") == "bot")
+    assert kinds["crawler"] == round(0.5 * counts.bot)
+    assert kinds["promoter"] + kinds["click_spammer"] == counts.bot - kinds["crawler"]
+    # The real stream is untouched, and crawlers have user ids of their own.
+    truth = np.array([c.get("truth", "") for c in ctx])
+    assert events.filter(pa.array(truth == "")).equals(Simulator(SMALL).generate())
+    crawl = [r for r, c in zip(rows, ctx, strict=True) if c.get("bot_kind") == "crawler"]
+    others = {r["user_id"] for r, c in zip(rows, ctx, strict=True) if c.get("truth") == "bot"} - {
+        r["user_id"] for r in crawl
+    }
+    assert {r["user_id"] for r in crawl}.isdisjoint(others)
+    order = {item: k for k, item in enumerate(sim.catalog().column("item_id").to_pylist())}
+    for user in {r["user_id"] for r in crawl}:
+        mine = sorted((r for r in crawl if r["user_id"] == user), key=lambda r: r["ts"])
+        assert {r["event_type"] for r in mine} == {"click"} and all(r["request_id"] is None for r in mine)
+        steps = np.diff([order[r["item_id"]] for r in mine]) % cfg.n_items
+        assert (steps == 1).all()  # the next page of the listing, every time
+        gaps = np.diff([r["ts"].timestamp() for r in mine])
+        assert (gaps >= 0.5 - 1e-6).all() and (gaps <= 2.5 + 1e-6).all()
+    # No crawlers by default: the mix of earlier versions, event for event.
+    assert Simulator(DIRTY).generate().equals(Simulator(dataclasses.replace(DIRTY, bot_crawlers=0.0)).generate())
+    with pytest.raises(InvalidInputError, match="bot_crawlers"):
+        SimConfig(bot_crawlers=1.5)
+
+
 def test_noise_repeats_and_outliers_copy_real_events(dirty: Any) -> None:
     _, events, ctx = dirty
     rows = events.to_pylist()
@@ -294,3 +326,7 @@ def test_simulate_cli_bots_and_noise(tmp_path: Path) -> None:
         ]
         bot_users[per] = len(set(bots))
     assert bot_users[100] < bot_users[10]
+    r = runner.invoke(app, [*args, "--bots", "0.1", "--crawlers", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    ev = pq.read_table(json.loads(r.output)["events"])
+    assert {c.get("bot_kind") for c in _contexts(ev) if c.get("truth") == "bot"} == {"crawler"}

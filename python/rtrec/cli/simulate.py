@@ -44,6 +44,13 @@ def simulate(
     events_per_bot: int = typer.Option(
         50, "--events-per-bot", min=1, help="How long a bot lives, in events (bots are at most a fifth of users)."
     ),
+    crawlers: float = typer.Option(
+        0.0,
+        "--crawlers",
+        min=0.0,
+        max=1.0,
+        help="Share of the bot events from crawlers: scrapers walking the catalog in order, clicking every page.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Generate events from a simulator with topic preferences, a known click model and preference shifts.
@@ -64,6 +71,7 @@ def simulate(
         bot_share=bots,
         noise_share=noise,
         events_per_bot=events_per_bot,
+        bot_crawlers=crawlers,
     )
     sim = Simulator(cfg)
     events_path, items_path = sim.write(out)

@@ -4,10 +4,12 @@ Cleaning (:mod:`rtrec.clean`) quarantines a bot's events from the row that tips 
 on; what the bot did before was learned. The learner keeps the positives it learned most
 recently (user, item, time) in a ring; when the cleaner flags a user, that user's positives
 still in the ring are subtracted from the item counters (the ``item_pop`` and ``item_ctr``
-features) and from the trending and all-time popularity of the candidate sources, so that
-the items a bot pushed lose the rank its earlier clicks bought them; and the bot's examples
-leave the models' replay buffers, so that no later replay teaches them again. Shared weights
-(the CTR model, the linear model, the ranker) and co-visitation pairs are not unlearned.
+features), from the trending and all-time popularity of the candidate sources and from
+co-visitation (the pairs they made, replayed), so that the items a bot pushed lose the rank
+its earlier clicks bought them and a crawler's walk through the catalog stops tying items
+together; and the bot's examples leave the models' replay buffers, so that no later replay
+teaches them again. Shared weights (the CTR model, the linear model, the ranker) are not
+unlearned.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ class RecentPositives:
         self.user[at], self.item[at], self.ts[at] = users[pos], items[pos], ts[pos]
         self._next = int((self._next + len(pos)) % cap)
 
-    def take(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Remove and return (items, times) of the kept positives of ``users``."""
+    def take(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove and return (users, items, times) of the kept positives of ``users``, oldest first."""
         rows = np.flatnonzero(np.isin(self.user, users))  # users are indices (>= 0); a taken entry is -1
-        items, ts = self.item[rows].copy(), self.ts[rows].copy()
+        rows = rows[np.argsort((rows - self._next) % len(self.user), kind="stable")]  # in the order added
+        out = self.user[rows].copy(), self.item[rows].copy(), self.ts[rows].copy()
         self.user[rows] = -1
-        return items, ts
+        return out
 
     def forget_user(self, user: int) -> None:
         self.user[self.user == user] = -1
@@ -66,9 +69,9 @@ def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
             for t in learner.trainers.values():
                 if t.replay is not None:
                     t.replay.forget_feature(x)
-    items, ts = learner.recent_positives.take(users)
+    who, items, ts = learner.recent_positives.take(users)
     if len(items):
         f.item_counts.retract(items, ts, np.ones(len(items)))
-        learner.retrieval.retract(items, ts)
+        learner.retrieval.retract(who, items, ts)
         learner.recent_positives.retracted += len(items)
     return len(items)

@@ -61,8 +61,7 @@ _RESCALE = 2.0**40
 
 @dataclass
 class UserView:
-    """What the sources read of one user at one moment: taken once per request, shared by
-    retrieval and the ranking features."""
+    """What the sources read of one user at one moment: taken once per request, for retrieval and ranking."""
 
     user: int | None
     history: np.ndarray  # recent engaged items, oldest first
@@ -125,9 +124,8 @@ class Retrieval:
         self.interacted.remove(user)
 
     def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
-        """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source.
-        Only positives count: an engagement, not a showing; every example marks its item as
-        one the user interacted with."""
+        """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source. Only
+        positives count, an engagement, not a showing; every example marks its item as interacted with."""
         add_pairs(self.interacted, users, items)
         pos = labels >= 0.5
         if not pos.any():
@@ -150,8 +148,10 @@ class Retrieval:
         np.add.at(self.count, items, 1.0)
         self._trend = (trend, t_ref)
 
-    def retract(self, items: np.ndarray, ts: np.ndarray) -> None:
-        """Take back positives :meth:`observe` counted (a bot's, once judged): trending and all-time."""
+    def retract(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
+        """Take back positives of bots, once judged (oldest first): their pairs, trending and all-time counts."""
+        for u in np.unique(users).tolist():
+            self.covisit.retract(u, items[users == u].astype(np.int64), ts[users == u].astype(np.float64))
         trend, t_ref = self._trend
         ok = items < len(trend)
         if t_ref is None or not ok.any():

@@ -4,7 +4,9 @@ The real users' events stay exactly the same rows, and every injected event name
 its JSON context: ``"truth": "bot"`` with ``"bot_kind"`` (``"promoter"``: bursts of clicks, carts
 and purchases on a few weak items, the ``targets``, mostly never shown to it, mixed with clicks on
 the catalog's best items so that co-occurrence ties the targets to them, a bandwagon attack; ``"click_spammer"``:
-clicks nearly every item it is shown, within seconds), or ``"truth": "noise"`` with ``"noise_kind"``
+clicks nearly every item it is shown, within seconds; ``"crawler"``: a scraper that walks the catalog in
+its listing order, one product page a second or two, each logged as a click on an item never shown to it),
+or ``"truth": "noise"`` with ``"noise_kind"``
 (``"repeat"``: a real impression, click or add_to_cart again 0.1 to 2 seconds later; ``"outlier"``:
 a real purchase again, with an absurd value). Bots have user ids like the real users' (numbered
 after them); injected events have ids ``sim<seed>-x<k>``. Only benchmarks should read ``truth``:
@@ -90,7 +92,9 @@ class Adversaries:
         ts = real.column("ts").cast(pa.int64()).to_numpy()
         end_us = int(ts[-1]) if len(ts) else self.start_us
         rows = _Rows()
-        self._bots(rows, counts.bot, end_us)
+        crawled = round(self.cfg.bot_crawlers * counts.bot)
+        n_bots = self._bots(rows, counts.bot - crawled, end_us)
+        self._crawlers(rows, crawled, end_us, first_user=self.cfg.n_users + n_bots)
         self._noise(rows, real, counts.noise)
         # Injected events are numbered in time order, apart from the real ones so that their ids never collide.
         order = np.argsort(np.asarray(rows.ts, dtype=np.int64), kind="stable")
@@ -116,16 +120,16 @@ class Adversaries:
         both = pa.concat_tables([real, injected])
         return both.take(pa.array(np.argsort(np.concatenate([ts, extra_ts]), kind="stable")))
 
-    def _bots(self, rows: _Rows, n: int, end_us: int) -> None:
+    def _bots(self, rows: _Rows, n: int, end_us: int) -> int:
         """``n`` events of bot users, spread over the real timeline: half from promoters, half from click-spammers.
 
         A promoter pushes a few of the ``targets`` in bursts of clicks, carts and purchases, most
         of them on items never shown to it; some promoters also take slates (with a target in them)
         and click the targets there. A click-spammer takes slates of the logging policy, as a real
-        user does, and clicks nearly every shown item within seconds.
+        user does, and clicks nearly every shown item within seconds. Returns the number of bot users.
         """
         if n == 0:
-            return
+            return 0
         cfg, policy, item_ids = self.cfg, self.policy, self.item_ids
         rng = np.random.default_rng([cfg.seed, 7])
         K, T = cfg.slate_size, cfg.n_topics
@@ -213,6 +217,29 @@ class Adversaries:
             gaps = ((3.0 + rng.exponential(8.0, n_requests)) * 1e6).astype(np.int64)
             show(b, int(rng.integers(lo, hi + 1)) + np.cumsum(gaps))
         rows.truncate(stop)
+        return n_bots
+
+    def _crawlers(self, rows: _Rows, n: int, end_us: int, *, first_user: int) -> None:
+        """``n`` events of crawlers (scrapers): each starts at a random place in the catalog's listing
+        order (the item index, which says nothing of topic or quality) and fetches the next product
+        page every 0.5 to 2.5 seconds, ``events_per_bot`` pages in one visit, each a click on an item
+        it was never shown. Users ``u<first_user>`` onwards."""
+        if n == 0:
+            return
+        cfg, item_ids = self.cfg, self.item_ids
+        rng = np.random.default_rng([cfg.seed, 9])
+        n_crawlers = max(1, min(math.ceil(n / cfg.events_per_bot), cfg.n_users // 5))
+        lo = self.start_us
+        hi = max(lo, end_us - 600_000_000)
+        per = np.full(n_crawlers, n // n_crawlers)
+        per[: n % n_crawlers] += 1
+        for b, m in enumerate(per.tolist()):
+            user = f"u{first_user + b}"
+            ctx = json.dumps({"device": "desktop", "page": "product", "truth": "bot", "bot_kind": "crawler"})
+            start = int(rng.integers(len(item_ids)))
+            times = int(rng.integers(lo, hi + 1)) + np.cumsum((rng.uniform(0.5, 2.5, m) * 1e6).astype(np.int64))
+            for k, at in enumerate(times.tolist()):
+                rows.add(at, user, item_ids[(start + k) % len(item_ids)], "click", ctx)
 
     def _noise(self, rows: _Rows, real: pa.Table, n: int) -> None:
         """``n`` noise events made from real ones: about 80% accidental repeats, 20% purchases with absurd values.

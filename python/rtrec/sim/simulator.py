@@ -76,6 +76,7 @@ class SimConfig:
     noise_share: float = 0.0  # extra noise events, as a share of the real users' events (context truth "noise")
     events_per_bot: int = 50  # bot events / bot users, roughly (at most n_users / 5 bots): how long a bot lives
     bot_bandwagon: float = 0.5  # share of a promoter's burst that clicks popular items, to tie its targets to them
+    bot_crawlers: float = 0.0  # share of the bot events that come from crawlers (the rest: promoters and spammers)
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_topics", "n_events", "slate_size"):
@@ -93,6 +94,7 @@ class SimConfig:
             "purchase_prob",
             "dismiss_prob",
             "bot_bandwagon",
+            "bot_crawlers",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidInputError(f"simulator {name}: must be in [0, 1], got {getattr(self, name)}")
