@@ -4,16 +4,17 @@
 //! `history` engaged items: both directions gain a weight that halves every
 //! `half_life_s` seconds of event time and shrinks with the distance in the user's
 //! history. Every item serves its `max_neighbours` heaviest pairs and keeps as many again
-//! in reserve, heaviest first; a new pair takes the place of the weakest one when it weighs
-//! more. The reserve is what a retraction (a bot's pairs taken back) hands the list back to:
-//! without it, the pairs a crawler pushed out of a full list would be lost for good. Decay uses one reference time for all
-//! weights (an increment at time `t` is `2^((t - t_ref) / half_life)`), so nothing is
-//! touched per event except the pairs it adds; all weights are rescaled together when the
-//! increments grow large.
+//! in reserve; a new pair takes the place of the weakest one when it weighs more. The
+//! reserve is what a retraction (a bot's pairs taken back) hands the served places back
+//! to: without it, the real pairs a crawler pushed out of a full list would be lost for
+//! good. Decay uses one reference time for all weights (an increment at time `t` is
+//! `2^((t - t_ref) / half_life)`), so nothing is touched per event except the pairs it
+//! adds; all weights are rescaled together when the increments grow large.
 //!
 //! Scores are cosine-like: `C(a, b) / sqrt(n_a * n_b)`, with `n` an item's decayed count
 //! of positive events, so popular items do not dominate every neighbour list.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::error::{Error, Result};
@@ -124,38 +125,36 @@ impl CoVisitation {
     }
 
     fn add(&mut self, a: u32, b: u32, w: f32) {
-        let cap = 2 * self.max_neighbours; // served, then the reserve
+        let cap = 2 * self.max_neighbours; // served, and as many in reserve
         let list = &mut self.neighbours[a as usize];
-        let k = match list.iter().position(|e| e.0 == b) {
-            Some(k) => {
-                list[k].1 += w;
-                k
-            }
-            None if list.len() < cap => {
-                list.push((b, w));
-                list.len() - 1
-            }
-            None => {
-                let last = list.len() - 1;
-                if w < list[last].1 {
-                    return;
-                }
-                list[last] = (b, w);
-                last
-            }
-        };
-        // Weights only grew: move the entry up to keep the list heaviest first.
-        let mut k = k;
-        while k > 0 && list[k - 1].1 < list[k].1 {
-            list.swap(k - 1, k);
-            k -= 1;
+        if let Some(e) = list.iter_mut().find(|e| e.0 == b) {
+            e.1 += w;
+            return;
+        }
+        if list.len() < cap {
+            list.push((b, w));
+            return;
+        }
+        let (k, min) = list.iter().enumerate().fold(
+            (0, f32::INFINITY),
+            |acc, (k, e)| if e.1 < acc.1 { (k, e.1) } else { acc },
+        );
+        if w >= min {
+            list[k] = (b, w);
         }
     }
 
-    /// The pairs an item serves: the heaviest `max_neighbours` of its list.
-    fn served(&self, a: usize) -> &[(u32, f32)] {
+    /// The pairs an item serves: the heaviest `max_neighbours` of its list (in no order).
+    fn served(&self, a: usize) -> Cow<'_, [(u32, f32)]> {
         let list = &self.neighbours[a];
-        &list[..list.len().min(self.max_neighbours)]
+        let m = self.max_neighbours;
+        if list.len() <= m {
+            return Cow::Borrowed(list);
+        }
+        let mut top = list.clone();
+        top.select_nth_unstable_by(m - 1, |x, y| y.1.total_cmp(&x.1));
+        top.truncate(m);
+        Cow::Owned(top)
     }
 
     /// Fold in positive events, in stream order. `weights` scale each event (1 for a click).
@@ -265,18 +264,14 @@ impl CoVisitation {
     /// Subtract `w` from the pair `a -> b` if held; whether it was.
     fn subtract(&mut self, a: u32, b: u32, w: f32) -> bool {
         let list = &mut self.neighbours[a as usize];
-        let Some(mut k) = list.iter().position(|e| e.0 == b) else {
+        let Some(k) = list.iter().position(|e| e.0 == b) else {
             return false;
         };
         let left = list[k].1 - w;
         if left <= w * 1e-4 {
-            list.remove(k);
-            return true;
-        }
-        list[k].1 = left;
-        while k + 1 < list.len() && list[k + 1].1 > list[k].1 {
-            list.swap(k, k + 1);
-            k += 1;
+            list.swap_remove(k);
+        } else {
+            list[k].1 = left;
         }
         true
     }
@@ -325,7 +320,7 @@ impl CoVisitation {
         };
         let mut r = 1.0f32;
         for &a in hist.iter().rev() {
-            for &(b, c) in self.served(a as usize) {
+            for &(b, c) in self.served(a as usize).iter() {
                 *acc.entry(b).or_insert(0.0) += r * self.sim(a, b, c);
             }
             r *= 0.9;
@@ -412,7 +407,6 @@ impl CoVisitation {
             for _ in 0..len {
                 list.push((r.u32()?, r.f32()?));
             }
-            list.sort_by(|x, y| y.1.total_cmp(&x.1)); // heaviest first (a state may predate the order)
             cv.neighbours.push(list);
         }
         let users = r.u64()? as usize;
