@@ -187,7 +187,7 @@ class LearnerStats(TypedDict):
     retrieval: RetrievalStats
     # Feedback cleaning since the model started: events seen, users flagged as bots, and per rule
     # (bot, repeat, rate_user, rate_item, value) the events set aside; "sequence": learned, flagged;
-    # "retracted_positives": bots' positives learned before their verdict, taken back from the counts.
+    # "retracted_positives": bots' positives learned before their verdict, taken back from the counts and co-visitation.
     cleaning: dict[str, int]
 
 
