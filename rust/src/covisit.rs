@@ -185,19 +185,11 @@ impl CoVisitation {
             let f = self.unit(ts[k]) * w;
             self.counts[item as usize] += f;
             let hist = self.histories.entry(users[k] as u64).or_default();
-            if let Some(at) = hist.iter().position(|&i| i == item) {
-                // Engaging again with a recent item adds no new pairs; it becomes the newest.
-                hist.remove(at);
-                hist.push_back(item);
+            let Some(others) = enter(hist, item, self.history) else {
                 continue;
-            }
-            let others: Vec<u32> = hist.iter().rev().copied().collect();
-            hist.push_back(item);
-            if hist.len() > self.history {
-                hist.pop_front();
-            }
+            };
             for (d, other) in others.into_iter().enumerate() {
-                let wd = f / (1.0 + d as f32 / 4.0);
+                let wd = pair_weight(f, d);
                 self.add(other, item, wd);
                 self.add(item, other, wd);
                 self.pairs += 1;
@@ -207,11 +199,11 @@ impl CoVisitation {
     }
 
     /// Take back what `observe` learned from one user's positives (`items` at `ts`, oldest
-    /// first, from the user's first positive on, each observed with weight 1): their counts and the pairs they made, as
-    /// `observe` made them, replayed from an empty history. A pair no longer held (it lost its
-    /// place to a heavier one) is skipped, and a pair the user's pushed out of a full list is not
-    /// restored; one left with only rounding error is dropped. The
-    /// user's history goes too. Returns the pair increments taken back.
+    /// first, from the user's first positive on, each observed with weight 1): their counts
+    /// and the pairs they made, replayed as `observe` made them from an empty history. A pair
+    /// no longer held is skipped, and a real pair pushed out past the reserve is not
+    /// restored; one left with only rounding error is dropped. The user's history goes too.
+    /// Returns the pair increments taken back.
     pub fn retract(&mut self, user: i64, items: &[i64], ts: &[f64]) -> Result<u64> {
         if items.len() != ts.len() {
             return Err(Error::invalid("ts", "items and ts must have one entry per event"));
@@ -242,18 +234,11 @@ impl CoVisitation {
             };
             let c = &mut self.counts[item as usize];
             *c = (*c - f).max(0.0);
-            if let Some(at) = hist.iter().position(|&i| i == item) {
-                hist.remove(at);
-                hist.push_back(item);
+            let Some(others) = enter(&mut hist, item, self.history) else {
                 continue;
-            }
-            let others: Vec<u32> = hist.iter().rev().copied().collect();
-            hist.push_back(item);
-            if hist.len() > self.history {
-                hist.pop_front();
-            }
+            };
             for (d, other) in others.into_iter().enumerate() {
-                let wd = f / (1.0 + d as f32 / 4.0);
+                let wd = pair_weight(f, d);
                 taken += u64::from(self.subtract(other, item, wd)) + u64::from(self.subtract(item, other, wd));
             }
         }
@@ -467,6 +452,28 @@ impl Reader<'_> {
     fn f32(&mut self) -> Result<f32> {
         Ok(f32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
+}
+
+/// Move `item` into a user's history (oldest first, at most `cap` long). Returns the items it
+/// pairs with, newest first, or None when it was already there: engaging again with a recent
+/// item adds no new pairs, it only becomes the newest.
+fn enter(hist: &mut VecDeque<u32>, item: u32, cap: usize) -> Option<Vec<u32>> {
+    if let Some(at) = hist.iter().position(|&i| i == item) {
+        hist.remove(at);
+        hist.push_back(item);
+        return None;
+    }
+    let others = hist.iter().rev().copied().collect();
+    hist.push_back(item);
+    if hist.len() > cap {
+        hist.pop_front();
+    }
+    Some(others)
+}
+
+/// What an increment `f` adds to a pair `d` places apart in the history (0: the newest).
+fn pair_weight(f: f32, d: usize) -> f32 {
+    f / (1.0 + d as f32 / 4.0)
 }
 
 #[cfg(test)]

@@ -233,9 +233,9 @@ class Adversaries:
         hi = max(lo, end_us - 600_000_000)
         per = np.full(n_crawlers, n // n_crawlers)
         per[: n % n_crawlers] += 1
+        ctx = json.dumps({"device": "desktop", "page": "product", "truth": "bot", "bot_kind": "crawler"})
         for b, m in enumerate(per.tolist()):
             user = f"u{first_user + b}"
-            ctx = json.dumps({"device": "desktop", "page": "product", "truth": "bot", "bot_kind": "crawler"})
             start = int(rng.integers(len(item_ids)))
             times = int(rng.integers(lo, hi + 1)) + np.cumsum((rng.uniform(0.5, 2.5, m) * 1e6).astype(np.int64))
             for k, at in enumerate(times.tolist()):
