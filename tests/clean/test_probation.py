@@ -64,3 +64,17 @@ def test_a_bots_examples_leave_the_replay_buffers_at_its_verdict(clean: dict) ->
     # forget_feature counts (and removes) the rows still holding the bot's id feature.
     held = sum(trainer.replay.forget_feature(x) for x in bot)
     assert held == (0 if not clean else 30)
+
+
+def test_kept_positives_come_back_oldest_first_across_the_ring_wrap() -> None:
+    from rtrec.learn.probation import RecentPositives
+
+    ring = RecentPositives(capacity=4)
+    users = np.array([7, 1, 7, 7, 1, 7])
+    items = np.array([10, 11, 12, 13, 14, 15])
+    ts = np.arange(6, dtype=np.float64)
+    ring.add(users[:3], items[:3], ts[:3], np.ones(3))
+    ring.add(users[3:], items[3:], ts[3:], np.ones(3))  # wraps: the first two are overwritten
+    who, got, when = ring.take(np.array([7]))
+    assert got.tolist() == [12, 13, 15] and when.tolist() == [2.0, 3.0, 5.0] and who.tolist() == [7, 7, 7]
+    assert ring.take(np.array([7]))[1].tolist() == []  # taken once
