@@ -495,8 +495,10 @@ mod tests {
         assert_eq!(c.history(1), vec![10, 11]);
     }
 
-    /// Neighbour lists (sorted) and counts, for comparing two states.
-    fn snapshot(c: &CoVisitation) -> (Vec<Vec<(u32, f32)>>, Vec<f32>) {
+    /// Neighbour lists (sorted by item) and counts, for comparing two states.
+    type Snapshot = (Vec<Vec<(u32, f32)>>, Vec<f32>);
+
+    fn snapshot(c: &CoVisitation) -> Snapshot {
         let lists = (0..c.items() as i64)
             .map(|i| {
                 let mut l = c.neighbours[i as usize].clone();
@@ -507,7 +509,7 @@ mod tests {
         (lists, c.counts.clone())
     }
 
-    fn close(a: &(Vec<Vec<(u32, f32)>>, Vec<f32>), b: &(Vec<Vec<(u32, f32)>>, Vec<f32>)) -> bool {
+    fn close(a: &Snapshot, b: &Snapshot) -> bool {
         let near = |x: f32, y: f32| (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
         a.1.len() == b.1.len()
             && a.1.iter().zip(&b.1).all(|(&x, &y)| near(x, y))
