@@ -133,8 +133,14 @@ def test_learner_forgets_every_per_user_state() -> None:
     assert u is not None and learner.user_state(user)[0]
     replay_before = {k: len(t.replay) for k, t in learner.trainers.items() if t.replay is not None}
     n_users = learner.stats()["users"]
+    kept = int((learner.recent_positives.user == u).sum())
+    count_before, pairs_before = float(learner.retrieval.count.sum()), learner.retrieval.covisit.pairs
     got = learner.forget_user(user)
     assert got["known"] and got["examples"] > 0 and got["replay_rows"] > 0
+    # Their kept positives leave the all-time counts and the co-visitation pairs they made.
+    assert kept > 0 and float(learner.retrieval.count.sum()) == pytest.approx(count_before - kept)
+    assert learner.retrieval.covisit.pairs < pairs_before
+    assert (learner.recent_positives.user == u).sum() == 0
     assert learner.user_state(user) == (False, set())
     assert learner.stats()["users"] == n_users - 1
     assert f.user_counts.n[u] == 0 and len(f.user_items.get(u)) == 0 == len(learner.consumed.get(u))

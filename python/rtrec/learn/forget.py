@@ -3,15 +3,19 @@
 What goes: the id (its index stays taken by an empty tombstone, so no other index moves),
 the user's counters and interest vector, the items they consumed and interacted with, their
 recent history in the co-visitation source, their pending and retained impressions (never
-learned), every replay row that holds their id feature, and the row of each hashed table at
-that feature (the user's own weights). What stays: what their events moved in weights that
-other users share (item weights, crosses, the factorisation machine's other rows, the
-per-example linear model, co-visitation pairs), which cannot be unlearned exactly.
-"""
+learned), every replay row that holds their id feature, the row of each hashed table at
+that feature (the user's own weights), and what their positives still among the learner's
+kept ones (:class:`rtrec.learn.probation.RecentPositives`) added to co-visitation pairs and
+to the popularity counts. What stays: what their events moved in weights that other users
+share (item weights, crosses, the factorisation machine's other rows, the per-example
+linear model), and the pairs and counts of their older positives, which cannot be unlearned
+exactly."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict
+
+import numpy as np
 
 if TYPE_CHECKING:
     from rtrec.learn.online import OnlineLearner
@@ -39,8 +43,12 @@ def forget_user(learner: OnlineLearner, user_id: str, learned_events: int = 0) -
     replay = sum(t.forget_feature(x) for t in learner.trainers.values() for x in f.user_features(user_id))
     f.forget_user(user_id)
     learner.consumed.remove(u)
+    # Their kept positives leave co-visitation and the popularity counts, as a bot's do at its verdict.
+    who, items, ts = learner.recent_positives.take(np.array([u], np.int64))
+    if len(items):
+        f.item_counts.retract(items, ts, np.ones(len(items)))
+        learner.retrieval.retract(who, items, ts)
     learner.retrieval.forget_user(u)
-    learner.recent_positives.forget_user(u)
     pending = learner.labeler.forget_user(u)
     learner.examples_seen = max(0, learner.examples_seen - examples)
     learner.model_version += 1
