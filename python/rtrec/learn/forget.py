@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
+from rtrec.learn.probation import take_back
+
 if TYPE_CHECKING:
     from rtrec.learn.online import OnlineLearner
 
@@ -44,10 +46,7 @@ def forget_user(learner: OnlineLearner, user_id: str, learned_events: int = 0) -
     f.forget_user(user_id)
     learner.consumed.remove(u)
     # Their kept positives leave co-visitation and the popularity counts, as a bot's do at its verdict.
-    who, items, ts = learner.recent_positives.take(np.array([u], np.int64))
-    if len(items):
-        f.item_counts.retract(items, ts, np.ones(len(items)))
-        learner.retrieval.retract(who, items, ts)
+    take_back(learner, np.array([u], np.int64))
     learner.retrieval.forget_user(u)
     pending = learner.labeler.forget_user(u)
     learner.examples_seen = max(0, learner.examples_seen - examples)

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from rtrec.learn.online import OnlineLearner
 
-__all__ = ["RecentPositives"]
+__all__ = ["RecentPositives", "retract_bots", "take_back"]
 
 
 class RecentPositives:
@@ -69,9 +69,16 @@ def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
             for t in learner.trainers.values():
                 if t.replay is not None:
                     t.replay.forget_feature(x)
+    taken = take_back(learner, users)
+    learner.recent_positives.retracted += taken
+    return taken
+
+
+def take_back(learner: OnlineLearner, users: np.ndarray) -> int:
+    """Subtract the kept positives of ``users`` (indices) from the item counters, the candidate
+    sources' popularity and co-visitation, and drop them from the ring; how many there were."""
     who, items, ts = learner.recent_positives.take(users)
     if len(items):
-        f.item_counts.retract(items, ts, np.ones(len(items)))
+        learner.featurizer.item_counts.retract(items, ts, np.ones(len(items)))
         learner.retrieval.retract(who, items, ts)
-        learner.recent_positives.retracted += len(items)
     return len(items)
