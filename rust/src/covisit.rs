@@ -97,6 +97,15 @@ impl CoVisitation {
         }
     }
 
+    /// What an event at `ts` adds at the current reference time (1 without decay).
+    fn increment(&self, ts: f64) -> f64 {
+        if self.half_life_s.is_finite() {
+            ((ts - self.t_ref) / self.half_life_s).exp2()
+        } else {
+            1.0
+        }
+    }
+
     /// The increment of one event at `ts`, rescaling stored weights first when it grows large.
     fn unit(&mut self, ts: f64) -> f32 {
         if !self.half_life_s.is_finite() {
@@ -106,7 +115,7 @@ impl CoVisitation {
             self.started = true;
             self.t_ref = ts;
         }
-        let mut f = ((ts - self.t_ref) / self.half_life_s).exp2();
+        let mut f = self.increment(ts);
         if f > RESCALE_AT {
             let k = (1.0 / f) as f32;
             for c in self.counts.iter_mut() {
@@ -227,11 +236,7 @@ impl CoVisitation {
             }
             // The increment observe added at `t` (the same reference time, since rescaling
             // moves the reference and every stored weight together).
-            let f = if self.half_life_s.is_finite() {
-                ((t - self.t_ref) / self.half_life_s).exp2() as f32
-            } else {
-                1.0
-            };
+            let f = self.increment(t) as f32;
             let c = &mut self.counts[item as usize];
             *c = (*c - f).max(0.0);
             let Some(others) = enter(&mut hist, item, self.history) else {

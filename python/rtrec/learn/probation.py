@@ -53,9 +53,6 @@ class RecentPositives:
         self.user[rows] = -1
         return out
 
-    def forget_user(self, user: int) -> None:
-        self.user[self.user == user] = -1
-
 
 def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
     """Subtract the kept positives of newly flagged bots from the popularity counts; how many."""

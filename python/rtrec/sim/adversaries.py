@@ -151,8 +151,7 @@ class Adversaries:
         takes_slates = rng.random(n_prom) < 0.3
         takes_slates[0] |= not takes_slates.any()
         click_rate = rng.uniform(0.9, 1.0, n_bots)
-        lo = self.start_us
-        hi = max(lo, end_us - 600_000_000)  # room for a burst before the real stream ends
+        lo, hi = self._span(end_us)
         next_request = iter(range(self.first_request, 2**62))
         contexts: dict[tuple[int, int], str] = {}
 
@@ -219,6 +218,10 @@ class Adversaries:
         rows.truncate(stop)
         return n_bots
 
+    def _span(self, end_us: int) -> tuple[int, int]:
+        """When a bot's visit may start (epoch microseconds): leaves room for it before the real stream ends."""
+        return self.start_us, max(self.start_us, end_us - 600_000_000)
+
     def _crawlers(self, rows: _Rows, n: int, end_us: int, *, first_user: int) -> None:
         """``n`` events of crawlers (scrapers): each starts at a random place in the catalog's listing
         order (the item index, which says nothing of topic or quality) and fetches the next product
@@ -229,8 +232,7 @@ class Adversaries:
         cfg, item_ids = self.cfg, self.item_ids
         rng = np.random.default_rng([cfg.seed, 9])
         n_crawlers = max(1, min(math.ceil(n / cfg.events_per_bot), cfg.n_users // 5))
-        lo = self.start_us
-        hi = max(lo, end_us - 600_000_000)
+        lo, hi = self._span(end_us)
         per = np.full(n_crawlers, n // n_crawlers)
         per[: n % n_crawlers] += 1
         ctx = json.dumps({"device": "desktop", "page": "product", "truth": "bot", "bot_kind": "crawler"})
