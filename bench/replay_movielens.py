@@ -84,6 +84,11 @@ def main() -> None:
     ap.add_argument("--text-model", default=None, help="[text] model for --text (default: the config's, MiniLM).")
     ap.add_argument("--out", type=Path, default=Path("bench/out/movielens"))
     ap.add_argument(
+        "--user-tags",
+        action="store_true",
+        help="Add the users' tags to the item text (counted over the whole file: text from the future).",
+    )
+    ap.add_argument(
         "--ranking-sample",
         type=float,
         default=0.1,
@@ -93,8 +98,9 @@ def main() -> None:
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    events, items = convert_movielens(args.data, args.out)
+    events, items = convert_movielens(args.data, args.out, user_tags=args.user_tags)
     result: dict[str, Any] = {"bench": "replay_movielens", "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
+    result["user_tags"] = args.user_tags
     text: dict[str, Any] = {"enabled": args.text}
     if args.text_model:
         text["model"] = args.text_model

@@ -5,7 +5,8 @@ Wabbit's logistic regression (each rating predicted before it is learned), one e
 at a time and reports AUC overall and on cold items (fewer than 5 earlier ratings). It
 does so for two feature sets: ``genres`` (user, item, genres, user x genre: the MovieLens
 replay benchmark's) and ``genres_tags`` (the same plus the items' user tags and user x
-tags, as rtrec's hashed features have). The extra signals:
+tags, as rtrec's hashed features have when the catalog is converted with ``--user-tags``;
+counted over the whole file, as suits a bound). The extra signals:
 
 - ``item_oracle``: the item's true mean label over the whole stream (future ratings
   included, the event's own label left out). No text feature can know more about an item
@@ -66,7 +67,7 @@ def main() -> None:
 
     cfg = load_config()
     with tempfile.TemporaryDirectory() as tmp:
-        events_path, items_path = convert_movielens(args.data, tmp)
+        events_path, items_path = convert_movielens(args.data, tmp, user_tags=True)
         ev = pq.read_table(events_path).sort_by("ts")
         items = pq.read_table(items_path)
     item_ids = items.column("item_id").to_pylist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from rtrec.cli import app
@@ -90,5 +91,10 @@ def test_convert_movielens_command(tmp_path: Path) -> None:
     r = runner.invoke(app, ["convert", "movielens", str(src), "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert "Wrote 3 rating events" in r.output and "3 items" in r.output
+    (src / "tags.csv").write_bytes(b"userId,movieId,tag,timestamp\r\n1,10,slow,11\r\n")
+    for flag, want in (([], ["Drama"]), (["--user-tags"], ["Drama", "slow"])):
+        r = runner.invoke(app, ["convert", "movielens", str(src), "--out", str(tmp_path / "out"), *flag])
+        assert r.exit_code == 0, r.output
+        assert pq.read_table(tmp_path / "out" / "items.parquet").column("tags").to_pylist()[0] == want
     r = runner.invoke(app, ["convert", "movielens", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
     assert r.exit_code == 1 and "does not exist" in r.output

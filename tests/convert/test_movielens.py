@@ -52,7 +52,8 @@ def test_convert_and_ingest(tmp_path: Path) -> None:
     assert items["10"]["title"] == "The American President"
     assert json.loads(items["10"]["attrs"])["year"] == 1995
     assert items["10"]["category"] == "Comedy"
-    assert items["10"]["tags"] == ["Comedy", "Drama", "Romance", "politics", "funny"]
+    assert items["10"]["tags"] == ["Comedy", "Drama", "Romance"]
+    assert "politics" not in items["10"]["description"]
     assert items["30"]["category"] is None and items["30"]["tags"] == []
     with EventLog.open(tmp_path / "db.duckdb") as log:
         s = log.ingest_file(events_path)
@@ -61,8 +62,17 @@ def test_convert_and_ingest(tmp_path: Path) -> None:
         assert log.ingest_file(events_path).duplicates == 3
 
 
+def test_user_tags_only_when_asked_for(tmp_path: Path) -> None:
+    """Users' tags are counted over the whole file (text from the future in a replay): opt-in only."""
+    _, items_path = convert_movielens(write_ml(tmp_path / "ml"), tmp_path / "out", user_tags=True)
+    item = {r["item_id"]: r for r in pq.read_table(items_path).to_pylist()}["10"]
+    assert item["tags"] == ["Comedy", "Drama", "Romance", "politics", "funny"]
+    assert "Tagged by viewers: politics, funny." in item["description"]
+    assert json.loads(item["attrs"])["user_tags"] == ["politics", "funny"]
+
+
 def test_tags_file_is_optional(tmp_path: Path) -> None:
-    _, items_path = convert_movielens(write_ml(tmp_path / "ml", tags=False), tmp_path / "out")
+    _, items_path = convert_movielens(write_ml(tmp_path / "ml", tags=False), tmp_path / "out", user_tags=True)
     assert pq.read_table(items_path).num_rows == 3
 
 

@@ -3,8 +3,12 @@
 Each row of ``ratings.csv`` becomes a ``rating`` event (``value`` = stars, ``event_id`` =
 ``ml-<userId>-<movieId>``, so converting and ingesting twice stores nothing twice); each movie
 of ``movies.csv`` becomes an item: the title without its year, the year in ``attrs``, the
-first genre as ``category`` and the genres plus the users' tags (``tags.csv``, most used first)
-as ``tags``.
+first genre as ``category`` and the genres as ``tags``.
+
+The users' tags (``tags.csv``) are left out unless asked for (``user_tags=True``: the ten most
+used per film join its ``tags`` and its description). They are counted over the whole file, and
+most films got their first tag after their first rating, so in a time-ordered replay they tell
+the model which films people will come to engage with: an item text from the future.
 """
 
 from __future__ import annotations
@@ -63,15 +67,16 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, required: bool = True)
     return table
 
 
-def convert_movielens(src: str | Path, out: str | Path) -> tuple[Path, Path]:
-    """Convert a MovieLens folder into ``out/events.parquet`` and ``out/items.parquet``."""
+def convert_movielens(src: str | Path, out: str | Path, *, user_tags: bool = False) -> tuple[Path, Path]:
+    """Convert a MovieLens folder into ``out/events.parquet`` and ``out/items.parquet``
+    (``user_tags``: add the users' tags to each item; see the module's doc)."""
     src_dir, out_dir = Path(src).expanduser(), Path(out).expanduser()
     if not src_dir.is_dir():
         raise InvalidInputError(f"MovieLens folder {src_dir} does not exist")
     con = duckdb.connect()
     ratings = _read_csv(con, src_dir / "ratings.csv")
     movies = _read_csv(con, src_dir / "movies.csv")
-    tags = _read_csv(con, src_dir / "tags.csv", required=False)
+    tags = _read_csv(con, src_dir / "tags.csv", required=False) if user_tags else None
     con.register("ratings", ratings)
     con.register("movies", movies)
     bad = con.sql(
