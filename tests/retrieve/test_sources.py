@@ -216,3 +216,39 @@ def test_the_trending_lists_are_rebuilt_by_the_learner_not_by_the_next_read(lear
     assert r.version > before
     top = r._top  # the cache itself is what this test is about
     assert top is not None and top[0] == (r.version, len(learner.featurizer.items))
+
+
+def test_a_rating_of_any_value_feeds_the_sources_and_a_showing_does_not() -> None:
+    """A one-star rating says the user watched the film: it pairs items as a five-star one does.
+    An impression that expires unclicked and a dismissal pair nothing. Taking the user back
+    (a bot's verdict, a forget) subtracts exactly what went in, the low rating included."""
+    from rtrec.learn.probation import take_back
+
+    cfg = load_config(overrides={"retrieve": {"per_source": 10, "fresh": 4}})
+    learner = OnlineLearner(cfg)
+    learner.set_catalog(catalog())
+    t = events(
+        [
+            (0, "a", "horror-0", "rating"),
+            (1, "a", "horror-1", "rating"),
+            (2, "a", "horror-2", "impression"),
+            (3, "a", "horror-3", "dismiss"),
+            (4, "a", "horror-4", "rating"),
+            (5, "c", "horror-1", "rating"),
+            (7200, "b", "comedy-0", "click"),  # moves the watermark past the impression's window
+        ]
+    )
+    t = t.set_column(t.schema.get_field_index("value"), "value", pa.array([5.0, 1.0, None, None, 4.5, 5.0, None]))
+    learner.learn(t)
+    idx = learner.featurizer.items.get
+    pairs = dict(zip(*learner.retrieval.covisit.neighbours(idx("horror-0"), 10), strict=True))
+    assert idx("horror-1") in pairs and idx("horror-4") in pairs  # the 1-star rating pairs as the others do
+    assert idx("horror-2") not in pairs and idx("horror-3") not in pairs
+    assert learner.retrieval.count[idx("horror-1")] == 2 and learner.retrieval.count[idx("horror-2")] == 0
+    counts = learner.featurizer.item_counts
+    rows = [idx("horror-0"), idx("horror-1")]
+    assert counts.n[rows].tolist() == [1, 2] and counts.npos[rows].tolist() == [1, 1]
+    assert take_back(learner, np.array([learner.featurizer.users.get("a")])) == 3
+    assert len(learner.retrieval.covisit.neighbours(idx("horror-0"), 10)[0]) == 0
+    assert learner.retrieval.count[idx("horror-1")] == 1  # user c's rating stays
+    assert counts.n[rows].tolist() == [0, 1] and counts.npos[rows].tolist() == [0, 1]

@@ -4,11 +4,11 @@ What goes: the id (its index stays taken by an empty tombstone, so no other inde
 the user's counters and interest vector, the items they consumed and interacted with, their
 recent history in the co-visitation source, their pending and retained impressions (never
 learned), every replay row that holds their id feature, the row of each hashed table at
-that feature (the user's own weights), and what their positives still among the learner's
+that feature (the user's own weights), and what their engagements still among the learner's
 kept ones (:class:`rtrec.learn.probation.RecentPositives`) added to co-visitation pairs and
 to the popularity counts. What stays: what their events moved in weights that other users
 share (item weights, crosses, the factorisation machine's other rows, the per-example
-linear model), and the pairs and counts of their older positives, which cannot be unlearned
+linear model), and the pairs and counts of their older engagements, which cannot be unlearned
 exactly."""
 
 from __future__ import annotations

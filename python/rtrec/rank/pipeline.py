@@ -217,7 +217,7 @@ def advance(learner: OnlineLearner, r: Resolving) -> None:
     start = 0
     for k in marks.tolist():
         if k > start:
-            learner.retrieval.observe(r.user_idx[start:k], r.item_idx[start:k], r.ts[start:k], r.labels[start:k])
+            learner.retrieval.observe(r.user_idx[start:k], r.item_idx[start:k], r.ts[start:k], r.engaged[start:k])
             start = k
         if k in evaluate and learner.evaluator is not None:
             learner.evaluator.rank(r, k)
@@ -226,7 +226,7 @@ def advance(learner: OnlineLearner, r: Resolving) -> None:
             if job is not None:
                 jobs.append(job)
     if start < len(r):
-        learner.retrieval.observe(r.user_idx[start:], r.item_idx[start:], r.ts[start:], r.labels[start:])
+        learner.retrieval.observe(r.user_idx[start:], r.item_idx[start:], r.ts[start:], r.engaged[start:])
     learner.retrieval.commit()
     if jobs:
         _learn(learner, jobs)

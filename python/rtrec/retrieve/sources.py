@@ -123,11 +123,11 @@ class Retrieval:
         self.covisit.forget_user(user)
         self.interacted.remove(user)
 
-    def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> None:
-        """Fold resolved examples (in stream order; ``ts`` in epoch seconds) into every source. Only
-        positives count, an engagement, not a showing; every example marks its item as interacted with."""
+    def observe(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, engaged: np.ndarray) -> None:
+        """Fold resolved examples (stream order, ``ts`` in epoch s) into every source: the ``engaged`` ones
+        (positives, ratings of any value), not a showing; every example marks its item as interacted with."""
         add_pairs(self.interacted, users, items)
-        pos = labels >= 0.5
+        pos = np.asarray(engaged, bool)
         if not pos.any():
             return
         users, items, ts = users[pos].astype(np.int64), items[pos].astype(np.int64), ts[pos].astype(np.float64)
