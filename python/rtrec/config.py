@@ -224,8 +224,8 @@ class RetrieveConfig:
 
     # Candidates each source contributes before merging; the merged set is ranked.
     per_source: Count = 100
-    # Item-to-item co-visitation: neighbours served per item (as many again kept in reserve), history
-    # items paired with each new positive, and the half-life of a pair's weight in event-time seconds (0: none).
+    # Item-to-item co-visitation: neighbours served per item (as many again kept in reserve), history items
+    # paired with each engagement, a pair's half-life in event-time s (0: none; see RESULTS.md, Top-K).
     max_neighbours: Count = 32
     history: Count = 20
     covisit_half_life_s: Seconds = 30 * 86400.0
