@@ -232,7 +232,7 @@ class RetrieveConfig:
     # Trending: half-life of the decayed popularity, overall and within categories.
     trending_half_life_s: Positive = 86400.0
     # Fresh items: at most this many under-exposed items join the candidates (the newest
-    # first, then a random draw), an item counting as fresh below ``fresh_below`` positives.
+    # first, then a random draw), an item counting as fresh below ``fresh_below`` engagements.
     fresh: Annotated[int, Strict(), Field(ge=0)] = 20
     fresh_below: Count = 5
     # Of every top-10, at least this many items with fewer than replay.cold_threshold positives

@@ -34,8 +34,8 @@ class RecentPositives:
         self.item = np.zeros(capacity, np.int64)
         self.ts = np.zeros(capacity, np.float64)
         self.label = np.zeros(capacity, np.float32)
-        self._next = 0  # where the next positive goes; the ring wraps
-        self.retracted = 0  # positives taken back so far
+        self._next = 0  # where the next entry goes; the ring wraps
+        self.retracted = 0  # entries taken back so far
 
     def add(
         self,
@@ -66,7 +66,7 @@ class RecentPositives:
 
 
 def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
-    """Subtract the kept positives of newly flagged bots from the popularity counts; how many."""
+    """Subtract the kept engagements of newly flagged bots from the popularity counts; how many."""
     f = learner.featurizer
     users = np.array([u for u in (f.users.get(x) for x in user_ids) if u is not None], np.int64)
     if not len(users):
@@ -83,7 +83,7 @@ def retract_bots(learner: OnlineLearner, user_ids: list[str]) -> int:
 
 
 def take_back(learner: OnlineLearner, users: np.ndarray) -> int:
-    """Subtract the kept positives of ``users`` (indices) from the item counters, the candidate
+    """Subtract the kept engagements of ``users`` (indices) from the item counters, the candidate
     sources' popularity and co-visitation, and drop them from the ring; how many there were."""
     who, items, ts, labels = learner.recent_positives.take(users)
     if len(items):
