@@ -224,6 +224,9 @@ class CoVisitation:
     @property
     def pairs(self) -> int: ...
     @property
+    def settings(self) -> tuple[int, int, float]:
+        """(max_neighbours, history, half_life_s) the state was built with (a restored state keeps its own)."""
+    @property
     def memory_bytes(self) -> int: ...
     def state(self) -> bytes: ...
     @staticmethod

@@ -78,6 +78,12 @@ impl CoVisitation {
         self.histories.len()
     }
 
+    /// What the state was built with: (max_neighbours, history, half_life_s). A state
+    /// restored from bytes keeps these whatever the caller now asks for.
+    pub fn settings(&self) -> (usize, usize, f64) {
+        (self.max_neighbours, self.history, self.half_life_s)
+    }
+
     /// Pair increments applied so far.
     pub fn pairs(&self) -> u64 {
         self.pairs

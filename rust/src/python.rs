@@ -883,6 +883,11 @@ impl CoVisitation {
     }
 
     #[getter]
+    fn settings(&self, py: Python<'_>) -> PyResult<(usize, usize, f64)> {
+        with_covisit(py, &self.inner, |c| c.settings())
+    }
+
+    #[getter]
     fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
         with_covisit(py, &self.inner, |c| c.memory_bytes())
     }

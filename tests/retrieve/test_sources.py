@@ -150,6 +150,22 @@ def test_sources_survive_a_checkpoint(learner: OnlineLearner, tmp_path) -> None:
     np.testing.assert_array_equal(back.rankers["rtrec"].w, learner.rankers["rtrec"].w)
 
 
+def test_a_resumed_home_says_when_its_covisitation_settings_differ_from_the_config(
+    learner: OnlineLearner, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = learner.save(tmp_path / "l.ckpt")
+    with caplog.at_level("WARNING", logger="rtrec.learn"):
+        OnlineLearner.load(path, learner.cfg)
+    assert "co-visitation" not in caplog.text
+    cfg = load_config(
+        overrides={"text": {"enabled": True}, "retrieve": {"per_source": 10, "fresh": 4, "covisit_half_life_s": 3600.0}}
+    )
+    with caplog.at_level("WARNING", logger="rtrec.learn"):
+        back = OnlineLearner.load(path, cfg)
+    assert "co-visitation keeps the settings it was built with (32, 20, 2592000.0)" in caplog.text
+    assert back.retrieval.covisit.settings == (32, 20, 30 * 86400.0)  # the state's own, as the warning says
+
+
 def test_ranker_learns_which_feature_predicts_the_choice() -> None:
     rng = np.random.default_rng(0)
     r = ListRanker(lr=0.1, text=False)

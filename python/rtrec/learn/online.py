@@ -10,6 +10,8 @@ per-item state.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections import deque
@@ -41,6 +43,8 @@ from rtrec.rank import pipeline
 from rtrec.rank.model import ListRanker
 from rtrec.retrieve.sources import Retrieval
 from rtrec.sets import add_pairs, load_item_sets
+
+log = logging.getLogger("rtrec.learn")
 
 # Feedback after which an item is not recommended to that user again (by default).
 CONSUMED_TYPES = ("rating", "purchase", "dismiss")
@@ -484,6 +488,10 @@ class OnlineLearner:
             self.trainers[k].load_state_dict(t)
         if "retrieval" in state:  # checkpoints from before retrieval rebuild it as events come
             self.retrieval.load_state_dict(state["retrieval"])
+            kept, rc = self.retrieval.covisit.settings, cfg.retrieve  # its pairs were weighed and cut with these
+            if kept != (rc.max_neighbours, rc.history, rc.covisit_half_life_s or math.inf):
+                msg = "co-visitation keeps the settings it was built with %s (max_neighbours, history, half-life s)"
+                log.warning(msg + ", not the config's; start from a fresh home to apply them", kept)
             for k, r in state["rankers"].items():
                 if k in self.rankers:
                     self.rankers[k].load_state_dict(r)
