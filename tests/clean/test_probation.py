@@ -73,8 +73,8 @@ def test_kept_positives_come_back_oldest_first_across_the_ring_wrap() -> None:
     users = np.array([7, 1, 7, 7, 1, 7])
     items = np.array([10, 11, 12, 13, 14, 15])
     ts = np.arange(6, dtype=np.float64)
-    ring.add(users[:3], items[:3], ts[:3], np.ones(3))
-    ring.add(users[3:], items[3:], ts[3:], np.ones(3))  # wraps: the first two are overwritten
+    ring.add(users[:3], items[:3], ts[:3], np.ones(3), np.ones(3, bool))
+    ring.add(users[3:], items[3:], ts[3:], np.ones(3), np.ones(3, bool))  # wraps: the first two are overwritten
     who, got, when, _ = ring.take(np.array([7]))
     assert got.tolist() == [12, 13, 15] and when.tolist() == [2.0, 3.0, 5.0] and who.tolist() == [7, 7, 7]
     assert ring.take(np.array([7]))[1].tolist() == []  # taken once

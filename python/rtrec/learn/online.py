@@ -11,7 +11,6 @@ per-item state.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -487,9 +486,9 @@ class OnlineLearner:
         for k, t in state["trainers"].items():
             self.trainers[k].load_state_dict(t)
         if "retrieval" in state:  # checkpoints from before retrieval rebuild it as events come
+            want = self.retrieval.covisit.settings  # the config's, until the state replaces it
             self.retrieval.load_state_dict(state["retrieval"])
-            kept, rc = self.retrieval.covisit.settings, cfg.retrieve  # its pairs were weighed and cut with these
-            if kept != (rc.max_neighbours, rc.history, rc.covisit_half_life_s or math.inf):
+            if (kept := self.retrieval.covisit.settings) != want:  # its pairs were weighed and cut with these
                 msg = "co-visitation keeps the settings it was built with %s (max_neighbours, history, half-life s)"
                 log.warning(msg + ", not the config's; start from a fresh home to apply them", kept)
             for k, r in state["rankers"].items():

@@ -38,16 +38,10 @@ class RecentPositives:
         self.retracted = 0  # entries taken back so far
 
     def add(
-        self,
-        users: np.ndarray,
-        items: np.ndarray,
-        ts: np.ndarray,
-        labels: np.ndarray,
-        engaged: np.ndarray | None = None,
+        self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, labels: np.ndarray, engaged: np.ndarray
     ) -> None:
-        """Keep the ``engaged`` rows of resolved examples (default: the positives; ``ts`` in epoch seconds)."""
-        keep = np.asarray(labels) >= 0.5 if engaged is None else np.asarray(engaged, bool)
-        pos = np.flatnonzero(keep)
+        """Keep the ``engaged`` rows of resolved examples (``ts`` in epoch seconds)."""
+        pos = np.flatnonzero(engaged)
         cap = len(self.user)
         if not len(pos) or not cap:
             return

@@ -149,7 +149,7 @@ class Retrieval:
         self._trend = (trend, t_ref)
 
     def retract(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
-        """Take back positives (a judged bot's, a forgotten user's; oldest first): pairs, trending, all-time."""
+        """Take back engagements (a judged bot's, a forgotten user's; oldest first): pairs, trending, all-time."""
         for u in np.unique(users).tolist():
             self.covisit.retract(u, items[users == u].astype(np.int64), ts[users == u].astype(np.float64))
         trend, t_ref = self._trend
