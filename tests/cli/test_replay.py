@@ -35,7 +35,7 @@ def test_replay_json(sim_files: tuple[Path, Path], tmp_path: Path) -> None:
     assert set(data) == {"events", "examples", "evaluated", "requests", "events_per_s", "models", "sources", "ope"}
     assert data["ope"]["logging"]["ips"]["value"] == data["ope"]["observed_click_rate"]
     assert data["events"] == 1_500 and data["events_per_s"] > 0 and data["requests"] > 100
-    assert set(data["models"]) == {"rtrec", "popularity", "static", "linear"}
+    assert set(data["models"]) == {"rtrec", "popularity", "popularity_all_time", "static", "linear"}
     for name, row in data["models"].items():
         assert {"auc", "group_auc", "logloss", "calibration", "cold_auc", "hr_at_10", "ndcg_at_10"} <= set(row)
         assert {"recall_at_50", "coverage_at_10", "cold_hr_at_10"} <= set(row)

@@ -160,6 +160,20 @@ def test_popularity_scores_decayed_positive_counts(cfg: Config) -> None:
     assert learner.popular(2, exclude=["hit"]) == ["meh", "miss"]
 
 
+def test_all_time_popularity_scores_positives_so_far_without_decay(cfg: Config) -> None:
+    learner = OnlineLearner(cfg, variants=[Variant("popularity_all_time", kind="popularity_all_time", replay=False)])
+    tr = learner.trainers["popularity_all_time"]
+    assert tr.model is None and tr.opt is None and tr.replay is None
+    rows = [(s, f"u{s}", "hit", "click") for s in range(3)] + [
+        (10, "u9", "meh", "click"),
+        (11, "u8", "miss", "dismiss"),
+    ]
+    learner.learn(events(rows))
+    now = T0 + 11 + 10 * cfg.learner.counter_half_life_s  # ten half-lives later: nothing decays
+    _ids, s = learner.score("anyone", ["hit", "meh", "miss", "new"], now=now)
+    assert s.tolist() == [3.0, 1.0, 0.0, 0.0]
+
+
 def test_drift_alarm_boosts_learning_and_favours_recent_replay(cfg: Config) -> None:
     feat = Featurizer(cfg)
     tr = Trainer(default_variant(cfg), cfg)

@@ -107,17 +107,19 @@ def test_replay_variants(cfg: Config) -> None:
     assert [v.name for v in vs] == ["rtrec", *BASELINES]
     kinds = {v.name: v for v in vs}
     assert kinds["popularity"].kind == "popularity" and kinds["linear"].kind == "linear"
+    assert kinds["popularity_all_time"].kind == "popularity_all_time"
     assert kinds["static"].train_examples == int(1_000 * cfg.replay.static_fraction)
     assert kinds["rtrec"].train_examples is None
-    assert replay_variants(cfg, 0, text=False)[2].train_examples == 1
+    assert replay_variants(cfg, 0, text=False)[3].train_examples == 1
     with_text = replay_variants(cfg, 1_000, text=True)
     # One row with every text piece off, then one per piece flipped from the default.
     flipped = [
         f"rtrec_{'no' if getattr(kinds['rtrec'], p) else 'with'}_{p}" for p in ("item_text", "user_vector", "distill")
     ]
     assert [v.name for v in with_text] == ["rtrec", *BASELINES, "rtrec_no_text", *flipped]
-    assert not any([with_text[4].item_text, with_text[4].user_vector, with_text[4].distill])
-    for v, piece in zip(with_text[5:], ("item_text", "user_vector", "distill"), strict=True):
+    no_text = with_text[1 + len(BASELINES)]
+    assert not any([no_text.item_text, no_text.user_vector, no_text.distill])
+    for v, piece in zip(with_text[2 + len(BASELINES) :], ("item_text", "user_vector", "distill"), strict=True):
         assert getattr(v, piece) != getattr(kinds["rtrec"], piece)
     assert replay_variants(cfg, 1_000, text=True, with_ablations=False) == vs
 

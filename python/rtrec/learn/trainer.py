@@ -21,6 +21,8 @@ from rtrec.models import CTRModel, LogisticModel, ModelInput, TextScorer
 
 # The drift detector sees one observation per this many examples, whatever the batch size.
 DRIFT_ROWS = 512
+# Kinds that score by an item count and do not learn: their scores are rankings, not probabilities.
+COUNTS = ("popularity", "popularity_all_time")
 
 
 def _entropy(rate: float) -> float:
@@ -33,7 +35,8 @@ class Variant:
 
     kind: ``ctr`` (the CTR model), ``lr`` (mini-batch logistic regression on the same hashed
     features), ``linear`` (the learner's linear model: per-example online logistic regression,
-    as Vowpal Wabbit learns) or ``popularity`` (recency-decayed positive count of the item, no learning).
+    as Vowpal Wabbit learns), ``popularity`` (recency-decayed positive count of the item, no learning) or
+    ``popularity_all_time`` (the item's positives so far, no learning).
     ``train_examples`` freezes the model after that many examples (the static baseline).
     """
 
@@ -175,6 +178,8 @@ class Trainer:
         """Click probabilities (for ``popularity``: a score that is not a probability)."""
         if self.variant.kind == "popularity":
             return feat.item_counts.positives(b.item_idx, b.ts)
+        if self.variant.kind == "popularity_all_time":
+            return np.asarray(feat.item_counts.npos[b.item_idx], np.float64)
         if self.variant.kind == "linear":
             return 1.0 / (1.0 + np.exp(-b.dense[:, LINEAR].astype(np.float64)))
         assert self.model is not None
@@ -199,7 +204,7 @@ class Trainer:
             probs = np.asarray(recorded, np.float64).copy() if recorded is not None else np.zeros(len(b))
             if need.any():
                 probs[need] = self.predict(b, feat)[need]
-            self.learn(b, feat, probs if self.variant.kind != "popularity" else None, now)
+            self.learn(b, feat, probs if self.variant.kind not in COUNTS else None, now)
             return probs
         if not need.any():
             return self.learn(b, feat, np.asarray(recorded, np.float64), now)

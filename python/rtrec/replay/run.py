@@ -27,11 +27,13 @@ from rtrec.learn import stats as learner_stats
 from rtrec.learn.featurize import Batch
 from rtrec.learn.metrics import auc, calibration, group_auc, logloss, rank_metrics, rank_of
 from rtrec.learn.step import Resolving
+from rtrec.learn.trainer import COUNTS
 from rtrec.ope.offline import item_text, replay_capture
-from rtrec.rank.pipeline import rank_variants
+from rtrec.rank.pipeline import exclusions, rank_variants
+from rtrec.replay.baselines import Popularity
 from rtrec.retrieve.sources import SOURCES
 
-BASELINES = ("popularity", "static", "linear")
+BASELINES = ("popularity", "popularity_all_time", "static", "linear")
 # The language-model pieces (see README): 1 item text features, 2 user interest vector,
 # 3 text prior and distillation. Each gets a row with that piece switched the other way.
 PIECES = ("item_text", "user_vector", "distill")
@@ -54,6 +56,7 @@ def replay_variants(cfg: Config, total_events: int, *, text: bool, with_ablation
     out = [
         main,
         Variant("popularity", kind="popularity", replay=False),
+        Variant("popularity_all_time", kind="popularity_all_time", replay=False),
         # Frozen after the first part of the stream, and served without the linear model
         # (which never stops learning): the model as a batch-trained system would ship it.
         replace(main, name="static", train_examples=static_n, linear_blend=0.0),
@@ -206,11 +209,13 @@ def _run(
     rng = np.random.default_rng(cfg.learner.seed)
     n_catalog = items.num_rows
     threshold = cfg.replay.cold_threshold
+    popular = Popularity(cfg.learner.counter_half_life_s)
 
     class Ranking:
         """Top-K evaluation: each model row ranks a sample of positives as it would serve them."""
 
         def pick(self, r: Resolving) -> np.ndarray:
+            popular.start(r)
             if not n_catalog or cfg.replay.ranking_sample <= 0:
                 return np.zeros(0, np.int64)
             # A follow-up (an add-to-cart after its click) is the same showing's item again: not ranked twice.
@@ -221,7 +226,8 @@ def _run(
             t0 = time.perf_counter()
             users, items = learner.featurizer.users.ids, learner.featurizer.items.ids
             user, item = users[r.user_idx[row]], items[r.item_idx[row]]
-            _rank_one(learner, user, item, float(r.ts[row]), n_catalog, threshold, col)
+            popular.upto(row)
+            _rank_one(learner, user, item, float(r.ts[row]), n_catalog, threshold, col, popular)
             col.rank_seconds += time.perf_counter() - t0
 
     def on_chunk(b: Batch) -> None:
@@ -263,13 +269,21 @@ def _run(
 
 
 def _rank_one(
-    learner: OnlineLearner, user_id: str, item_id: str, ts: float, n_catalog: int, threshold: int, col: _Collected
+    learner: OnlineLearner,
+    user_id: str,
+    item_id: str,
+    ts: float,
+    n_catalog: int,
+    threshold: int,
+    col: _Collected,
+    popular: Popularity,
 ) -> None:
     """Rank the positive ``item_id`` for its user as each model row would serve it.
 
     The served pipeline and its ablations (``learner.rankers``) rank their retrieved
-    candidates; every other model ranks all catalog items the user has not interacted with.
-    Each candidate source's own list is kept too.
+    candidates; every other model ranks all catalog items the user has not interacted with,
+    the popularity rows by ``popular``'s counts as of this event (decayed, and all-time in
+    ``popularity_all_time``). Each candidate source's own list is kept too.
     """
     f = learner.featurizer
     known = f.items.get(item_id)  # the learner registered every item of the chunk before this hook
@@ -280,15 +294,24 @@ def _rank_one(
     user = f.users.get(user_id)
     others = [n for n in learner.trainers if n not in learner.rankers]
     if others:
-        seen = f.user_items.get(user) if user is not None else np.zeros(0, np.int64)
+        # What the user had an example of before this event (as the pipeline rows exclude): the
+        # featurizer's own sets move once per learn chunk, and a session's earlier items would stay in.
+        seen = exclusions(learner, user, point_in_time=True)
         keep = np.ones(n_catalog, dtype=bool)
         keep[seen[seen < n_catalog]] = False
         cand = np.flatnonzero(keep).astype(np.int64)
         if target >= n_catalog or not keep[target]:
             cand = np.append(cand, target)
         cb = learner.candidates(user_id, cand, ts)
+        # The popularity rows rank by counts as of this event (see rtrec.replay.baselines).
         for name in others:
-            s = learner.trainers[name].predict(cb, f)
+            kind = learner.trainers[name].variant.kind
+            if kind == "popularity":
+                s = popular.decayed(cand, ts)
+            elif kind == "popularity_all_time":
+                s = popular.all_time(cand)
+            else:
+                s = learner.trainers[name].predict(cb, f)
             # Ties count against the model: a target tied with others ranks after them all.
             order = np.lexsort((cand == target, -s))
             col.ranking.setdefault(name, _Ranking()).add(cand[order[:50]], target, cold, new)
@@ -361,7 +384,7 @@ def _report(
         )
     for name, tr in learner.trainers.items():
         p = np.concatenate(col.preds[name])[keep] if col.preds.get(name) else np.zeros(0)
-        probabilistic = tr.variant.kind != "popularity"
+        probabilistic = tr.variant.kind not in COUNTS
         row: dict[str, Any] = _metrics(y, p, probabilistic)
         row["group_auc"] = group_auc(y[req != 0], p[req != 0], req[req != 0]) if grouped else None
         row.update(
