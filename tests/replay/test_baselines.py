@@ -1,5 +1,6 @@
 """The replay's popularity rows rank as of each event: every earlier positive counts, and every
-item the user rated earlier is left out, also within the learn chunk (a session)."""
+item the user rated earlier is left out, also within the learn chunk (a session); a target is
+cold by the item's ratings before it, also within the chunk."""
 
 from __future__ import annotations
 
@@ -53,14 +54,18 @@ def _log(tmp_path: Path) -> tuple[Path, Path, list[tuple[float, str, int, float]
     return tmp_path / "events.parquet", tmp_path / "items.parquet", rows
 
 
-def _reference(rows: list[tuple[float, str, int, float]], half_life_s: float) -> dict[str, float]:
-    """HR@10 of both popularity rows, one event at a time: ties count against the target."""
+def _reference(rows: list[tuple[float, str, int, float]], half_life_s: float) -> tuple[dict[str, float], list[bool]]:
+    """HR@10 of both popularity rows, one event at a time (ties count against the target), and
+    which targets were cold (fewer than 5 earlier ratings of the item)."""
     positives: list[tuple[float, int]] = []
     rated: dict[str, set[int]] = {}
+    ratings = np.zeros(N_ITEMS, np.int64)
     hits: dict[str, list[bool]] = {"popularity": [], "popularity_all_time": []}
+    cold: list[bool] = []
     for ts, user, item, value in rows:
         seen = rated.setdefault(user, set())
         if value >= 4.0:
+            cold.append(bool(ratings[item] < 5))
             cand = [i for i in range(N_ITEMS) if i not in seen or i == item]
             all_time = {i: sum(1.0 for _, j in positives if j == i) for i in cand}
             decayed = {i: sum(math.exp2(-(ts - t) / half_life_s) for t, j in positives if j == i) for i in cand}
@@ -69,7 +74,8 @@ def _reference(rows: list[tuple[float, str, int, float]], half_life_s: float) ->
                 hits[name].append(above < 10)
             positives.append((ts, item))
         seen.add(item)
-    return {name: float(np.mean(h)) for name, h in hits.items()}
+        ratings[item] += 1
+    return {name: float(np.mean(h)) for name, h in hits.items()}, cold
 
 
 def test_popularity_rows_rank_as_of_each_event(tmp_path: Path) -> None:
@@ -78,10 +84,10 @@ def test_popularity_rows_rank_as_of_each_event(tmp_path: Path) -> None:
     overrides["replay"]["ranking_sample"] = 1.0  # every positive is ranked
     cfg = load_config(overrides=overrides)
     rep = run_replay(events, cfg, items_path=items, report_dir=tmp_path / "r", ablations=False)
-    expected = _reference(rows, cfg.learner.counter_half_life_s)
-    n_pos = sum(1 for *_, v in rows if v >= 4.0)
+    expected, cold = _reference(rows, cfg.learner.counter_half_life_s)
     for name, hr in expected.items():
         row = rep.models[name]
-        assert row["ranked_events"] == n_pos
+        assert row["ranked_events"] == len(cold) and row["cold_ranked_events"] == sum(cold)
         assert row["hr_at_10"] == pytest.approx(hr, abs=1e-6), name  # the report keeps six digits
     assert 0.0 < expected["popularity"] < 1.0 and 0.0 < expected["popularity_all_time"] < 1.0
+    assert 0 < sum(cold) < len(cold)

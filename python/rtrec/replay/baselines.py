@@ -1,10 +1,12 @@
-"""The trivial "most popular" baselines of ``rtrec replay``, counted as of each ranked event.
+"""What ``rtrec replay`` counts of each item as of each ranked event: its examples, which say whether
+the target is cold, and its positives, behind the trivial "most popular" baselines.
 
 The learner's own popularity counters move once per learn chunk (a thousand events), so a
 ranking read from them misses the chunk's latest positives: a recency-decayed count is
 starved most, on a log whose recent activity is what it ranks by. The candidate sources see
-every example before the ranked one, so the baselines beside them must too. :class:`Popularity`
-folds each chunk's resolved examples in stream order, up to the ranked row, and scores items by
+every example before the ranked one, so the baselines beside them must too, and so must the
+line between cold and warm targets. :class:`Popularity` folds each chunk's resolved examples in
+stream order, up to the ranked row, and counts per item its examples and scores it by
 
 - ``decayed``: their positives with a half-life (the learner's counter half-life), and
 - ``all_time``: their positives so far.
@@ -31,6 +33,8 @@ class Popularity:
     >>> p.start(r); p.upto(3)
     >>> p.all_time(np.array([0, 1, 2])).tolist()
     [1.0, 1.0, 0.0]
+    >>> p.examples(np.array([0, 1, 2])).tolist()
+    [1, 2, 0]
     >>> [round(x, 2) for x in p.decayed(np.array([0, 1]), now=20.0).tolist()]
     [0.25, 1.0]
     """
@@ -38,6 +42,7 @@ class Popularity:
     def __init__(self, half_life_s: float) -> None:
         self.half = float(half_life_s)
         self.count = np.zeros(0, np.float64)
+        self.seen = np.zeros(0, np.int64)  # examples, whatever their label
         self.weighted = np.zeros(0, np.float64)  # positives weighted 2^((t - t_ref) / half)
         self.t_ref: float | None = None
         self._r: Resolving | None = None
@@ -57,15 +62,20 @@ class Popularity:
         sl = slice(self._done, row)
         self._done = row
         labels = np.asarray(r.labels[sl], np.float64)
-        pos = labels > 0
-        if not pos.any():
+        every = r.item_idx[sl].astype(np.int64)
+        if not len(every):
             return
-        items, ts, w = r.item_idx[sl][pos].astype(np.int64), np.asarray(r.ts[sl], np.float64)[pos], labels[pos]
-        n = int(items.max()) + 1
+        n = int(every.max()) + 1
         if n > len(self.count):
             grow = max(n, 2 * len(self.count)) - len(self.count)
             self.count = np.concatenate([self.count, np.zeros(grow)])
             self.weighted = np.concatenate([self.weighted, np.zeros(grow)])
+            self.seen = np.concatenate([self.seen, np.zeros(grow, np.int64)])
+        np.add.at(self.seen, every, 1)
+        pos = labels > 0
+        if not pos.any():
+            return
+        items, ts, w = every[pos], np.asarray(r.ts[sl], np.float64)[pos], labels[pos]
         if self.t_ref is None:
             self.t_ref = float(ts.min())
         if (float(ts.max()) - self.t_ref) / self.half > _RESCALE:
@@ -74,6 +84,12 @@ class Popularity:
             self.t_ref = t_new
         np.add.at(self.count, items, w)
         np.add.at(self.weighted, items, w * np.exp2((ts - self.t_ref) / self.half))
+
+    def examples(self, items: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(items), np.int64)
+        ok = items < len(self.seen)
+        out[ok] = self.seen[items[ok]]
+        return out
 
     def all_time(self, items: np.ndarray) -> np.ndarray:
         out = np.zeros(len(items))

@@ -289,7 +289,8 @@ def _rank_one(
     known = f.items.get(item_id)  # the learner registered every item of the chunk before this hook
     assert known is not None
     target = int(known)
-    cold = bool(f.item_counts.n[target] < threshold)
+    # Cold: fewer than ``threshold`` earlier examples of the item, counted as of this event.
+    cold = bool(popular.examples(np.array([target]))[0] < threshold)
     new = bool(learner.retrieval.count[target] == 0) if target < len(learner.retrieval.count) else True
     user = f.users.get(user_id)
     others = [n for n in learner.trainers if n not in learner.rankers]
