@@ -11,7 +11,7 @@ from rtrec.config import load_config
 from rtrec.errors import CorruptDataError, InvalidInputError
 from rtrec.learn import OnlineLearner
 from rtrec.rank import ListRanker, pipeline
-from rtrec.retrieve import FEATURES, sources
+from rtrec.retrieve import FEATURES, arrays, sources
 from rtrec.retrieve.ann import IVFIndex
 from tests.learn.streams import T0, events
 
@@ -93,6 +93,7 @@ def test_a_requests_merge_in_python_equals_the_numpy_one(
 
     def retrieve(small: int) -> sources.Candidates:
         monkeypatch.setattr(sources, "SMALL", small)
+        monkeypatch.setattr(arrays, "SMALL", small)
         r._rng = np.random.default_rng(7)  # the same fresh draw both times
         return r.retrieve(fan, float(T0 + 600), pipeline.exclusions(learner, fan), category=category)
 

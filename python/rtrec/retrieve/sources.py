@@ -24,6 +24,7 @@ import numpy as np
 
 from rtrec import _native
 from rtrec.config import RetrieveConfig
+from rtrec.retrieve.arrays import SMALL, top_k, unique, unit_or_none
 from rtrec.sets import add_pairs, load_item_sets
 
 if TYPE_CHECKING:
@@ -254,11 +255,11 @@ class Retrieval:
         q_user = q_recent = None
         if unit is not None:
             if user is not None and 0 <= user < len(self.f.user_vec):
-                q_user = _unit_or_none(self.f.user_vec[user])
+                q_user = unit_or_none(self.f.user_vec[user])
             recent = hist[-RECENT:]
             recent = recent[recent < len(unit)]
             if len(recent):
-                q_recent = _unit_or_none(unit[recent].mean(axis=0))
+                q_recent = unit_or_none(unit[recent].mean(axis=0))
         return UserView(user, hist, q_user, q_recent, self.user_categories(hist))
 
     def retrieve(
@@ -306,14 +307,14 @@ class Retrieval:
             parts = [overall]
             for c, _share in sorted(view.categories.items(), key=lambda kv: -kv[1])[:2]:
                 parts.append(by_cat.get(c, np.zeros(0, np.int64))[: per // 2])
-            trend = _unique(np.concatenate(parts))
+            trend = unique(np.concatenate(parts))
         trend = trend[trend < n_items]
         lists["trending"] = trend[~skip[trend]][: per * 2]
         if self.cfg.fresh:
             lists["fresh"] = self._fresh(n_items, skip)
         order = [s for s in SOURCES if s in lists]
         allc = np.concatenate([lists[s] for s in order]) if order else np.zeros(0, np.int64)
-        items = _unique(allc.astype(np.int64))
+        items = unique(allc.astype(np.int64))
         if len(items) < at_least:
             free = ~skip[:n_items]
             free[items] = False
@@ -350,7 +351,7 @@ class Retrieval:
             return rows[np.argsort(-sims, kind="stable")[:k]].astype(np.int64)
         sims = unit[:n] @ q
         sims[skip[:n] | ~self.f.has_text[:n]] = -np.inf
-        return _top_k(sims, k)
+        return top_k(sims, k)
 
     def reindex(self) -> bool:
         """Build the IVF index over the current text embeddings when the catalog is large
@@ -378,7 +379,7 @@ class Retrieval:
         recent = pool[-4 * half :][::-1] if half else pool[:0]
         newest = recent[~skip[recent]][:half]
         want = self.cfg.fresh - len(newest)
-        draw = _unique(pool[self._rng.integers(len(pool), size=4 * want)])
+        draw = unique(pool[self._rng.integers(len(pool), size=4 * want)])
         taken = set(newest.tolist())
         draw = draw[~skip[draw] & np.array([d not in taken for d in draw.tolist()], bool)][:want]
         return np.concatenate([newest, draw]).astype(np.int64)
@@ -469,32 +470,3 @@ class Retrieval:
         self.version = int(s["version"]) + 1
         self.interacted = load_item_sets(s["interacted"], self.interacted.max_per_user)
         self._top = None
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest finite scores, best first."""
-    finite = np.isfinite(scores)
-    m = int(finite.sum())
-    if m == 0:
-        return np.zeros(0, np.int64)
-    k = min(k, m)
-    part = np.argpartition(-scores, k - 1)[:k]
-    part = part[np.isfinite(scores[part])]
-    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
-
-
-SMALL = 4096  # below this many items, set operations run in Python: numpy's sorts let the interpreter go
-
-
-def _unique(a: np.ndarray) -> np.ndarray:
-    """``a`` without repeats, in first-seen order."""
-    if len(a) <= SMALL:
-        return np.fromiter(dict.fromkeys(a.tolist()), a.dtype, count=-1)
-    _, first = np.unique(a, return_index=True)
-    return a[np.sort(first)]
-
-
-def _unit_or_none(v: np.ndarray) -> np.ndarray | None:
-    """``v`` scaled to unit length, or None when it is (nearly) zero."""
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 1e-6 else None
