@@ -6,9 +6,10 @@ ranking read from them misses the chunk's latest positives: a recency-decayed co
 starved most, on a log whose recent activity is what it ranks by. The candidate sources see
 every example before the ranked one, so the baselines beside them must too, and so must the
 line between cold and warm targets. :class:`Popularity` folds each chunk's resolved examples in
-stream order, up to the ranked row, and counts per item its examples and scores it by
+stream order, up to the ranked row, into :class:`~rtrec.learn.counters.Counters` of its own (the
+learner's kind, with the learner's counter half-life), and scores items by
 
-- ``decayed``: their positives with a half-life (the learner's counter half-life), and
+- ``decayed``: their positives, time-decayed, and
 - ``all_time``: their positives so far.
 """
 
@@ -16,15 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtrec.learn.counters import Counters
 from rtrec.learn.step import Resolving
 
 __all__ = ["Popularity"]
 
-_RESCALE = 512.0  # exponent (in half-lives past the reference time) at which the decayed counts are rescaled
-
 
 class Popularity:
-    """Positives per item, all-time and time-decayed, folded in stream order up to a ranked row.
+    """Examples and positives per item, all-time and time-decayed, folded in stream order up to a ranked row.
 
     >>> import numpy as np
     >>> p = Popularity(half_life_s=10.0)
@@ -40,11 +40,7 @@ class Popularity:
     """
 
     def __init__(self, half_life_s: float) -> None:
-        self.half = float(half_life_s)
-        self.count = np.zeros(0, np.float64)
-        self.seen = np.zeros(0, np.int64)  # examples, whatever their label
-        self.weighted = np.zeros(0, np.float64)  # positives weighted 2^((t - t_ref) / half)
-        self.t_ref: float | None = None
+        self.counts = Counters(half_life_s)
         self._r: Resolving | None = None
         self._done = 0
 
@@ -61,45 +57,22 @@ class Popularity:
             return
         sl = slice(self._done, row)
         self._done = row
-        labels = np.asarray(r.labels[sl], np.float64)
-        every = r.item_idx[sl].astype(np.int64)
-        if not len(every):
-            return
-        n = int(every.max()) + 1
-        if n > len(self.count):
-            grow = max(n, 2 * len(self.count)) - len(self.count)
-            self.count = np.concatenate([self.count, np.zeros(grow)])
-            self.weighted = np.concatenate([self.weighted, np.zeros(grow)])
-            self.seen = np.concatenate([self.seen, np.zeros(grow, np.int64)])
-        np.add.at(self.seen, every, 1)
-        pos = labels > 0
-        if not pos.any():
-            return
-        items, ts, w = every[pos], np.asarray(r.ts[sl], np.float64)[pos], labels[pos]
-        if self.t_ref is None:
-            self.t_ref = float(ts.min())
-        if (float(ts.max()) - self.t_ref) / self.half > _RESCALE:
-            t_new = float(ts.max())
-            self.weighted *= float(np.exp2(max(-(t_new - self.t_ref) / self.half, -1000.0)))
-            self.t_ref = t_new
-        np.add.at(self.count, items, w)
-        np.add.at(self.weighted, items, w * np.exp2((ts - self.t_ref) / self.half))
+        items = r.item_idx[sl].astype(np.int64)
+        self._cover(items)
+        self.counts.update(items, np.asarray(r.ts[sl], np.float64), np.asarray(r.labels[sl], np.float64))
+
+    def _cover(self, items: np.ndarray) -> None:
+        if len(items):
+            self.counts.ensure(int(items.max()) + 1)
 
     def examples(self, items: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(items), np.int64)
-        ok = items < len(self.seen)
-        out[ok] = self.seen[items[ok]]
-        return out
+        self._cover(items)
+        return self.counts.n[items]
 
     def all_time(self, items: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(items))
-        ok = items < len(self.count)
-        out[ok] = self.count[items[ok]]
-        return out
+        self._cover(items)
+        return np.asarray(self.counts.npos[items], np.float64)
 
     def decayed(self, items: np.ndarray, now: float) -> np.ndarray:
-        out = np.zeros(len(items))
-        ok = items < len(self.weighted)
-        if self.t_ref is not None:
-            out[ok] = self.weighted[items[ok]] * float(np.exp2(max(-(now - self.t_ref) / self.half, -1000.0)))
-        return out
+        self._cover(items)
+        return self.counts.positives(items, np.full(len(items), now))
